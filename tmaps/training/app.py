@@ -1,0 +1,118 @@
+"""What ``tmaps-train`` and ``tmaps-eval`` do with a composed Hydra config."""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+import hydra
+import pytorch_lightning as pl
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from tmaps.data import SpeechDataModule
+from tmaps.training.checkpoint import check_compatible
+from tmaps.training.module import ASRModule
+
+log = logging.getLogger(__name__)
+
+
+def plain(config: DictConfig | None) -> dict | None:
+    return None if config is None else OmegaConf.to_container(config, resolve=True)
+
+
+def instantiate_list(group: DictConfig | None) -> list:
+    """Instantiate every ``_target_`` entry of a config group such as ``callbacks`` or ``logger``."""
+    if not group:
+        return []
+    return [hydra.utils.instantiate(entry) for entry in group.values() if entry and "_target_" in entry]
+
+
+def build_datamodule(cfg: DictConfig) -> SpeechDataModule:
+    return SpeechDataModule(**plain(cfg.data))
+
+
+def build_module(cfg: DictConfig, datamodule: SpeechDataModule) -> ASRModule:
+    return ASRModule(
+        model=plain(cfg.model),
+        alphabet=datamodule.alphabet.chars,
+        features=datamodule.feature_config,
+        optim=plain(cfg.optim),
+        topo=plain(cfg.get("topo")),
+        compile=cfg.get("compile", False),
+    )
+
+
+def train(cfg: DictConfig) -> float | None:
+    """Fit, then test the best checkpoint; return the metric named by ``cfg.optimized_metric``."""
+    started = time.perf_counter()
+    pl.seed_everything(cfg.seed, workers=True)
+    datamodule = build_datamodule(cfg)
+    module = build_module(cfg, datamodule)
+    datamodule.output_stride = module.model.stride
+    if cfg.get("ckpt_path"):
+        check_compatible(cfg.ckpt_path, {"model": module.hparams.model, "alphabet": module.hparams.alphabet})
+    loggers = instantiate_list(cfg.get("logger"))
+    trainer: pl.Trainer = hydra.utils.instantiate(cfg.trainer, callbacks=instantiate_list(cfg.get("callbacks")), logger=loggers or False)
+    for logger in loggers:
+        logger.log_hyperparams(plain(cfg))
+
+    trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"), weights_only=True)
+    metrics = {name: float(value) for name, value in trainer.callback_metrics.items() if torch.is_tensor(value) and value.numel() == 1}
+
+    if cfg.get("test") and not trainer.fast_dev_run:
+        best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+        results = test_splits(trainer, module, datamodule, ckpt_path=best or None)
+        metrics.update({f"{split}/{name}": value for split, row in results.items() for name, value in row.items()})
+        print_summary(results, title=f"tmaps: test results of {best or 'the final weights'}")
+        for logger in loggers:
+            logger.log_metrics({f"summary/{key}": value for key, value in metrics.items() if key.count("/") == 2})
+    log.info("run finished in %.1f s; outputs in %s", time.perf_counter() - started, cfg.paths.output_dir)
+    _finish_wandb(loggers)
+    return metrics.get(cfg.get("optimized_metric")) if cfg.get("optimized_metric") else None
+
+
+def test_splits(trainer: pl.Trainer, module: ASRModule, datamodule: SpeechDataModule, ckpt_path: str | None) -> dict:
+    """WER and CER of every test split (``test``, ``test_unseen``, ...) of the datamodule."""
+    results = {}
+    for split, loader in datamodule.test_loaders().items():
+        (row,) = trainer.test(module, dataloaders=loader, ckpt_path=ckpt_path, verbose=False, weights_only=True)
+        results[split] = {"cer": row["test/cer"], "wer": row["test/wer"], "utterances": len(loader.dataset)}
+    return results
+
+
+def print_summary(results: dict, title: str) -> None:
+    lines = [title, f"{'split':<14}{'utterances':>11}{'CER':>9}{'WER':>9}"]
+    lines += [f"{split:<14}{row['utterances']:>11}{row['cer']:>9.4f}{row['wer']:>9.4f}" for split, row in results.items()]
+    print("\n".join(lines), flush=True)
+
+
+def evaluate(cfg: DictConfig) -> dict:
+    """WER and CER of ``cfg.ckpt_path`` on the test splits of ``cfg.data``."""
+    if not cfg.get("ckpt_path"):
+        raise ValueError("tmaps-eval needs ckpt_path=<file.ckpt>")
+    module = ASRModule.from_checkpoint(cfg.ckpt_path)
+    data = plain(cfg.data)
+    data["features"] = {**data.get("features", {}), **module.hparams.features}
+    datamodule = SpeechDataModule(**data)
+    if datamodule.alphabet != module.alphabet:
+        raise ValueError(
+            f"checkpoint {cfg.ckpt_path} predicts the alphabet {module.alphabet.chars!r}, but data "
+            f"language {data.get('language')!r} uses {datamodule.alphabet.chars!r}"
+        )
+    datamodule.output_stride = module.model.stride
+    trainer: pl.Trainer = hydra.utils.instantiate(cfg.trainer, logger=False, callbacks=[], enable_checkpointing=False)
+    datamodule.prepare_data()
+    datamodule.setup("test")
+    results = test_splits(trainer, module, datamodule, ckpt_path=None)
+    print_summary(results, title=f"tmaps: {Path(cfg.ckpt_path).name}")
+    return results
+
+
+def _finish_wandb(loggers: list) -> None:
+    """End the W&B run so that the next job of a multirun starts its own."""
+    if any(isinstance(logger, pl.loggers.WandbLogger) for logger in loggers):
+        import wandb
+
+        wandb.finish()

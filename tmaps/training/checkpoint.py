@@ -1,0 +1,104 @@
+"""Reading tmaps checkpoints without executing code, and explaining mismatches."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from tmaps.models import Wav2Letter
+from tmaps.text import Alphabet
+
+
+class CheckpointMismatchError(ValueError):
+    """A checkpoint does not fit the model or alphabet it is loaded into."""
+
+
+@dataclass
+class LoadedCheckpoint:
+    """What a tmaps checkpoint holds: enough to rebuild the model and its inputs."""
+
+    path: Path
+    model: Wav2Letter
+    alphabet: Alphabet
+    features: dict
+    hyper_parameters: dict
+    global_step: int
+
+
+def read_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict:
+    """The raw checkpoint dict, loaded with ``weights_only=True``; errors name the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint {path} does not exist")
+    try:
+        checkpoint = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as error:
+        raise ValueError(f"checkpoint {path} cannot be read as a weights-only torch checkpoint: {error}") from error
+    missing = [key for key in ("state_dict", "hyper_parameters") if key not in checkpoint]
+    hyper_parameters = checkpoint.get("hyper_parameters", {})
+    missing += [f"hyper_parameters.{key}" for key in ("model", "alphabet", "features") if key not in hyper_parameters]
+    if missing:
+        raise ValueError(f"checkpoint {path} is not a tmaps checkpoint: it lacks {missing}")
+    return checkpoint
+
+
+def model_state_dict(checkpoint: Mapping) -> dict[str, torch.Tensor]:
+    """The Wav2Letter weights of a LightningModule checkpoint (``model.`` prefix removed)."""
+    prefix = "model."
+    return {key[len(prefix) :]: value for key, value in checkpoint["state_dict"].items() if key.startswith(prefix)}
+
+
+def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> LoadedCheckpoint:
+    """Rebuild the model, alphabet and feature config stored in a tmaps checkpoint."""
+    checkpoint = read_checkpoint(path, map_location)
+    hyper_parameters = checkpoint["hyper_parameters"]
+    model = Wav2Letter(**hyper_parameters["model"])
+    model.load_state_dict(model_state_dict(checkpoint))
+    model.eval()
+    return LoadedCheckpoint(
+        path=Path(path),
+        model=model,
+        alphabet=Alphabet(hyper_parameters["alphabet"]),
+        features=dict(hyper_parameters["features"]),
+        hyper_parameters=hyper_parameters,
+        global_step=int(checkpoint.get("global_step", 0)),
+    )
+
+
+def describe_differences(expected: Mapping, found: Mapping, prefix: str = "") -> list[str]:
+    """Lines ``key: expected X, checkpoint has Y`` for every leaf that differs."""
+    lines = []
+    for key in sorted(set(expected) | set(found), key=str):
+        name = f"{prefix}{key}"
+        if key not in found:
+            lines.append(f"{name}: expected {expected[key]!r}, checkpoint lacks it")
+        elif key not in expected:
+            lines.append(f"{name}: not expected, checkpoint has {found[key]!r}")
+        elif isinstance(expected[key], Mapping) and isinstance(found[key], Mapping):
+            lines += describe_differences(expected[key], found[key], prefix=f"{name}.")
+        elif _normalized(expected[key]) != _normalized(found[key]):
+            lines.append(f"{name}: expected {expected[key]!r}, checkpoint has {found[key]!r}")
+    return lines
+
+
+def _normalized(value):
+    return list(value) if isinstance(value, (list, tuple)) else value
+
+
+def check_compatible(path: str | os.PathLike, expected: Mapping) -> None:
+    """Raise ``CheckpointMismatchError`` listing what differs between a checkpoint and ``expected``.
+
+    ``expected`` holds the ``model`` constructor arguments and the ``alphabet`` characters
+    that the current run would build.
+    """
+    hyper_parameters = read_checkpoint(path)["hyper_parameters"]
+    found = {key: hyper_parameters[key] for key in expected}
+    differences = describe_differences(expected, found)
+    if differences:
+        raise CheckpointMismatchError(
+            f"checkpoint {path} does not match this run's model and alphabet:\n  " + "\n  ".join(differences)
+        )

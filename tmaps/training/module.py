@@ -1,0 +1,195 @@
+"""``ASRModule``: Wav2Letter + CTC as a LightningModule."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+
+import pytorch_lightning as pl
+import torch
+from torch import Tensor, nn
+from torchmetrics.text import CharErrorRate, WordErrorRate
+
+from tmaps.models import Wav2Letter
+from tmaps.text import BLANK, Alphabet
+from tmaps.topo import build_regularizer, topography_metrics
+from tmaps.training.checkpoint import read_checkpoint
+from tmaps.training.loggers import log_table
+
+SCHEDULES = ("constant", "cosine", "onecycle")
+
+
+class ASRModule(pl.LightningModule):
+    """Trains a :class:`~tmaps.models.Wav2Letter` with CTC and reports WER/CER.
+
+    Args:
+        model: ``Wav2Letter`` constructor arguments except ``n_features`` and ``n_classes``,
+            which follow from ``features["n_mels"]`` and the alphabet.
+        alphabet: the output characters (``Alphabet.chars``); class 0 is the CTC blank.
+        features: the feature config of the data (stored so a checkpoint rebuilds its inputs).
+        optim: ``lr``, ``weight_decay``, ``betas``, ``schedule`` (``constant``, ``cosine``
+            with linear warm-up, or ``onecycle``), ``warmup_steps``, and optionally
+            ``lr_decay_per_layer`` (discriminative learning rates: layer ``i`` of ``n`` gets
+            ``lr * decay ** (n - 1 - i)``, the head the full rate).
+        topo: the ``topo`` config group (see :func:`tmaps.topo.build_regularizer`); ``None``
+            or an empty layer list trains without a topographic loss.
+        compile: wrap the model in ``torch.compile``.
+        n_examples: decoded validation examples logged as a table at each validation.
+        train_metrics_every_n_steps: how often training WER/CER are computed (decoding costs time).
+
+    A batch is the dict of docs/design.md; ``forward(features, lengths)`` returns the
+    model's ``(log_probs (B, T', n_classes), output_lengths (B,))``.
+    """
+
+    def __init__(
+        self,
+        model: Mapping,
+        alphabet: str,
+        features: Mapping,
+        optim: Mapping,
+        topo: Mapping | None = None,
+        compile: bool = False,
+        n_examples: int = 4,
+        train_metrics_every_n_steps: int = 50,
+    ) -> None:
+        super().__init__()
+        self.alphabet = Alphabet(alphabet)
+        model_arguments = {**model, "n_features": features["n_mels"], "n_classes": self.alphabet.n_classes}
+        self.save_hyperparameters(
+            {
+                "model": model_arguments,
+                "alphabet": alphabet,
+                "features": dict(features),
+                "optim": dict(optim),
+                "topo": dict(topo) if topo else None,
+                "compile": compile,
+                "n_examples": n_examples,
+                "train_metrics_every_n_steps": train_metrics_every_n_steps,
+            }
+        )
+        if optim.get("schedule", "cosine") not in SCHEDULES:
+            raise ValueError(f"optim.schedule must be one of {SCHEDULES}, got {optim['schedule']!r}")
+        self.model = Wav2Letter(**model_arguments)
+        self.forward_model: nn.Module = torch.compile(self.model) if compile else self.model
+        self.ctc = nn.CTCLoss(blank=BLANK, zero_infinity=True)
+        self.topo = build_regularizer(self.model, dict(topo)) if topo else None
+        self.cer = nn.ModuleDict({stage: CharErrorRate() for stage in ("train", "val", "test")})
+        self.wer = nn.ModuleDict({stage: WordErrorRate() for stage in ("train", "val", "test")})
+        self._examples: list[list[str]] = []
+
+    @classmethod
+    def from_checkpoint(cls, path) -> ASRModule:
+        """The module stored in a tmaps checkpoint, loaded with ``weights_only=True``."""
+        checkpoint = read_checkpoint(path)
+        stored = checkpoint["hyper_parameters"]
+        module = cls(**{key: stored[key] for key in ("model", "alphabet", "features", "optim") if key in stored})
+        module.load_state_dict(checkpoint["state_dict"])
+        return module
+
+    def forward(self, features: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
+        return self.forward_model(features, lengths)
+
+    def ctc_loss(self, log_probs: Tensor, output_lengths: Tensor, batch: Mapping) -> Tensor:
+        return self.ctc(log_probs.transpose(0, 1).float(), batch["targets"], output_lengths, batch["target_lengths"])
+
+    def decode(self, log_probs: Tensor, output_lengths: Tensor) -> list[str]:
+        best = log_probs.argmax(dim=-1).cpu()
+        return [self.alphabet.decode_ctc(best[i, : int(n)].tolist()) for i, n in enumerate(output_lengths)]
+
+    def training_step(self, batch: Mapping, batch_idx: int) -> Tensor:
+        log_probs, output_lengths = self(batch["features"], batch["feature_lengths"])
+        ctc = self.ctc_loss(log_probs, output_lengths, batch)
+        loss = ctc
+        batch_size = len(batch["records"])
+        if self.topo is not None:
+            topo_total, topo_terms = self.topo.loss(self.global_step)
+            loss = ctc + topo_total
+            self.log_dict({f"train/topo/{name}": term for name, term in topo_terms.items()}, batch_size=batch_size)
+        self.log_dict({"train/loss": loss, "train/ctc": ctc}, prog_bar=True, batch_size=batch_size)
+        self.log("train/lr", self.optimizers().param_groups[-1]["lr"], batch_size=batch_size)
+        if self.global_step % self.hparams.train_metrics_every_n_steps == 0:
+            self._update_error_rates("train", log_probs, output_lengths, batch)
+            self.log_dict({"train/cer": self.cer["train"], "train/wer": self.wer["train"]}, batch_size=batch_size)
+        return loss
+
+    def validation_step(self, batch: Mapping, batch_idx: int) -> None:
+        log_probs, output_lengths = self(batch["features"], batch["feature_lengths"])
+        hypotheses = self._update_error_rates("val", log_probs, output_lengths, batch)
+        batch_size = len(batch["records"])
+        self.log("val/loss", self.ctc_loss(log_probs, output_lengths, batch), batch_size=batch_size)
+        self.log_dict({"val/cer": self.cer["val"], "val/wer": self.wer["val"]}, prog_bar=True, batch_size=batch_size)
+        room = self.hparams.n_examples - len(self._examples)
+        for record, hypothesis in list(zip(batch["records"], hypotheses))[: max(room, 0)]:
+            self._examples.append([record["id"], record["text"], hypothesis])
+
+    def on_validation_epoch_start(self) -> None:
+        self._examples = []
+
+    def on_validation_epoch_end(self) -> None:
+        if self.trainer.sanity_checking:
+            return
+        if self._examples:
+            log_table(self.loggers, "val/examples", ["id", "reference", "hypothesis"], self._examples, self.global_step)
+        if self.topo is not None:
+            metrics = topography_metrics(self.model, self.topo.layer_names, self.topo.grids)
+            self.log_dict({f"val/topo/{name}": value for name, value in metrics.items()})
+
+    def test_step(self, batch: Mapping, batch_idx: int, dataloader_idx: int = 0) -> None:
+        log_probs, output_lengths = self(batch["features"], batch["feature_lengths"])
+        self._update_error_rates("test", log_probs, output_lengths, batch)
+        self.log_dict(
+            {"test/cer": self.cer["test"], "test/wer": self.wer["test"]}, batch_size=len(batch["records"])
+        )
+
+    def _update_error_rates(self, stage: str, log_probs: Tensor, output_lengths: Tensor, batch: Mapping) -> list[str]:
+        hypotheses = self.decode(log_probs, output_lengths)
+        references = [record["text"] for record in batch["records"]]
+        self.cer[stage].update(hypotheses, references)
+        self.wer[stage].update(hypotheses, references)
+        return hypotheses
+
+    def parameter_groups(self) -> list[dict]:
+        """Trainable parameters by layer; discriminative learning rates when configured."""
+        optim = self.hparams.optim
+        decay = optim.get("lr_decay_per_layer", 1.0)
+        names = self.model.layer_names
+        groups = []
+        for depth, name in enumerate(names):
+            parameters = [p for p in self.model.get_submodule(name).parameters() if p.requires_grad]
+            if parameters:
+                groups.append({"name": name, "params": parameters, "lr": optim["lr"] * decay ** (len(names) - 1 - depth)})
+        return groups
+
+    def configure_optimizers(self):
+        optim = self.hparams.optim
+        optimizer = torch.optim.AdamW(
+            self.parameter_groups(),
+            lr=optim["lr"],
+            weight_decay=optim.get("weight_decay", 0.0),
+            betas=tuple(optim.get("betas", (0.9, 0.999))),
+        )
+        schedule = optim.get("schedule", "cosine")
+        if schedule == "constant":
+            return optimizer
+        total_steps = int(self.trainer.estimated_stepping_batches)
+        if schedule == "onecycle":
+            scheduler = torch.optim.lr_scheduler.OneCycleLR(
+                optimizer, max_lr=[group["lr"] for group in optimizer.param_groups], total_steps=total_steps
+            )
+        else:
+            scheduler = torch.optim.lr_scheduler.LambdaLR(
+                optimizer, warmup_cosine(optim.get("warmup_steps", 0), total_steps, optim.get("min_lr_ratio", 0.0))
+            )
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+
+def warmup_cosine(warmup_steps: int, total_steps: int, min_ratio: float = 0.0):
+    """Learning-rate factor: linear warm-up to 1, then cosine decay to ``min_ratio``."""
+
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / warmup_steps
+        progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
+        return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+    return factor
