@@ -1,0 +1,33 @@
+"""Topographic regularisation: grids, losses, metrics and maps (plain PyTorch, no Lightning or Hydra)."""
+
+from tmaps.topo.grid import Grid, nearly_square_shape
+from tmaps.topo.losses import (
+    LOSSES,
+    BlurSmoothness,
+    ResponseCorrelation,
+    TopographicLoss,
+    TopographicRegularizer,
+    WeightSimilarity,
+    build_regularizer,
+)
+from tmaps.topo.metrics import distance_profile, layer_topography, topography_metrics
+from tmaps.topo.plots import activation_map, filter_map, mel_centre_of_mass, principal_component_colours
+
+__all__ = [
+    "LOSSES",
+    "BlurSmoothness",
+    "Grid",
+    "ResponseCorrelation",
+    "TopographicLoss",
+    "TopographicRegularizer",
+    "WeightSimilarity",
+    "activation_map",
+    "build_regularizer",
+    "distance_profile",
+    "filter_map",
+    "layer_topography",
+    "mel_centre_of_mass",
+    "nearly_square_shape",
+    "principal_component_colours",
+    "topography_metrics",
+]

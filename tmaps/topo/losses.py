@@ -1,0 +1,371 @@
+"""Topographic losses: make channels that are near on a :class:`Grid` alike.
+
+Three losses share one interface (:class:`TopographicLoss`): two read the layer's weights,
+one its responses during the training forward pass. :class:`TopographicRegularizer` attaches
+them to named layers of any model (``Conv1d``, ``Conv2d`` or ``Linear`` weights) and sums
+them with their weights and a warm-up schedule. Everything is vectorized over the
+``(rows, cols, features)`` weight sheet; the only Python loops run over grid steps
+(2 for a 4-neighbourhood) or layers, never over channels.
+"""
+
+from __future__ import annotations
+
+import inspect
+from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
+from typing import Any, ClassVar
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from tmaps.topo.grid import Grid
+from tmaps.topo.layers import channel_axis, filter_vectors, get_layer
+
+
+class TopographicLoss(ABC):
+    """A loss on one layer that is small when grid neighbours are alike.
+
+    Args:
+        grid: where the layer's output channels sit.
+        weight: factor of this loss in the regularizer's total.
+
+    ``source`` says what the loss is computed from: ``"weight"`` (called with the layer's
+    weight ``(out_channels, *)``) or ``"response"`` (called with the layer's output).
+    """
+
+    name: ClassVar[str]
+    source: ClassVar[str]
+
+    def __init__(self, grid: Grid, weight: float = 1.0) -> None:
+        if weight < 0:
+            raise ValueError(f"{type(self).__name__} weight must be >= 0, got {weight}")
+        self.grid = grid
+        self.weight = float(weight)
+
+    @abstractmethod
+    def __call__(self, tensor: Tensor) -> Tensor:
+        """The loss, a scalar tensor that carries gradients to ``tensor``."""
+
+
+class WeightSimilarity(TopographicLoss):
+    """Neighbouring filters should have similar incoming weights (topographic filter maps).
+
+    With ``metric="cosine"``: the mean over neighbouring pairs ``(i, j)`` of
+    ``1 - cos(w_i, w_j)``, where ``w_i`` is the flattened incoming weight of channel ``i``
+    (``in_channels * kernel`` values). It lies in ``[0, 2]``, is 0 for identical filters and
+    does not change when a filter is scaled by a positive factor. With
+    ``metric="euclidean"``: the mean over pairs of ``||w_i - w_j||**2 / n_features``, which
+    also pulls the filters' norms together. A Gaussian neighbourhood makes both a weighted
+    mean with the grid's pair weights.
+
+    Args:
+        grid: the layer's grid.
+        weight: factor in the regularizer's total.
+        metric: ``"cosine"`` or ``"euclidean"``.
+
+    Shapes:
+        ``loss(weight)`` takes the layer weight ``(out_channels, *)`` and returns a scalar.
+    """
+
+    name = "weight_similarity"
+    source = "weight"
+    METRICS = ("cosine", "euclidean")
+
+    def __init__(self, grid: Grid, weight: float = 1.0, metric: str = "cosine") -> None:
+        super().__init__(grid, weight)
+        if metric not in self.METRICS:
+            raise ValueError(f"WeightSimilarity metric must be one of {self.METRICS}, got {metric!r}")
+        self.metric = metric
+
+    def __call__(self, tensor: Tensor) -> Tensor:
+        vectors = tensor.reshape(tensor.shape[0], -1)
+        if self.metric == "cosine":
+            vectors = F.normalize(vectors, dim=1)
+        total = vectors.new_zeros(())
+        n_pairs = 0.0
+        for pair_weight, first, second in self.grid.neighbour_pairs(self.grid.sheet(vectors)):
+            if self.metric == "cosine":
+                dissimilarity = 1 - (first * second).sum(-1)
+            else:
+                dissimilarity = (first - second).pow(2).mean(-1)
+            total = total + pair_weight * dissimilarity.sum()
+            n_pairs += pair_weight * dissimilarity.numel()
+        return total / n_pairs
+
+
+class ResponseCorrelation(TopographicLoss):
+    """Channels should respond alike in proportion to their nearness (TDANN-style).
+
+    The responses of each channel over a batch give a ``(units, units)`` Pearson correlation
+    matrix ``R``. The loss is ``1 - pearson(R[i, j], 1 / (d_ij + 1))`` over the pairs
+    ``i < j``, with ``d_ij`` their grid distance: 0 when response correlation falls off with
+    distance exactly like ``1 / (d + 1)``, up to scale and offset. A Pearson target rather
+    than the MSE to ``1 / (d + 1)`` leaves the overall level of correlation to the task
+    (post-ReLU channels correlate positively throughout; MSE would push every far pair
+    towards a fixed small correlation) and asks only for the shape of the fall-off, as in
+    TDANN's relative spatial loss (Margalit et al., 2024).
+
+    What a sample is (``samples``):
+
+    - ``"frames"`` (default): every time step (or spatial position) of every utterance is a
+      sample, e.g. ``8 x 500`` samples for a batch of eight 10 s utterances. Correlations
+      then say which channels fire together in time, i.e. on the same sounds.
+    - ``"utterances"``: responses are averaged over time first, one sample per utterance.
+      With batches of 8 to 32 these correlations are very noisy; kept for comparison.
+
+    Frames in the padding of shorter utterances count as samples too (the regularizer sees
+    only the layer's output, not the lengths).
+
+    Args:
+        grid: the layer's grid.
+        weight: factor in the regularizer's total.
+        samples: ``"frames"`` or ``"utterances"``.
+        max_units: above this many channels each call draws a random subset of this many
+            (``max_units**2 / 2`` pairs) to bound time and memory.
+        seed: seed of the subset draws (own generator: training randomness is untouched).
+
+    Shapes:
+        ``loss(activations, channel_dim=1)`` takes the layer output, e.g. ``(batch,
+        channels, time)`` for a convolution or ``(batch, ..., channels)`` with
+        ``channel_dim=-1`` for ``Linear``, and returns a scalar.
+    """
+
+    name = "response_correlation"
+    source = "response"
+    SAMPLES = ("frames", "utterances")
+    # Keeps the standardization finite for channels that never respond (dead ReLUs).
+    VARIANCE_FLOOR = 1e-8
+
+    def __init__(
+        self, grid: Grid, weight: float = 1.0, samples: str = "frames", max_units: int = 1024, seed: int = 0
+    ) -> None:
+        super().__init__(grid, weight)
+        if samples not in self.SAMPLES:
+            raise ValueError(f"ResponseCorrelation samples must be one of {self.SAMPLES}, got {samples!r}")
+        if max_units < 2:
+            raise ValueError(f"ResponseCorrelation max_units must be >= 2, got {max_units}")
+        self.samples = samples
+        self.max_units = max_units
+        self._generator = torch.Generator().manual_seed(seed)
+        self._target_similarity = 1 / (grid.distances + 1)
+
+    def responses(self, activations: Tensor, channel_dim: int = 1) -> Tensor:
+        """``(n_samples, channels)`` responses from a layer output (see ``samples``)."""
+        responses = activations.movedim(channel_dim, -1)
+        if responses.shape[-1] != self.grid.n_units:
+            raise ValueError(
+                f"ResponseCorrelation on {self.grid!r} got activations with {responses.shape[-1]} channels "
+                f"on axis {channel_dim} (shape {tuple(activations.shape)})"
+            )
+        if self.samples == "utterances":
+            return responses.reshape(responses.shape[0], -1, responses.shape[-1]).mean(dim=1)
+        return responses.reshape(-1, responses.shape[-1])
+
+    def __call__(self, tensor: Tensor, channel_dim: int = 1) -> Tensor:
+        responses = self.responses(tensor, channel_dim)
+        if self._target_similarity.device != responses.device:
+            self._target_similarity = self._target_similarity.to(responses.device)
+        target = self._target_similarity.to(responses.dtype)
+        if self.grid.n_units > self.max_units:
+            units = torch.randperm(self.grid.n_units, generator=self._generator)[: self.max_units].to(responses.device)
+            responses, target = responses[:, units], target[units][:, units]
+        centred = responses - responses.mean(dim=0)
+        standardized = centred / (centred.pow(2).mean(dim=0) + self.VARIANCE_FLOOR).sqrt()
+        correlation = standardized.T @ standardized / standardized.shape[0]
+        upper = torch.triu_indices(*correlation.shape, offset=1, device=correlation.device)
+        return 1 - _pearson(correlation[upper[0], upper[1]], target[upper[0], upper[1]])
+
+
+def _pearson(x: Tensor, y: Tensor) -> Tensor:
+    return F.cosine_similarity(x - x.mean(), y - y.mean(), dim=0)
+
+
+class BlurSmoothness(TopographicLoss):
+    """Each filter should match its blurred sheet (TopoLoss, Deb et al., 2025).
+
+    The weight sheet ``(rows, cols, features)`` is shrunk by ``factor`` per axis (area
+    averaging) and stretched back (bilinear); the loss is the mean over channels of
+    ``1 - cos(w_i, blurred_i)``. Only what varies faster on the sheet than the coarse grid
+    can hold is penalized. The blur does not wrap around, so a torus grid is refused.
+
+    Args:
+        grid: the layer's grid (flat).
+        weight: factor in the regularizer's total.
+        factor: shrink factor ``(rows, cols)``, or one number for both; each at least 1 and
+            at most the side it shrinks.
+
+    Shapes:
+        ``loss(weight)`` takes the layer weight ``(out_channels, *)`` and returns a scalar.
+    """
+
+    name = "blur_smoothness"
+    source = "weight"
+
+    def __init__(self, grid: Grid, weight: float = 1.0, factor: float | Sequence[float] = 2.0) -> None:
+        super().__init__(grid, weight)
+        if grid.boundary != "flat":
+            raise ValueError(f"BlurSmoothness blurs a flat sheet; got {grid!r}")
+        factors = (float(factor),) * 2 if isinstance(factor, (int, float)) else tuple(float(f) for f in factor)
+        if len(factors) != 2 or any(not 1 <= f <= side for f, side in zip(factors, grid.shape)):
+            raise ValueError(
+                f"BlurSmoothness factor must be one number or (rows, cols), each in [1, side] of {grid!r}; got {factor!r}"
+            )
+        self.factor = factors
+        self.coarse_shape = tuple(max(1, round(side / f)) for side, f in zip(grid.shape, factors))
+
+    def blur(self, tensor: Tensor) -> Tensor:
+        """``(out_channels, *)`` weight -> ``(out_channels, features)`` blurred filters."""
+        image = self.grid.sheet(tensor.reshape(tensor.shape[0], -1)).permute(2, 0, 1).unsqueeze(0)
+        coarse = F.interpolate(image, size=self.coarse_shape, mode="area")
+        blurred = F.interpolate(coarse, size=self.grid.shape, mode="bilinear", align_corners=False)
+        return blurred.squeeze(0).permute(1, 2, 0).reshape(self.grid.n_units, -1)
+
+    def __call__(self, tensor: Tensor) -> Tensor:
+        return 1 - F.cosine_similarity(tensor.reshape(tensor.shape[0], -1), self.blur(tensor), dim=1).mean()
+
+
+LOSSES: dict[str, type[TopographicLoss]] = {
+    loss.name: loss for loss in (WeightSimilarity, ResponseCorrelation, BlurSmoothness)
+}
+
+
+class TopographicRegularizer:
+    """Topographic losses attached to named layers of a model.
+
+    Weight losses read the layer's weight when :meth:`loss` is called. Response losses read
+    the layer's output of the last forward pass that tracked gradients, caught by a forward
+    hook (no second forward pass); the hook keeps nothing while gradients are off, so
+    validation passes cost nothing. Gradients of a response loss reach the layer and every
+    layer before it.
+
+    Args:
+        model: any ``nn.Module``.
+        terms: layer name (``model.get_submodule`` path) -> the losses on that layer.
+        warmup_steps: the losses' weights grow linearly from 0 at step 0 to full at this step;
+            0 applies them fully from the start.
+
+    Not an ``nn.Module`` on purpose: it holds no parameters, and registering it inside a
+    LightningModule must not duplicate the model in the state dict.
+    """
+
+    def __init__(self, model: nn.Module, terms: Mapping[str, Sequence[TopographicLoss]], warmup_steps: int = 0) -> None:
+        if warmup_steps < 0:
+            raise ValueError(f"warmup_steps must be >= 0, got {warmup_steps}")
+        self.warmup_steps = warmup_steps
+        self.layers = {name: get_layer(model, name) for name in terms}
+        self.terms = {name: list(losses) for name, losses in terms.items()}
+        for name, losses in self.terms.items():
+            n_channels = filter_vectors(self.layers[name]).shape[0]
+            for loss in losses:
+                if loss.grid.n_units != n_channels:
+                    raise ValueError(f"layer {name!r} has {n_channels} output channels but its {loss.name} grid is {loss.grid!r}")
+            names = [loss.name for loss in losses]
+            if len(set(names)) != len(names):
+                raise ValueError(f"layer {name!r} has the same loss twice: {names}")
+        self._activations: dict[str, Tensor] = {}
+        self._hooks = [
+            self.layers[name].register_forward_hook(self._keep_activations(name))
+            for name, losses in self.terms.items()
+            if any(loss.source == "response" for loss in losses)
+        ]
+
+    def _keep_activations(self, name: str):
+        def hook(module: nn.Module, inputs: Any, output: Tensor) -> None:
+            if torch.is_grad_enabled():
+                self._activations[name] = output
+
+        return hook
+
+    @property
+    def layer_names(self) -> list[str]:
+        return list(self.terms)
+
+    @property
+    def grids(self) -> dict[str, Grid]:
+        """Each layer's grid (that of its first loss)."""
+        return {name: losses[0].grid for name, losses in self.terms.items() if losses}
+
+    def scale(self, step: int) -> float:
+        """The warm-up factor of the loss weights at ``step``."""
+        return 1.0 if self.warmup_steps == 0 else min(1.0, step / self.warmup_steps)
+
+    def loss(self, step: int) -> tuple[Tensor, dict[str, Tensor]]:
+        """``(total, terms)`` at training ``step``.
+
+        ``total`` is ``scale(step) * sum(loss.weight * value)``, with gradients; ``terms``
+        maps ``"<layer>/<loss name>"`` to each unweighted value, detached, for logging.
+        Response losses use (and then drop) the activations of the last forward pass.
+        """
+        scale = self.scale(step)
+        weighted, terms = [], {}
+        for name, losses in self.terms.items():
+            layer = self.layers[name]
+            for loss in losses:
+                if loss.source == "response":
+                    if name not in self._activations:
+                        raise RuntimeError(
+                            f"{loss.name} on layer {name!r} has no activations: call the model's forward "
+                            "(with gradients enabled) before regularizer.loss()"
+                        )
+                    value = loss(self._activations[name], channel_dim=channel_axis(layer))
+                else:
+                    value = loss(filter_vectors(layer))
+                weighted.append(loss.weight * value)
+                terms[f"{name}/{loss.name}"] = value.detach()
+        self._activations.clear()
+        return scale * torch.stack(weighted).sum(), terms
+
+    def remove(self) -> None:
+        """Drop the forward hooks; the regularizer cannot compute response losses afterwards."""
+        for hook in self._hooks:
+            hook.remove()
+        self._hooks = []
+        self._activations.clear()
+
+
+CONFIG_KEYS = ("layers", "loss", "weight", "warmup_steps", "grid", "options")
+GRID_KEYS = ("shape", "boundary", "neighbourhood", "sigma")
+
+
+def build_regularizer(model: nn.Module, config: Mapping | None) -> TopographicRegularizer | None:
+    """The regularizer of a ``topo`` config group, or ``None`` when it selects no layers.
+
+    ``config`` (a plain mapping, see ``conf/topo/*.yaml``)::
+
+        layers: [conv2, conv3]        # model.get_submodule names; [] -> None
+        loss: weight_similarity       # weight_similarity | response_correlation | blur_smoothness
+        weight: 1.0
+        warmup_steps: 0
+        grid: {shape: null, boundary: flat, neighbourhood: "4", sigma: 1.0}
+        options: {metric: cosine}     # keyword arguments of the loss class
+
+    Each layer gets its own grid with the layer's number of output channels.
+    """
+    if not config or not config.get("layers"):
+        return None
+    unknown = sorted(set(config) - set(CONFIG_KEYS))
+    if unknown:
+        raise ValueError(f"topo config has unknown keys {unknown}; known: {list(CONFIG_KEYS)}")
+    loss_name = config.get("loss")
+    if loss_name not in LOSSES:
+        raise ValueError(f"topo.loss must be one of {list(LOSSES)}, got {loss_name!r}")
+    loss_class = LOSSES[loss_name]
+    grid_config = dict(config.get("grid") or {})
+    unknown = sorted(set(grid_config) - set(GRID_KEYS))
+    if unknown:
+        raise ValueError(f"topo.grid has unknown keys {unknown}; known: {list(GRID_KEYS)}")
+    options = dict(config.get("options") or {})
+    accepted = [name for name in inspect.signature(loss_class).parameters if name not in ("grid", "weight")]
+    unknown = sorted(set(options) - set(accepted))
+    if unknown:
+        raise ValueError(f"topo.options {unknown} are not options of {loss_name}; it takes {accepted}")
+    terms = {}
+    for name in config["layers"]:
+        n_channels = filter_vectors(get_layer(model, name)).shape[0]
+        try:
+            grid = Grid(n_channels, **grid_config)
+        except ValueError as error:
+            raise ValueError(f"topo.grid for layer {name!r}: {error}") from None
+        terms[name] = [loss_class(grid, weight=config.get("weight", 1.0), **options)]
+    return TopographicRegularizer(model, terms, warmup_steps=config.get("warmup_steps", 0))

@@ -1,0 +1,98 @@
+"""How topographic is a layer: do neighbouring filters look alike more than any two filters?
+
+All numbers come from the cosine similarity ``S[i, j]`` of the flattened incoming weights of
+output channels ``i`` and ``j``, so they apply to any model and layer, trained with a
+topographic loss or not.
+
+- ``neighbour_cosine``: the mean of ``S`` over neighbouring pairs (weighted by the grid's
+  neighbourhood weights).
+- ``shuffled_cosine``: the same after a random permutation of the grid positions. Averaged
+  over all permutations this is exactly the mean of ``S`` over all pairs ``i != j``, which is
+  what is reported: no permutation noise, no seed.
+- ``ratio``: ``(1 - shuffled_cosine) / (1 - neighbour_cosine)``, how many times less
+  dissimilar neighbours are than random pairs. About 1 for a non-topographic layer, large for
+  a smooth map. Dissimilarities rather than similarities are divided because at random
+  initialization both mean similarities are about 0 and their ratio would be noise.
+- ``smoothness``: the Spearman correlation between grid distance and ``S`` over all pairs
+  ``i < j``, negated: about 0 without topography, positive when similarity falls with
+  distance, 1 if it does so strictly monotonically. :func:`distance_profile` gives the whole
+  curve of mean similarity against distance that it summarises.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import scipy.stats
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from tmaps.topo.grid import Grid
+from tmaps.topo.layers import filter_vectors, get_layer
+
+METRIC_NAMES = ("neighbour_cosine", "shuffled_cosine", "ratio", "smoothness")
+
+
+def cosine_similarities(weight: Tensor) -> Tensor:
+    """``(out_channels, *)`` weight -> ``(out_channels, out_channels)`` cosine similarities (float64)."""
+    vectors = F.normalize(weight.detach().reshape(weight.shape[0], -1).double(), dim=1)
+    return vectors @ vectors.T
+
+
+def layer_topography(weight: Tensor, grid: Grid) -> dict[str, float]:
+    """The metrics of the module docstring for one ``(out_channels, *)`` weight laid out on ``grid``."""
+    similarity = cosine_similarities(weight)
+    n_units = similarity.shape[0]
+    if n_units != grid.n_units:
+        raise ValueError(f"weight has {n_units} output channels but the grid is {grid!r}")
+    neighbour_weights = grid.neighbour_weights.double()
+    neighbour = (neighbour_weights * similarity).sum() / neighbour_weights.sum()
+    shuffled = (similarity.sum() - similarity.diagonal().sum()) / (n_units * (n_units - 1))
+    upper = torch.triu_indices(n_units, n_units, offset=1)
+    spearman = scipy.stats.spearmanr(
+        grid.distances[upper[0], upper[1]].numpy(), similarity[upper[0], upper[1]].numpy()
+    ).statistic
+    return {
+        "neighbour_cosine": float(neighbour),
+        "shuffled_cosine": float(shuffled),
+        "ratio": float((1 - shuffled) / (1 - neighbour)),
+        "smoothness": -float(spearman),
+    }
+
+
+def distance_profile(weight: Tensor, grid: Grid) -> tuple[Tensor, Tensor, Tensor]:
+    """Mean cosine similarity of filter pairs against their grid distance.
+
+    Returns ``(distances, mean_similarity, n_pairs)``, each ``(n_distances,)``: the distinct
+    distances between pairs ``i < j`` in increasing order, the mean similarity at each and
+    how many pairs it averages.
+    """
+    similarity = cosine_similarities(weight)
+    upper = torch.triu_indices(grid.n_units, grid.n_units, offset=1)
+    distances = grid.distances[upper[0], upper[1]].double()
+    # Distances are square roots of integers; rounding merges float noise of equal ones.
+    unique, which = torch.unique(distances.round(decimals=6), return_inverse=True)
+    n_pairs = torch.bincount(which, minlength=len(unique))
+    sums = torch.bincount(which, weights=similarity[upper[0], upper[1]], minlength=len(unique))
+    return unique, sums / n_pairs, n_pairs
+
+
+def topography_metrics(
+    model: nn.Module, layers: Sequence[str], grids: Mapping[str, Grid] | None = None
+) -> dict[str, float]:
+    """``"<layer>/<metric>"`` -> value for each layer (metrics: see the module docstring).
+
+    Args:
+        model: any ``nn.Module``.
+        layers: names of layers with a convolution or ``Linear`` weight.
+        grids: a layer's grid; layers not in it get ``Grid(out_channels)`` (nearly square,
+            flat, 4-neighbourhood).
+    """
+    grids = grids or {}
+    metrics = {}
+    for name in layers:
+        weight = filter_vectors(get_layer(model, name))
+        grid = grids.get(name) or Grid(weight.shape[0])
+        metrics.update({f"{name}/{key}": value for key, value in layer_topography(weight, grid).items()})
+    return metrics
