@@ -1,0 +1,293 @@
+"""Real corpora (LibriSpeech, Common Voice, generic manifests) as split manifests.
+
+Each reader turns a corpus layout into records ``{"id", "audio", "text", "speaker", ...}`` per
+split, with the transcript as the corpus spells it. :func:`build_corpus` then normalizes the
+transcripts, applies the ``oov`` policy, reads durations from the audio headers and writes
+``train.jsonl``, ``dev.jsonl``, ... (the records of docs/design.md) into a cache folder.
+
+A source config names the corpus folder (``path``) and maps split names to the corpus's own
+parts (``splits``): LibriSpeech subsets (``train-clean-100``), Common Voice tables
+(``train.tsv``) or manifest files. Several parts can feed one split.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import logging
+import os
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+
+import soundfile
+
+from tmaps.data.manifest import SPLITS, write_manifest
+from tmaps.text import Alphabet, normalize
+
+log = logging.getLogger(__name__)
+
+OOV_POLICIES = ("error", "drop")
+SplitMapping = Mapping[str, "str | Sequence[str]"]
+
+# Speaker attributes of Common Voice that are kept as record keys (utterance-level NAP groups).
+COMMON_VOICE_ATTRIBUTES = ("age", "gender", "accents", "accent")
+MANIFEST_AUDIO_COLUMNS = ("audio", "path")
+
+
+def read_librispeech(path: str | os.PathLike, splits: SplitMapping) -> dict[str, list[dict]]:
+    """Records of a LibriSpeech root, by split.
+
+    ``path`` holds subsets (``train-clean-100/SPEAKER/CHAPTER/SPEAKER-CHAPTER.trans.txt`` with
+    ``ID TEXT`` lines next to ``ID.flac``); ``splits`` maps split names to subset names. When
+    ``path/SPEAKERS.TXT`` exists, each record gets the speaker's ``gender``.
+    """
+    root = Path(path)
+    genders = _librispeech_genders(root / "SPEAKERS.TXT")
+    records: dict[str, list[dict]] = {}
+    for split, subsets in _split_parts(splits).items():
+        records[split] = []
+        for subset in subsets:
+            folder = root / subset
+            if not folder.is_dir():
+                raise FileNotFoundError(f"LibriSpeech subset {subset!r} (split {split!r}) not found: {folder} is no folder")
+            transcripts = sorted(folder.glob("*/*/*.trans.txt"))
+            if not transcripts:
+                raise FileNotFoundError(f"LibriSpeech subset {folder} holds no SPEAKER/CHAPTER/*.trans.txt files")
+            for transcript in transcripts:
+                for line_number, line in enumerate(transcript.read_text(encoding="utf-8").splitlines(), start=1):
+                    if not line.strip():
+                        continue
+                    utterance, _, text = line.strip().partition(" ")
+                    if utterance.count("-") != 2:
+                        raise ValueError(f"{transcript}:{line_number}: expected 'SPEAKER-CHAPTER-NUMBER TEXT', got {line!r}")
+                    speaker, chapter, _ = utterance.split("-")
+                    record = {"id": utterance, "audio": str(transcript.parent / f"{utterance}.flac"), "text": text}
+                    record |= {"speaker": speaker, "chapter": chapter}
+                    if speaker in genders:
+                        record["gender"] = genders[speaker]
+                    records[split].append(record)
+    return records
+
+
+def _librispeech_genders(speakers_file: Path) -> dict[str, str]:
+    """``speaker -> "f" | "m"`` from LibriSpeech's ``ID | SEX | SUBSET | MINUTES | NAME`` table."""
+    if not speakers_file.is_file():
+        return {}
+    genders = {}
+    for line in speakers_file.read_text(encoding="utf-8").splitlines():
+        fields = [field.strip() for field in line.split("|")]
+        if line.startswith(";") or len(fields) < 2:
+            continue
+        genders[fields[0]] = fields[1].lower()
+    return genders
+
+
+def read_common_voice(path: str | os.PathLike, splits: SplitMapping) -> dict[str, list[dict]]:
+    """Records of a Common Voice language folder, by split.
+
+    ``path`` holds ``clips/*.mp3`` and tables such as ``train.tsv`` with the columns ``path``,
+    ``sentence`` and ``client_id`` (the speaker); ``splits`` maps split names to table names.
+    The speaker attributes ``age``, ``gender`` and ``accents`` are kept where given.
+    """
+    root = Path(path)
+    records: dict[str, list[dict]] = {}
+    for split, tables in _split_parts(splits).items():
+        records[split] = []
+        for table in tables:
+            for row in _read_table(root / table, required=("path", "sentence", "client_id"), quoting=csv.QUOTE_NONE):
+                record = {
+                    "id": Path(row["path"]).stem,
+                    "audio": str(root / "clips" / row["path"]),
+                    "text": row["sentence"],
+                    "speaker": row["client_id"],
+                }
+                record |= {key: row[key] for key in COMMON_VOICE_ATTRIBUTES if row.get(key)}
+                records[split].append(record)
+    return records
+
+
+def read_generic_manifest(path: str | os.PathLike, splits: SplitMapping | None = None) -> dict[str, list[dict]]:
+    """Records of JSONL, CSV or TSV manifests, by split.
+
+    Each row has the audio file in ``audio`` or ``path`` (relative to the manifest's folder or
+    absolute) and the transcript in ``text``; ``speaker`` and ``id`` are optional (the id
+    defaults to the audio file's name without suffix) and any other column is kept.
+
+    With ``splits``, ``path`` is a folder and ``splits`` maps split names to manifest files in
+    it. Without, ``path`` is one manifest whose rows name their split in a ``split`` column.
+    """
+    root = Path(path)
+    if splits:
+        return {
+            split: [_manifest_record(row, root / name) for name in names for row in _read_table(root / name, required=("text",))]
+            for split, names in _split_parts(splits).items()
+        }
+    records: dict[str, list[dict]] = {}
+    for row_number, row in enumerate(_read_table(root, required=("text", "split")), start=1):
+        split = row.pop("split")
+        if not split:
+            raise ValueError(f"{root}: row {row_number} has an empty 'split'")
+        records.setdefault(split, []).append(_manifest_record(row, root))
+    return records
+
+
+def _manifest_record(row: dict, manifest: Path) -> dict:
+    audio_column = next((column for column in MANIFEST_AUDIO_COLUMNS if row.get(column)), None)
+    if audio_column is None:
+        raise ValueError(f"{manifest}: a row has no audio file in {MANIFEST_AUDIO_COLUMNS}: {row}")
+    audio = manifest.parent / str(row[audio_column])
+    extra = {key: value for key, value in row.items() if key not in (*MANIFEST_AUDIO_COLUMNS, "id", "text")}
+    return {"id": str(row.get("id") or audio.stem), "audio": str(audio), "text": str(row["text"]), **extra}
+
+
+def _read_table(path: Path, required: Sequence[str], quoting: int = csv.QUOTE_MINIMAL) -> list[dict]:
+    """Rows of a ``.jsonl``, ``.csv`` or ``.tsv`` file; raises naming the file and missing columns."""
+    if not path.is_file():
+        raise FileNotFoundError(f"corpus table {path} does not exist")
+    with path.open(encoding="utf-8", newline="") as lines:
+        if path.suffix == ".jsonl":
+            try:
+                rows = [json.loads(line) for line in lines if line.strip()]
+            except json.JSONDecodeError as error:
+                raise ValueError(f"{path}: not valid JSON lines ({error})") from None
+        elif path.suffix in (".csv", ".tsv"):
+            rows = list(csv.DictReader(lines, delimiter="\t" if path.suffix == ".tsv" else ",", quoting=quoting))
+        else:
+            raise ValueError(f"{path}: manifests must be .jsonl, .csv or .tsv")
+    for row_number, row in enumerate(rows, start=1):
+        missing = [column for column in required if column not in row]
+        if missing:
+            raise ValueError(f"{path}: row {row_number} lacks the columns {missing}")
+    return rows
+
+
+def _split_parts(splits: SplitMapping | None) -> dict[str, list[str]]:
+    if not splits:
+        raise ValueError("source.splits must map split names (train, dev, ...) to parts of the corpus")
+    unknown = set(splits) - set(SPLITS)
+    if unknown:
+        raise ValueError(f"unknown split names {sorted(unknown)} in source.splits; splits are {SPLITS}")
+    return {split: [parts] if isinstance(parts, str) else list(parts) for split, parts in splits.items() if parts}
+
+
+READERS: dict[str, Callable[..., dict[str, list[dict]]]] = {
+    "librispeech": read_librispeech,
+    "commonvoice": read_common_voice,
+    "manifest": read_generic_manifest,
+}
+
+
+def normalize_transcripts(records: Sequence[dict], alphabet: Alphabet) -> tuple[list[dict], dict[str, list[str]]]:
+    """Normalize ``text``; set apart utterances with characters outside ``alphabet``.
+
+    Returns the records whose normalized text fits the alphabet, and the report
+    ``{utterance id: [characters outside the alphabet]}`` of the others.
+    """
+    kept, report = [], {}
+    for record in records:
+        text = normalize(record["text"])
+        unknown = alphabet.unknown_chars(text)
+        if unknown:
+            report[record["id"]] = sorted(unknown)
+        else:
+            kept.append({**record, "text": text})
+    return kept, report
+
+
+def _apply_oov_policy(report: Mapping[str, list[str]], oov: str, alphabet: Alphabet, corpus: str) -> None:
+    if not report:
+        return
+    if oov == "error":
+        raise ValueError(
+            f"{corpus}: {len(report)} utterance(s) have characters outside the alphabet {alphabet.chars!r} "
+            f"(data.oov=error; data.oov=drop drops them): {_describe(report)}"
+        )
+    log.warning("%s: dropped %d utterance(s) with characters outside the alphabet: %s", corpus, len(report), _describe(report))
+
+
+def _describe(report: Mapping[str, list[str]], limit: int = 20) -> str:
+    shown = "; ".join(f"{utterance} {chars}" for utterance, chars in list(report.items())[:limit])
+    return shown + (f"; ... and {len(report) - limit} more" if len(report) > limit else "")
+
+
+def build_corpus(source: Mapping, root: str | os.PathLike, language: str, oov: str = "error") -> Path:
+    """Read the real corpus described by ``source`` and write its split manifests; return their folder.
+
+    ``source`` holds ``kind`` (``librispeech``, ``commonvoice`` or ``manifest``), ``path`` and
+    ``splits`` (see the module doc). The folder ``root/<kind>-<language>-<hash of the config>``
+    is reused when it is complete; delete it to re-read a corpus that changed on disk. It also
+    holds ``report.json``: the dropped out-of-alphabet utterances and the speaker filtering of
+    ``test_unseen``.
+
+    Records get ``language``, the normalized ``text``, and ``duration`` and ``sample_rate`` from
+    the audio header; files whose header cannot be read keep no duration and are left to the
+    dataset's ``on_error`` policy, which names them.
+
+    ``test_unseen`` (if mapped) keeps only speakers absent from ``train``; mapping it to the
+    same part as ``test`` therefore gives the unseen-speaker part of ``test``.
+    """
+    kind = source.get("kind")
+    if oov not in OOV_POLICIES:
+        raise ValueError(f"oov must be one of {OOV_POLICIES}, got {oov!r}")
+    if kind not in READERS:
+        raise ValueError(f"source.kind must be one of {sorted(READERS)} here, got {kind!r}")
+    if not source.get("path"):
+        raise ValueError(f"source.path must name the {kind} corpus")
+    config = {**source, "path": str(Path(source["path"]).resolve()), "language": language, "oov": oov}
+    key = hashlib.sha1(json.dumps(config, sort_keys=True).encode()).hexdigest()[:10]
+    folder = Path(root) / f"{kind}-{language}-{key}"
+    done = folder / "source.json"
+    if done.is_file():
+        log.info("using the manifests of %s in %s", source["path"], folder)
+        return folder
+
+    splits = READERS[kind](config["path"], source.get("splits"))
+    _check_unique_ids(splits)
+    alphabet = Alphabet.for_language(language)
+    report: dict[str, dict] = {"oov_dropped": {}}
+    for split, records in splits.items():
+        splits[split], dropped = normalize_transcripts(records, alphabet)
+        report["oov_dropped"] |= dropped
+    _apply_oov_policy(report["oov_dropped"], oov, alphabet, config["path"])
+    splits = {split: [_with_audio_header({**record, "language": language}) for record in records] for split, records in splits.items()}
+    if "test_unseen" in splits:
+        splits["test_unseen"], report["test_unseen"] = _unseen_speakers(splits["test_unseen"], splits.get("train", []))
+    for split, records in splits.items():
+        write_manifest(records, folder / f"{split}.jsonl")
+        log.info("%s: %d utterances of %s in %s", split, len(records), source["path"], folder / f"{split}.jsonl")
+    (folder / "report.json").write_text(json.dumps(report, indent=1, ensure_ascii=False), encoding="utf-8")
+    done.write_text(json.dumps(config, indent=1, ensure_ascii=False), encoding="utf-8")
+    return folder
+
+
+def _check_unique_ids(splits: Mapping[str, list[dict]]) -> None:
+    """Ids are unique across splits; test_unseen may repeat other splits, as it may be a part of test."""
+    seen: dict[str, str] = {}
+    for split, records in splits.items():
+        if split == "test_unseen":
+            seen = {}
+        for record in records:
+            if record["id"] in seen:
+                raise ValueError(f"utterance id {record['id']!r} occurs twice ({seen[record['id']]} and {split}): {record['audio']}")
+            seen[record["id"]] = split
+
+
+def _with_audio_header(record: dict) -> dict:
+    try:
+        info = soundfile.info(record["audio"])
+    except soundfile.SoundFileError:
+        return record
+    return {**record, "duration": round(info.duration, 4), "sample_rate": info.samplerate}
+
+
+def _unseen_speakers(records: list[dict], train: list[dict]) -> tuple[list[dict], dict]:
+    unlabelled = [record["id"] for record in [*records, *train] if not record.get("speaker")]
+    if unlabelled:
+        raise ValueError(f"test_unseen needs the speaker of every train and test_unseen utterance; missing for {unlabelled[:10]}")
+    train_speakers = {record["speaker"] for record in train}
+    kept = [record for record in records if record["speaker"] not in train_speakers]
+    removed = len(records) - len(kept)
+    if removed:
+        log.info("test_unseen: removed %d of %d utterances whose speakers occur in train", removed, len(records))
+    return kept, {"kept": len(kept), "removed_train_speakers": removed}
