@@ -11,6 +11,7 @@ import pytorch_lightning as pl
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from tmaps.callbacks.transfer import setup_transfer
 from tmaps.data import SpeechDataModule
 from tmaps.training.checkpoint import check_compatible
 from tmaps.training.module import ASRModule
@@ -53,8 +54,10 @@ def train(cfg: DictConfig) -> float | None:
     datamodule.output_stride = module.model.stride
     if cfg.get("ckpt_path"):
         check_compatible(cfg.ckpt_path, {"model": module.hparams.model, "alphabet": module.hparams.alphabet})
+    callbacks = instantiate_list(cfg.get("callbacks"))
+    callbacks += setup_transfer(module, plain(cfg.get("transfer")))
     loggers = instantiate_list(cfg.get("logger"))
-    trainer: pl.Trainer = hydra.utils.instantiate(cfg.trainer, callbacks=instantiate_list(cfg.get("callbacks")), logger=loggers or False)
+    trainer: pl.Trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
     for logger in loggers:
         logger.log_hyperparams(plain(cfg))
 
