@@ -59,10 +59,16 @@ def check_records(records: Sequence[dict], alphabet: Alphabet, on_error: str, so
         else:
             kept.append(checked)
     if problems and on_error == "error":
-        raise ValueError(f"{source}: bad utterances (data.on_error=error; data.on_error=skip skips them): {problems}")
+        raise ValueError(f"{source}: bad utterances (data.on_error=error; data.on_error=skip skips them): {_summary(problems)}")
     if problems:
-        log.warning("%s: skipped %s: %s", source, {problem: len(files) for problem, files in problems.items()}, problems)
+        log.warning("%s: skipped bad utterances: %s", source, _summary(problems))
     return kept, problems
+
+
+def _summary(problems: Mapping[str, list[str]], limit: int = 10) -> str:
+    return "; ".join(
+        f"{problem}: {len(files)} ({', '.join(files[:limit])}{', ...' if len(files) > limit else ''})" for problem, files in problems.items()
+    )
 
 
 def _check_record(record: dict) -> tuple[str | None, dict]:
