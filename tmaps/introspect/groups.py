@@ -1,0 +1,192 @@
+"""Groupings: which frames of which utterances belong to which group of a profile.
+
+A grouping turns a manifest record (docs/design.md) into segments ``(label, start_s, end_s)``.
+Frame-level groupings (phonemes, characters, words) give one segment per unit of speech; the
+frames a segment covers at a layer follow from ``tmaps.introspect.frames``. Utterance-level
+groupings (speaker, language, any record field) give one label per utterance, covering all its
+valid frames; their onset (for time-resolved profiles) is the utterance's first frame.
+
+Built-in names (``resolve_grouping``):
+
+- ``"phoneme"``: the record's ``phonemes`` segments, labelled by espeak symbol;
+- ``"phoneme_class"``: the same segments labelled by ``phoneme_class`` (vowel, plosive, ...);
+- ``"word"``: the record's ``words`` segments;
+- ``"character"``: the record's ``characters`` segments (from forced alignment, see
+  ``tmaps.introspect.alignment``) or, when the record has none, each word's span divided evenly
+  among its characters;
+- any other name: that record field, utterance-level.
+
+Custom groupings subclass ``Grouping`` or pass a ``label`` callable to the classes below (for
+example phoneme classes of your own, or correct-vs-wrong utterances).
+"""
+
+from __future__ import annotations
+
+import math
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Mapping, Sequence
+
+from tmaps.introspect.phonemes import PHONEME_CLASSES, phoneme_class
+
+Segment = tuple[str, float, float]
+Alignments = Mapping[str, Mapping[str, Sequence[Sequence]]]
+
+
+class Grouping(ABC):
+    """How the frames of utterances fall into groups.
+
+    Attributes:
+        name: what the groups are (stored in the profiles' metadata).
+        frame_level: ``True`` when segments are times within the utterance, ``False`` when a
+            segment stands for the whole utterance.
+        labels: groups known in advance; they appear in the profiles even without frames
+            (reported as empty). Labels met in the data are added after them.
+    """
+
+    name: str
+    frame_level: bool = True
+    labels: tuple[str, ...] = ()
+
+    @abstractmethod
+    def segments(self, record: Mapping) -> list[Segment]:
+        """Segments ``(label, start_s, end_s)`` of one record (times ignored when not frame-level)."""
+
+
+def _relabel(label: Callable[[str], str | None] | None, segments: list[Segment]) -> list[Segment]:
+    if label is None:
+        return segments
+    relabelled = ((label(name), start, end) for name, start, end in segments)
+    return [(name, start, end) for name, start, end in relabelled if name is not None]
+
+
+class SegmentGrouping(Grouping):
+    """Frame-level groups from a list of segments ``[label, start_s, end_s]`` in each record.
+
+    Args:
+        field: the record key holding the segments (``"phonemes"``, ``"words"``, ``"characters"``).
+        label: maps a segment's label to its group (``None`` drops the segment); identity if not given.
+        labels: groups known in advance.
+        alignments: segments by record id (``tmaps.introspect.alignment.align`` output),
+            used instead of the records' own.
+        name: the grouping's name; ``field`` if not given.
+    """
+
+    def __init__(
+        self,
+        field: str,
+        label: Callable[[str], str | None] | None = None,
+        labels: Sequence[str] = (),
+        alignments: Alignments | None = None,
+        name: str | None = None,
+    ) -> None:
+        self.field = field
+        self.label = label
+        self.labels = tuple(labels)
+        self.alignments = alignments
+        self.name = name or field
+
+    def _source(self, record: Mapping) -> Mapping:
+        if self.alignments is None:
+            return record
+        try:
+            return self.alignments[record["id"]]
+        except KeyError:
+            raise ValueError(f"the alignments have no entry for record {record.get('id')!r}") from None
+
+    def _raw_segments(self, record: Mapping) -> list[Segment]:
+        segments = self._source(record).get(self.field)
+        if not segments:
+            raise ValueError(
+                f"record {record.get('id')!r} has no {self.field!r} segments, which the {self.name!r} grouping needs; "
+                "corpora without segments need forced alignment first (tmaps.introspect.alignment)"
+            )
+        return [(str(name), float(start), float(end)) for name, start, end in segments]
+
+    def segments(self, record: Mapping) -> list[Segment]:
+        return _relabel(self.label, self._raw_segments(record))
+
+
+class CharacterGrouping(SegmentGrouping):
+    """Frame-level character groups: aligned ``characters`` segments, or words spread evenly.
+
+    A record (or ``alignments`` entry) with ``characters`` segments uses them. Otherwise each
+    word segment ``[word, start, end]`` is cut into ``len(word)`` equal parts, one per
+    character; spaces between words belong to no character. Same arguments as
+    ``SegmentGrouping`` without ``field``.
+    """
+
+    def __init__(
+        self,
+        label: Callable[[str], str | None] | None = None,
+        labels: Sequence[str] = (),
+        alignments: Alignments | None = None,
+        name: str = "character",
+    ) -> None:
+        super().__init__("characters", label, labels, alignments, name)
+
+    def _raw_segments(self, record: Mapping) -> list[Segment]:
+        source = self._source(record)
+        if source.get("characters"):
+            return super()._raw_segments(record)
+        if not source.get("words"):
+            raise ValueError(
+                f"record {record.get('id')!r} has neither 'characters' nor 'words' segments, which the character "
+                "grouping needs; align the corpus first (tmaps.introspect.alignment)"
+            )
+        segments = []
+        for word, start, end in source["words"]:
+            step = (float(end) - float(start)) / len(word)
+            segments += [(char, start + i * step, start + (i + 1) * step) for i, char in enumerate(word)]
+        return segments
+
+
+class RecordGrouping(Grouping):
+    """Utterance-level groups: one label per record.
+
+    Args:
+        field: the record key whose value is the group (``"speaker"``, ``"language"``, ...).
+        label: computes the group from the record instead (``None`` skips the record).
+        labels: groups known in advance.
+        name: the grouping's name; ``field`` if not given.
+    """
+
+    frame_level = False
+
+    def __init__(
+        self,
+        field: str | None = None,
+        label: Callable[[Mapping], str | None] | None = None,
+        labels: Sequence[str] = (),
+        name: str | None = None,
+    ) -> None:
+        if (field is None) == (label is None):
+            raise ValueError("give either a record field or a label function")
+        self.field = field
+        self.label = label
+        self.labels = tuple(labels)
+        self.name = name or field or getattr(label, "__name__", "label")
+
+    def segments(self, record: Mapping) -> list[Segment]:
+        if self.label is not None:
+            group = self.label(record)
+            return [] if group is None else [(str(group), 0.0, math.inf)]
+        if self.field not in record:
+            raise ValueError(
+                f"record {record.get('id')!r} has no field {self.field!r} to group by; its fields are {sorted(record)}"
+            )
+        return [(str(record[self.field]), 0.0, math.inf)]
+
+
+def resolve_grouping(groups: str | Grouping) -> Grouping:
+    """The ``Grouping`` for a built-in name or record field (see the module docstring)."""
+    if isinstance(groups, Grouping):
+        return groups
+    builtin = {
+        "phoneme": lambda: SegmentGrouping("phonemes", name="phoneme"),
+        "phoneme_class": lambda: SegmentGrouping("phonemes", label=phoneme_class, labels=PHONEME_CLASSES, name="phoneme_class"),
+        "word": lambda: SegmentGrouping("words", name="word"),
+        "character": CharacterGrouping,
+    }
+    if groups in builtin:
+        return builtin[groups]()
+    return RecordGrouping(field=groups)
