@@ -1,0 +1,190 @@
+"""Cluster groups by their profiles, compare the clusters with phoneme classes, and test unit maps for spatial grouping.
+
+Profiles are rows ``(G, U)``: one profile per group (``Profiles[layer].mean``). Both clusterings
+compare profiles by angle: hierarchical clustering uses average linkage on cosine distances
+with optimal leaf ordering (scipy); k-means (sklearn) runs on the rows scaled to unit length.
+
+``adjusted_rand_by_layer`` asks, layer by layer, how well clusters of the groups' profiles
+recover a reference partition (by default espeak phoneme classes); ``morans_i`` asks whether a
+per-unit value (e.g. how much a unit responds to vowels) is spatially grouped on a grid.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+
+import matplotlib.figure
+import numpy as np
+from scipy.cluster import hierarchy
+from scipy.sparse import coo_matrix
+from scipy.spatial import cKDTree
+from scipy.spatial.distance import pdist
+from sklearn.cluster import KMeans
+from sklearn.metrics import adjusted_rand_score, silhouette_score
+from sklearn.preprocessing import normalize
+
+from tmaps.introspect.nap import Profiles
+from tmaps.introspect.phonemes import phoneme_class
+
+METHODS = ("hierarchical", "kmeans")
+NEIGHBOURHOODS = {"rook": 1, "queen": np.inf}  # Minkowski p of a grid step of length 1
+
+
+def _checked(profiles: np.ndarray, groups: Sequence[str] | None = None) -> np.ndarray:
+    profiles = np.asarray(profiles, dtype=np.float64)
+    if profiles.ndim != 2 or len(profiles) < 2:
+        raise ValueError(f"profiles must be (groups, units) with at least 2 groups, got shape {profiles.shape}")
+    flat = np.flatnonzero(~np.any(profiles, axis=1))
+    if len(flat):
+        names = [groups[i] for i in flat] if groups is not None else flat.tolist()
+        raise ValueError(f"profiles of groups {names} are all zero: their cosine distance is undefined")
+    return profiles
+
+
+def linkage(profiles: np.ndarray, groups: Sequence[str] | None = None) -> np.ndarray:
+    """Average-linkage tree ``(G - 1, 4)`` of ``profiles (G, U)`` on cosine distance, leaves optimally ordered."""
+    return hierarchy.linkage(pdist(_checked(profiles, groups), "cosine"), method="average", optimal_ordering=True)
+
+
+def cluster(profiles: np.ndarray, n_clusters: int, method: str = "hierarchical", seed: int = 0) -> np.ndarray:
+    """Cluster index ``(G,)`` of every group's profile.
+
+    Args:
+        profiles: ``(G, U)``.
+        n_clusters: number of clusters.
+        method: ``"hierarchical"`` (the ``linkage`` tree cut into ``n_clusters``) or ``"kmeans"``
+            (on unit-length rows, 10 initializations).
+        seed: k-means initialization.
+    """
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    if method == "hierarchical":
+        return hierarchy.fcluster(linkage(profiles), n_clusters, criterion="maxclust") - 1
+    return KMeans(n_clusters, n_init=10, random_state=seed).fit_predict(normalize(_checked(profiles)))
+
+
+def silhouette(profiles: np.ndarray, cluster_labels: Sequence[int]) -> float:
+    """Mean silhouette of a clustering of ``profiles (G, U)`` under cosine distance (sklearn)."""
+    return float(silhouette_score(_checked(profiles), cluster_labels, metric="cosine"))
+
+
+def plot_dendrogram(
+    profiles: np.ndarray,
+    groups: Sequence[str],
+    reference: Callable[[str], str] | None = None,
+    title: str | None = None,
+) -> matplotlib.figure.Figure:
+    """Dendrogram of the groups' profiles; with ``reference``, leaf labels are coloured by class."""
+    figure = matplotlib.figure.Figure(figsize=(max(6.0, 0.22 * len(groups)), 4.0), layout="constrained")
+    axes = figure.subplots()
+    hierarchy.dendrogram(linkage(profiles, groups), labels=list(groups), ax=axes, leaf_rotation=90, color_threshold=0)
+    axes.set_ylabel("cosine distance")
+    if title:
+        axes.set_title(title)
+    if reference is not None:
+        classes = sorted({reference(group) for group in groups})
+        colours = dict(zip(classes, matplotlib.colormaps["tab10"].colors))
+        for tick in axes.get_xticklabels():
+            tick.set_color(colours[reference(tick.get_text())])
+    return figure
+
+
+def adjusted_rand(
+    profiles: np.ndarray,
+    groups: Sequence[str],
+    reference: Callable[[str], str] = phoneme_class,
+    method: str = "hierarchical",
+    seed: int = 0,
+) -> float:
+    """Adjusted Rand index between clusters of ``profiles (G, U)`` and the classes ``reference(group)``.
+
+    The groups are cut into as many clusters as there are reference classes.
+    """
+    classes = [reference(group) for group in groups]
+    clusters = cluster(_checked(profiles, groups), len(set(classes)), method, seed)
+    return float(adjusted_rand_score(classes, clusters))
+
+
+def adjusted_rand_by_layer(
+    profiles: Profiles,
+    reference: Callable[[str], str] = phoneme_class,
+    method: str = "hierarchical",
+    seed: int = 0,
+) -> dict[str, float]:
+    """``adjusted_rand`` of every layer's time-independent profiles, in layer order."""
+    return {layer: adjusted_rand(profiles[layer].mean, profiles.groups, reference, method, seed) for layer in profiles.layers}
+
+
+def plot_adjusted_rand(scores: Mapping[str, float], title: str | None = None) -> matplotlib.figure.Figure:
+    """Adjusted Rand index across layers (``adjusted_rand_by_layer`` output)."""
+    figure = matplotlib.figure.Figure(figsize=(max(4.0, 0.6 * len(scores)), 3.0), layout="constrained")
+    axes = figure.subplots()
+    axes.plot(range(len(scores)), list(scores.values()), marker="o")
+    axes.set_xticks(range(len(scores)), list(scores), rotation=45)
+    axes.axhline(0.0, color="grey", linewidth=0.8)
+    axes.set_xlabel("layer")
+    axes.set_ylabel("adjusted Rand index")
+    if title:
+        axes.set_title(title)
+    return figure
+
+
+@dataclass(frozen=True)
+class MoransI:
+    """Moran's I of a map, its expectation without spatial structure, and a permutation p-value.
+
+    ``p_value`` is one-sided: the share of random placements of the same values (the observed
+    one included) whose I is at least the observed one.
+    """
+
+    statistic: float
+    expected: float
+    p_value: float
+    permutations: int
+
+
+def grid_adjacency(positions: np.ndarray, neighbourhood: str = "rook") -> coo_matrix:
+    """Symmetric 0/1 adjacency ``(N, N)`` of units at integer grid ``positions (N, 2)``.
+
+    ``"rook"``: units one step apart along a row or a column; ``"queen"``: also diagonally.
+    The grid does not wrap around.
+    """
+    if neighbourhood not in NEIGHBOURHOODS:
+        raise ValueError(f"neighbourhood must be one of {sorted(NEIGHBOURHOODS)}, got {neighbourhood!r}")
+    positions = np.asarray(positions, dtype=np.float64)
+    pairs = cKDTree(positions).query_pairs(1.0, p=NEIGHBOURHOODS[neighbourhood], output_type="ndarray")
+    rows, cols = np.concatenate([pairs[:, 0], pairs[:, 1]]), np.concatenate([pairs[:, 1], pairs[:, 0]])
+    return coo_matrix((np.ones(len(rows)), (rows, cols)), shape=(len(positions), len(positions)))
+
+
+def morans_i(
+    values: np.ndarray,
+    positions: np.ndarray,
+    neighbourhood: str = "rook",
+    permutations: int = 999,
+    seed: int = 0,
+) -> MoransI:
+    """Moran's I of per-unit ``values (N,)`` at grid ``positions (N, 2)`` (e.g. ``Grid.positions()``).
+
+    ``I = N / W * sum_ij w_ij z_i z_j / sum_i z_i^2`` with ``z`` the centred values and ``w`` the
+    ``grid_adjacency``; positive when neighbouring units have similar values. The p-value
+    comes from ``permutations`` random placements of the values on the same grid.
+    """
+    values = np.asarray(values, dtype=np.float64)
+    if values.ndim != 1 or len(values) != len(positions):
+        raise ValueError(f"values must be (N,) for {len(positions)} positions, got shape {values.shape}")
+    adjacency = grid_adjacency(positions, neighbourhood).tocsr()
+    if adjacency.nnz == 0:
+        raise ValueError("no two positions are neighbours on the grid")
+    centred = values - values.mean()
+    spread = centred @ centred
+    if spread == 0:
+        raise ValueError("the values are constant: Moran's I is undefined")
+    scale = len(values) / adjacency.sum() / spread
+    statistic = scale * centred @ (adjacency @ centred)
+    rng = np.random.default_rng(seed)
+    shuffled = np.stack([rng.permutation(centred) for _ in range(permutations)])
+    null = scale * np.einsum("pn,pn->p", shuffled, (adjacency @ shuffled.T).T)
+    p_value = (1 + np.count_nonzero(null >= statistic)) / (permutations + 1)
+    return MoransI(float(statistic), -1.0 / (len(values) - 1), float(p_value), permutations)
