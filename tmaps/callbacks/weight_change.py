@@ -14,6 +14,7 @@ from pathlib import Path
 import matplotlib
 import numpy as np
 import pytorch_lightning as pl
+from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from PIL import Image
 from pytorch_lightning.callbacks import Callback
@@ -103,7 +104,7 @@ class WeightChange(Callback):
     def heatmap(self, layer_names: Sequence[str]) -> Figure:
         """Relative change, layers (rows) x logged epochs (columns)."""
         values = np.array(self.history).T
-        figure = Figure(figsize=(2.5 + 0.4 * len(self.epochs), 1.0 + 0.3 * len(layer_names)), layout="constrained")
+        figure = agg_figure((2.5 + 0.4 * len(self.epochs), 1.0 + 0.3 * len(layer_names)))
         axes = figure.add_subplot()
         image = axes.imshow(values, aspect="auto", cmap="magma", interpolation="nearest")
         axes.set_yticks(range(len(layer_names)), layer_names)
@@ -115,7 +116,7 @@ class WeightChange(Callback):
 
     def lines(self, layer_names: Sequence[str]) -> Figure:
         """Relative change against epoch, one line per layer."""
-        figure = Figure(figsize=(7, 4.5), layout="constrained")
+        figure = agg_figure((7, 4.5))
         axes = figure.add_subplot()
         values = np.array(self.history)
         for index, name in enumerate(layer_names):
@@ -127,11 +128,18 @@ class WeightChange(Callback):
         return figure
 
 
+def agg_figure(size: tuple[float, float]) -> Figure:
+    """A figure with its own Agg canvas, so that it renders to pixels without pyplot."""
+    figure = Figure(figsize=size, layout="constrained")
+    FigureCanvasAgg(figure)
+    return figure
+
+
 def cosine_distributions(changes: dict[str, LayerChange], epoch: int) -> Figure:
     """Per layer, a box plot of the filters' cosine similarity to their start (NaN filters left out)."""
     names = list(changes)
     cosines = [change.filter_cosine[~change.filter_cosine.isnan()].numpy() for change in changes.values()]
-    figure = Figure(figsize=(1.5 + 0.6 * len(names), 4), layout="constrained")
+    figure = agg_figure((1.5 + 0.6 * len(names), 4))
     axes = figure.add_subplot()
     axes.boxplot(cosines, tick_labels=names, showfliers=True, flierprops={"markersize": 2})
     axes.set_ylabel("cosine(w_t, w_0) per filter")
@@ -149,7 +157,7 @@ def topographic_grids(pl_module: pl.LightningModule, changes: dict[str, LayerCha
 
 def change_map(layer: str, change: LayerChange, grid: Grid, epoch: int) -> Figure:
     """Each filter's relative change drawn at its grid cell (NaN filters grey)."""
-    figure = Figure(figsize=(min(12.0, 2.5 + 0.35 * grid.cols), min(10.0, 1.0 + 0.35 * grid.rows)), layout="constrained")
+    figure = agg_figure((min(12.0, 2.5 + 0.35 * grid.cols), min(10.0, 1.0 + 0.35 * grid.rows)))
     axes = figure.add_subplot()
     cmap = matplotlib.colormaps["magma"].with_extremes(bad="lightgrey")
     image = axes.imshow(grid.sheet(change.filter_change).numpy(), cmap=cmap, interpolation="nearest")
