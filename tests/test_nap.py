@@ -10,9 +10,8 @@ import torch
 import torchaudio
 from captum.attr import LayerGradientXActivation
 
-from tmaps.data.dataset import load_audio
-from tmaps.data.features import LogMel
-from tmaps.data.manifest import read_manifest
+from tmaps.data import SpeechDataModule
+from tmaps.data.manifest import read_manifest, write_manifest
 from tmaps.introspect.groups import CharacterGrouping, RecordGrouping, SegmentGrouping, resolve_grouping
 from tmaps.introspect.nap import NAP, GradNAP, Profiles
 from tmaps.introspect.phonemes import PHONEME_CLASSES, phoneme_class
@@ -27,46 +26,33 @@ TMAPS_LAYERS = {"conv0": (2, 0.0), "conv2": (2, 0.0), "head": (2, 0.0)}
 TORCHAUDIO_LAYERS = {"acoustic_model.1": (2, 0.5), "acoustic_model.17": (2, -0.5)}
 
 
-@pytest.fixture(scope="module")
-def records(synth_corpus_en):
-    return read_manifest(synth_corpus_en / "train.jsonl")[:8]
+def loader_batches(records, folder, max_batch_seconds):
+    """The batches of ``SpeechDataModule`` over a manifest of ``records``, in duration order."""
+    write_manifest(records, folder / "corpus" / "train.jsonl")
+    module = SpeechDataModule(
+        source={"kind": "manifest", "path": str(folder / "corpus"), "splits": {"train": "train.jsonl"}},
+        root=str(folder / "cache"),
+        batching={"max_batch_seconds": max_batch_seconds, "num_workers": 0},
+    )
+    module.prepare_data()
+    return list(module.loader("train", shuffle=False))
 
 
 @pytest.fixture(scope="module")
-def features(records):
-    log_mel = LogMel(n_mels=40)
-    return [log_mel(load_audio(record["audio"])) for record in records]
-
-
-def make_batches(records, features, batch_size):
-    batches = []
-    for i in range(0, len(records), batch_size):
-        chunk, feats = records[i : i + batch_size], features[i : i + batch_size]
-        lengths = torch.tensor([f.shape[-1] for f in feats])
-        padded = torch.zeros(len(feats), feats[0].shape[0], int(lengths.max()))
-        for b, f in enumerate(feats):
-            padded[b, :, : f.shape[-1]] = f
-        targets = [torch.tensor(ENGLISH.encode(r["text"])) for r in chunk]
-        batches.append(
-            {
-                "features": padded,
-                "feature_lengths": lengths,
-                "targets": torch.nn.utils.rnn.pad_sequence(targets, batch_first=True),
-                "target_lengths": torch.tensor([len(t) for t in targets]),
-                "records": chunk,
-            }
-        )
+def batches(synth_corpus_en, tmp_path_factory):
+    records = read_manifest(synth_corpus_en / "train.jsonl")[:8]
+    batches = loader_batches(records, tmp_path_factory.mktemp("batches"), max_batch_seconds=6.0)
+    assert len(batches) > 1 and any(len(set(b["feature_lengths"].tolist())) > 1 for b in batches)
     return batches
 
 
 @pytest.fixture(scope="module")
-def batches(records, features):
-    return make_batches(records, features, batch_size=3)
-
-
-@pytest.fixture(scope="module")
-def single_batches(records, features):
-    return make_batches(records[:4], features[:4], batch_size=1)
+def single_batches(synth_corpus_en, tmp_path_factory):
+    """One utterance per batch: no padding, so per-utterance runs equal the batch."""
+    records = read_manifest(synth_corpus_en / "train.jsonl")[:4]
+    batches = loader_batches(records, tmp_path_factory.mktemp("single"), max_batch_seconds=0.1)
+    assert [len(b["records"]) for b in batches] == [1] * len(records)
+    return batches
 
 
 @pytest.fixture(scope="module")
