@@ -266,6 +266,7 @@ def test_datamodule_filters_long_and_ctc_infeasible_utterances(synth_corpus_en, 
     kept = module.dataset("train").records
     assert 0 < len(kept) < len(records) - 2
     assert sum(module.reports["train"]["filtered"].values()) == len(records) - len(kept)
+    assert len(module.dataset("dev")) == module.reports["dev"]["manifest"] and not module.reports["dev"]["filtered"]
     for record in kept:
         output_frames = num_frames(round(record["duration"] * 16000)) // module.output_stride
         assert ctc_is_finite(record["text"], output_frames)

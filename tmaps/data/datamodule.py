@@ -32,9 +32,10 @@ class SpeechDataModule(pl.LightningDataModule):
 
     The arguments mirror the ``data`` config group, so ``SpeechDataModule(**plain_data_config)``
     works. ``prepare_data`` synthesizes or reads the corpus under ``root``; ``setup`` reads the
-    manifests, checks the files (``on_error``), filters utterances that are too long or too
-    short for CTC at ``output_stride`` and logs what it dropped. Set ``output_stride`` from the
-    model (``model.stride``) before ``setup``.
+    manifests, checks the files (``on_error``), drops training utterances that are too long or
+    too short for CTC at ``output_stride`` and logs what it dropped. Set ``output_stride`` from
+    the model (``model.stride``) before ``setup``. Evaluation splits are not filtered, so that
+    error rates cover every utterance of a test set.
 
     Args:
         source: the corpus: ``kind`` ``"synth"`` (the rest is the config of
@@ -48,7 +49,7 @@ class SpeechDataModule(pl.LightningDataModule):
         features: ``n_mels``, ``log_floor`` (see :class:`LogMel`) and ``cache`` (keep computed
             features on disk next to the manifests).
         spec_augment: :class:`SpecAugment` arguments for training batches; ``None`` for none.
-        batching: ``max_batch_seconds`` (padded seconds per batch), ``max_duration_s`` (longer
+        batching: ``max_batch_seconds`` (padded seconds per batch), ``max_duration_s`` (longer training
             utterances are dropped), ``num_workers`` and ``seed`` (batch order and ``train_fraction``).
         train_fraction: use this deterministic fraction of the train manifest; smaller
             fractions are subsets of larger ones.
@@ -142,7 +143,9 @@ class SpeechDataModule(pl.LightningDataModule):
             keep = numpy.random.default_rng(self.batching["seed"]).permutation(len(records))[: round(self.train_fraction * len(records))]
             records = [records[i] for i in sorted(keep)]
         checked, problems = check_records(records, self.alphabet, self.on_error, str(manifest))
-        kept, filtered = filter_records(checked, self.alphabet, self.batching["max_duration_s"], self.output_stride, str(manifest))
+        kept, filtered = checked, {}
+        if split == "train":
+            kept, filtered = filter_records(checked, self.alphabet, self.batching["max_duration_s"], self.output_stride, str(manifest))
         self.reports[split] = {
             "manifest": len(records),
             "skipped": {problem: len(files) for problem, files in problems.items()},

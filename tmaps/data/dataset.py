@@ -169,7 +169,7 @@ class SpeechDataset(Dataset):
         record = self.records[index]
         try:
             features = self._features(record)
-        except (soundfile.SoundFileError, OSError, RuntimeError) as error:
+        except (soundfile.SoundFileError, OSError) as error:
             if self.on_error == "error":
                 raise RuntimeError(f"cannot decode {record['audio']} (utterance {record['id']}): {error}") from error
             log.warning("skipped %s (utterance %s): cannot decode it: %s", record["audio"], record["id"], error)
