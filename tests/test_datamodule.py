@@ -69,16 +69,21 @@ def test_the_synthetic_corpus_reads_as_a_generic_manifest(english, synth_corpus_
 
 def test_duration_buckets_pad_far_less_than_random_batches(english):
     durations = english.dataset("train").durations
-    batches = DurationBatchSampler(durations, MAX_BATCH_SECONDS).batches
+    budget = sum(durations) / 6
+    batches = DurationBatchSampler(durations, budget).batches
     assert len(batches) >= 4
-    assert all(len(batch) * max(durations[i] for i in batch) <= MAX_BATCH_SECONDS for batch in batches if len(batch) > 1)
+    assert all(len(batch) * max(durations[i] for i in batch) <= budget for batch in batches if len(batch) > 1)
     generator = numpy.random.default_rng(0)
     sizes = numpy.cumsum([len(batch) for batch in batches])[:-1]
     random = [padding_fraction([list(part) for part in numpy.split(generator.permutation(len(durations)), sizes)], durations) for _ in range(20)]
     assert padding_fraction(batches, durations) < 0.5 * numpy.mean(random)
-    loader_batches = list(english.loader("train"))
-    real_padding = 1 - sum(int(b["feature_lengths"].sum()) for b in loader_batches) / sum(b["features"].shape[0] * b["features"].shape[2] for b in loader_batches)
-    assert real_padding < 0.5 * numpy.mean(random)
+
+
+def test_the_train_loader_serves_the_duration_buckets(english):
+    position = {record["id"]: index for index, record in enumerate(english.dataset("train").records)}
+    served = [sorted(position[record["id"]] for record in batch["records"]) for batch in english.loader("train")]
+    expected = DurationBatchSampler(english.dataset("train").durations, MAX_BATCH_SECONDS).batches
+    assert sorted(served) == sorted(sorted(batch) for batch in expected)
 
 
 def test_sampler_serves_every_utterance_once_per_epoch_and_reshuffles_deterministically():
