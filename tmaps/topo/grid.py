@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from functools import cached_property
 
 import torch
@@ -142,7 +142,7 @@ class Grid:
     @cached_property
     def offset_weights(self) -> Tensor:
         """``(len(offsets),)`` neighbourhood weight of each step in :attr:`offsets`."""
-        return self.weight_of_distance(torch.tensor([math.hypot(*step) for step in self.offsets]))
+        return self.weight_of_distance(torch.tensor([math.hypot(*step) for step in self.offsets], dtype=torch.float64))
 
     def sheet(self, vectors: Tensor) -> Tensor:
         """``(n_units, features)`` -> ``(rows, cols, features)``."""
@@ -150,23 +150,43 @@ class Grid:
             raise ValueError(f"{self!r} lays out {self.n_units} units, got a tensor with {vectors.shape[0]}")
         return vectors.reshape(self.rows, self.cols, *vectors.shape[1:])
 
-    def neighbour_pairs(self, sheet: Tensor) -> Iterator[tuple[float, Tensor, Tensor]]:
-        """Every neighbouring pair of a ``(rows, cols, features)`` sheet, one grid step at a time.
+    @cached_property
+    def degrees(self) -> Tensor:
+        """``(n_units,)`` sum of each unit's neighbourhood weights."""
+        return self.neighbour_sum(torch.ones(self.n_units, 1, dtype=torch.float64)).squeeze(1)
 
-        Yields ``(weight, first, second)`` per step of :attr:`offsets`: ``first[i, j]`` and
-        ``second[i, j]`` are the features of two units that the step separates. On a flat grid
-        they are slices ``(rows - d_row, cols - |d_col|, features)`` (pairs that would leave the
-        sheet are dropped); on a torus the whole sheet and its ``torch.roll`` (every unit has a
-        partner).
+    @cached_property
+    def n_pairs(self) -> float:
+        """Weighted number of neighbouring pairs: the sum of the pair weights over ``i < j``."""
+        return float(self.degrees.sum()) / 2
+
+    def neighbour_sum(self, vectors: Tensor) -> Tensor:
+        """``(n_units, features)`` -> ``(n_units, features)``: ``out[i] = sum_j weight(i, j) * vectors[j]``.
+
+        The same as ``neighbour_weights @ vectors`` without the ``(n_units, n_units)`` matrix:
+        for each grid step the sheet is added to itself shifted, by slicing (and, on a torus,
+        a second slice for the part that wraps around), in place.
         """
+        sheet = self.sheet(vectors)
+        total = torch.zeros_like(sheet)
         for (d_row, d_col), weight in zip(self.offsets, self.offset_weights.tolist()):
-            if self.boundary == "torus":
-                first, second = sheet, torch.roll(sheet, shifts=(-d_row, -d_col), dims=(0, 1))
-            else:
-                first_cols, second_cols = (slice(0, self.cols - d_col), slice(d_col, None)) if d_col >= 0 else (
-                    slice(-d_col, None),
-                    slice(0, self.cols + d_col),
-                )
-                first = sheet[: self.rows - d_row, first_cols]
-                second = sheet[d_row:, second_cols]
-            yield weight, first, second
+            for first_rows, second_rows in _axis_blocks(self.rows, d_row, self.boundary == "torus"):
+                for first_cols, second_cols in _axis_blocks(self.cols, d_col, self.boundary == "torus"):
+                    total[first_rows, first_cols].add_(sheet[second_rows, second_cols], alpha=weight)
+                    total[second_rows, second_cols].add_(sheet[first_rows, first_cols], alpha=weight)
+        return total.reshape(vectors.shape)
+
+
+def _axis_blocks(size: int, step: int, wrap: bool) -> list[tuple[slice, slice]]:
+    """Slices ``(first, second)`` of one axis such that ``second`` holds the positions ``first + step``.
+
+    Without ``wrap`` positions that would leave the axis are dropped; with it the part that
+    wraps around comes as a second block.
+    """
+    if wrap:
+        step %= size
+        blocks = [(slice(0, size - step), slice(step, size))]
+        return blocks + [(slice(size - step, size), slice(0, step))] if step else blocks
+    if step >= 0:
+        return [(slice(0, max(size - step, 0)), slice(step, size))]
+    return [(slice(-step, size), slice(0, max(size + step, 0)))]

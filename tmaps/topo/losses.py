@@ -18,6 +18,7 @@ from typing import Any, ClassVar
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.autograd.function import once_differentiable
 
 from tmaps.topo.grid import Grid
 from tmaps.topo.layers import channel_axis, filter_vectors, get_layer
@@ -59,6 +60,11 @@ class WeightSimilarity(TopographicLoss):
     also pulls the filters' norms together. A Gaussian neighbourhood makes both a weighted
     mean with the grid's pair weights.
 
+    Both are quadratic forms of the grid (``Grid.neighbour_sum``), computed in place on the
+    sheet without a ``(units, units)`` matrix; their gradient is written out by hand because
+    the paper-size ``conv8`` weight has 16 M values and autograd's slice-wise backward, with
+    its full-size temporaries, made the loss several times slower.
+
     Args:
         grid: the layer's grid.
         weight: factor in the regularizer's total.
@@ -81,17 +87,50 @@ class WeightSimilarity(TopographicLoss):
     def __call__(self, tensor: Tensor) -> Tensor:
         vectors = tensor.reshape(tensor.shape[0], -1)
         if self.metric == "cosine":
-            vectors = F.normalize(vectors, dim=1)
-        total = vectors.new_zeros(())
-        n_pairs = 0.0
-        for pair_weight, first, second in self.grid.neighbour_pairs(self.grid.sheet(vectors)):
-            if self.metric == "cosine":
-                dissimilarity = 1 - (first * second).sum(-1)
-            else:
-                dissimilarity = (first - second).pow(2).mean(-1)
-            total = total + pair_weight * dissimilarity.sum()
-            n_pairs += pair_weight * dissimilarity.numel()
-        return total / n_pairs
+            return 1 - _GridQuadraticForm.apply(vectors, self.grid, True) / (2 * self.grid.n_pairs)
+        return _GridQuadraticForm.apply(vectors, self.grid, False) / (self.grid.n_pairs * vectors.shape[1])
+
+
+class _GridQuadraticForm(torch.autograd.Function):
+    """``sum_i x_i . (Q x)_i`` over the rows ``x_i`` of ``vectors``.
+
+    With ``normalize``, ``x`` are the unit-normalized rows and ``Q = A``, the grid adjacency:
+    twice the weighted sum of neighbour cosines. Without, ``x`` are the raw rows and
+    ``Q = diag(degrees) - A``, the grid Laplacian: the weighted sum over neighbour pairs of
+    ``||x_i - x_j||**2``.
+    """
+
+    @staticmethod
+    def forward(ctx, vectors: Tensor, grid: Grid, normalize: bool) -> Tensor:
+        norms = torch.linalg.vector_norm(vectors, dim=1).clamp_min(NORM_FLOOR)
+        rows = vectors / norms[:, None] if normalize else vectors
+        image = grid.neighbour_sum(rows)
+        if not normalize:
+            image.neg_().addcmul_(rows, grid.degrees.to(rows.device, rows.dtype)[:, None])
+        form = _row_dot(rows, image)
+        ctx.normalize = normalize
+        ctx.save_for_backward(rows, image, form, norms)
+        return form.sum()
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_output: Tensor) -> tuple[Tensor, None, None]:
+        rows, image, form, norms = ctx.saved_tensors
+        # Q is symmetric: d/dx of sum_i x_i . (Q x)_i is 2 Q x. Through x = v / |v| it loses
+        # its radial part and is divided by |v|.
+        gradient = image * (2 * grad_output)
+        if ctx.normalize:
+            gradient.addcmul_(rows, (2 * grad_output * form)[:, None], value=-1).div_(norms[:, None])
+        return gradient, None, None
+
+
+# Filters with a smaller norm count as zero (their direction is undefined).
+NORM_FLOOR = 1e-12
+
+
+def _row_dot(first: Tensor, second: Tensor) -> Tensor:
+    """``(n, f), (n, f) -> (n,)`` row-wise dot products, without an ``(n, f)`` temporary."""
+    return torch.bmm(first.unsqueeze(1), second.unsqueeze(2)).reshape(-1)
 
 
 class ResponseCorrelation(TopographicLoss):
@@ -185,9 +224,15 @@ class BlurSmoothness(TopographicLoss):
     """Each filter should match its blurred sheet (TopoLoss, Deb et al., 2025).
 
     The weight sheet ``(rows, cols, features)`` is shrunk by ``factor`` per axis (area
-    averaging) and stretched back (bilinear); the loss is the mean over channels of
-    ``1 - cos(w_i, blurred_i)``. Only what varies faster on the sheet than the coarse grid
-    can hold is penalized. The blur does not wrap around, so a torus grid is refused.
+    averaging, ``F.interpolate(mode="area")``) and stretched back (bilinear,
+    ``align_corners=False``); the loss is the mean over channels of ``1 - cos(w_i, b_i)``
+    with ``b_i`` the blurred filter. Only what varies faster on the sheet than the coarse
+    grid can hold is penalized. The blur does not wrap around, so a torus grid is refused.
+
+    Both resamplings are separable and linear, so the blur is one ``rows x rows`` and one
+    ``cols x cols`` matrix (built by resampling the identity with ``F.interpolate``) applied
+    as two matrix products to the sheet in its natural ``(rows, cols, features)`` layout; the
+    gradient is written out by hand (see :class:`WeightSimilarity` for why).
 
     Args:
         grid: the layer's grid (flat).
@@ -213,16 +258,64 @@ class BlurSmoothness(TopographicLoss):
             )
         self.factor = factors
         self.coarse_shape = tuple(max(1, round(side / f)) for side, f in zip(grid.shape, factors))
+        self.row_blur, self.col_blur = (
+            _blur_matrix(side, coarse) for side, coarse in zip(grid.shape, self.coarse_shape)
+        )
 
     def blur(self, tensor: Tensor) -> Tensor:
         """``(out_channels, *)`` weight -> ``(out_channels, features)`` blurred filters."""
-        image = self.grid.sheet(tensor.reshape(tensor.shape[0], -1)).permute(2, 0, 1).unsqueeze(0)
-        coarse = F.interpolate(image, size=self.coarse_shape, mode="area")
-        blurred = F.interpolate(coarse, size=self.grid.shape, mode="bilinear", align_corners=False)
-        return blurred.squeeze(0).permute(1, 2, 0).reshape(self.grid.n_units, -1)
+        vectors = tensor.reshape(tensor.shape[0], -1)
+        return _blur_sheet(vectors, *self._operators(vectors))
+
+    def _operators(self, vectors: Tensor) -> tuple[Tensor, Tensor]:
+        return self.row_blur.to(vectors.device, vectors.dtype), self.col_blur.to(vectors.device, vectors.dtype)
 
     def __call__(self, tensor: Tensor) -> Tensor:
-        return 1 - F.cosine_similarity(tensor.reshape(tensor.shape[0], -1), self.blur(tensor), dim=1).mean()
+        vectors = tensor.reshape(tensor.shape[0], -1)
+        return 1 - _BlurCosine.apply(vectors, *self._operators(vectors))
+
+
+def _blur_matrix(side: int, coarse: int) -> Tensor:
+    """``(side, side)`` float64 matrix of 1D area shrinking to ``coarse`` then linear stretching back."""
+    identity = torch.eye(side, dtype=torch.float64).unsqueeze(0)
+    shrunk = F.interpolate(identity, size=coarse, mode="area")
+    # Row j of the result is the blur of the unit vector e_j: the transpose of the operator.
+    return F.interpolate(shrunk, size=side, mode="linear", align_corners=False)[0].T
+
+
+def _blur_sheet(vectors: Tensor, row_blur: Tensor, col_blur: Tensor) -> Tensor:
+    """``(rows * cols, f)`` -> blurred along rows then columns of the ``(rows, cols, f)`` sheet."""
+    rows, cols = len(row_blur), len(col_blur)
+    along_rows = (row_blur @ vectors.reshape(rows, -1)).reshape(rows, cols, -1)
+    return torch.matmul(col_blur, along_rows).reshape(vectors.shape)
+
+
+class _BlurCosine(torch.autograd.Function):
+    """Mean over rows of ``cos(v_i, (B v)_i)`` with ``B`` the separable blur of the sheet."""
+
+    @staticmethod
+    def forward(ctx, vectors: Tensor, row_blur: Tensor, col_blur: Tensor) -> Tensor:
+        blurred = _blur_sheet(vectors, row_blur, col_blur)
+        norms = torch.linalg.vector_norm(vectors, dim=1).clamp_min(NORM_FLOOR)
+        blurred_norms = torch.linalg.vector_norm(blurred, dim=1).clamp_min(NORM_FLOOR)
+        cosines = _row_dot(vectors, blurred) / (norms * blurred_norms)
+        ctx.save_for_backward(vectors, blurred, norms, blurred_norms, cosines, row_blur, col_blur)
+        return cosines.mean()
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_output: Tensor) -> tuple[Tensor, None, None]:
+        vectors, blurred, norms, blurred_norms, cosines, row_blur, col_blur = ctx.saved_tensors
+        scale = grad_output / len(cosines)
+        cross = (scale / (norms * blurred_norms))[:, None]
+        # cos(v, b) changes with v directly and through b = B v; first the direct part ...
+        gradient = torch.mul(blurred, cross).addcmul_(vectors, (scale * cosines / norms**2)[:, None], value=-1)
+        # ... then d cos / d b, sent back through B (its two factors commute, so the order is free).
+        through_blur = torch.mul(blurred, (-scale * cosines / blurred_norms**2)[:, None]).addcmul_(vectors, cross)
+        rows, cols = len(row_blur), len(col_blur)
+        along_cols = torch.matmul(col_blur.T, through_blur.reshape(rows, cols, -1))
+        gradient.reshape(rows, -1).addmm_(row_blur.T, along_cols.reshape(rows, -1))
+        return gradient, None, None
 
 
 LOSSES: dict[str, type[TopographicLoss]] = {
