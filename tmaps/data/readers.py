@@ -263,10 +263,9 @@ def build_corpus(source: Mapping, root: str | os.PathLike, language: str, oov: s
 
 def _check_unique_ids(splits: Mapping[str, list[dict]]) -> None:
     """Ids are unique across splits; test_unseen may repeat other splits, as it may be a part of test."""
-    seen: dict[str, str] = {}
+    shared: dict[str, str] = {}
     for split, records in splits.items():
-        if split == "test_unseen":
-            seen = {}
+        seen = {} if split == "test_unseen" else shared
         for record in records:
             if record["id"] in seen:
                 raise ValueError(f"utterance id {record['id']!r} occurs twice ({seen[record['id']]} and {split}): {record['audio']}")
