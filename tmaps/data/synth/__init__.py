@@ -1,0 +1,16 @@
+"""The synthetic speech corpus: espeak-ng speech with word and phoneme segments."""
+
+from tmaps.data.synth.corpus import SynthConfig, corpus_dir, synthesize_corpus, vocabulary
+from tmaps.data.synth.espeak import AlignmentError, Espeak, SynthesizedUtterance, check_voice, voice_gender
+
+__all__ = [
+    "AlignmentError",
+    "Espeak",
+    "SynthConfig",
+    "SynthesizedUtterance",
+    "check_voice",
+    "corpus_dir",
+    "synthesize_corpus",
+    "vocabulary",
+    "voice_gender",
+]
