@@ -67,6 +67,15 @@ def test_the_synthetic_corpus_reads_as_a_generic_manifest(english, synth_corpus_
     assert set(english.test_loaders()) == {"test", "test_unseen"} and len(english.test_dataloader()) == 2
 
 
+def test_a_synth_source_reuses_the_synthesized_corpus(synth_config_en, synth_data_dir, synth_corpus_en):
+    module = SpeechDataModule(source=synth_config_en, root=str(synth_data_dir), language="en", batching={"num_workers": 0})
+    module.setup("test")
+    assert module.corpus_dir == synth_corpus_en
+    assert len(module.test_loaders()["test_unseen"].dataset) == len(read_manifest(synth_corpus_en / "test_unseen.jsonl"))
+    with pytest.raises(ValueError, match="data.language"):
+        SpeechDataModule(source=synth_config_en, root=str(synth_data_dir), language="de")
+
+
 def test_duration_buckets_pad_far_less_than_random_batches(english):
     durations = english.dataset("train").durations
     budget = sum(durations) / 6
