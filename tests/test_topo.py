@@ -150,6 +150,20 @@ def test_response_correlation_equals_pearson_over_pairs(boundary, neighbourhood,
     assert float(loss(activations.transpose(1, 2), channel_dim=-1)) == pytest.approx(expected, rel=1e-6)
 
 
+def test_response_correlation_on_many_units_uses_a_seeded_random_subset():
+    grid = Grid(60)
+    activations = torch.randn(4, 60, 30, dtype=torch.float64)
+    subset = torch.randperm(60, generator=torch.Generator().manual_seed(3))[:20]
+    responses = activations[:, subset].permute(0, 2, 1).reshape(-1, 20).numpy()
+    correlation = np.corrcoef(responses, rowvar=False)
+    pairs = list(itertools.combinations(range(20), 2))
+    distances = [brute_force_distance(grid, int(subset[i]), int(subset[j])) for i, j in pairs]
+    expected = 1 - scipy.stats.pearsonr([correlation[i, j] for i, j in pairs], [1 / (d + 1) for d in distances]).statistic
+    loss = ResponseCorrelation(grid, max_units=20, seed=3)
+    assert float(loss(activations)) == pytest.approx(expected, rel=1e-6)
+    assert float(loss(activations)) != pytest.approx(expected, rel=1e-6)  # the next call draws anew
+
+
 @pytest.mark.parametrize("factor", [2.0, (2.0, 3.0), (1.5, 4.0)])
 def test_blur_smoothness_equals_a_loop_over_filters_and_their_resampled_sheet(factor):
     grid = Grid(48, (6, 8))
