@@ -1,7 +1,8 @@
 """Cost of streamed profiles: a NAP pass against plain inference, a GradNAP pass against forward + backward.
 
 Over the same batches held in memory (a synthetic English corpus through ``SpeechDataModule``,
-small Wav2Letter in eval mode), best of ``--repeats`` timings of
+12 s of speech per batch, small Wav2Letter in eval mode), best of ``--repeats`` interleaved
+timings of
 
 - plain inference (``no_grad`` forward) vs ``NAP(...).compute(batches, "phoneme")`` over
   three layers (target: <= 1.2 x);
@@ -44,19 +45,21 @@ def load_batches(data_dir: Path, utterances: int) -> tuple[list[dict], int]:
     config.root = str(data_dir)
     config.source.n_utterances = {"train": utterances, "dev": 4, "test": 4, "test_unseen": 4}
     config.batching.num_workers = 0
-    config.batching.max_batch_seconds = 40.0
+    config.batching.max_batch_seconds = 12.0
     datamodule = SpeechDataModule(**OmegaConf.to_container(config, resolve=True))
     datamodule.prepare_data()
     return list(datamodule.loader("train", shuffle=False)), datamodule.alphabet.n_classes
 
 
-def best_time(run: Callable[[], object], repeats: int) -> float:
-    times = []
+def best_times(runs: list[Callable[[], object]], repeats: int) -> list[float]:
+    """Best wall time of each run; the runs take turns so that load from elsewhere hits all alike."""
+    best = [float("inf")] * len(runs)
     for _ in range(repeats):
-        started = time.perf_counter()
-        run()
-        times.append(time.perf_counter() - started)
-    return min(times)
+        for i, run in enumerate(runs):
+            started = time.perf_counter()
+            run()
+            best[i] = min(best[i], time.perf_counter() - started)
+    return best
 
 
 def peak_rss(run: Callable[[], object]) -> int:
@@ -106,9 +109,15 @@ def main() -> None:
             ctc(log_probs.transpose(0, 1), batch["targets"], output_lengths, batch["target_lengths"]).backward()
         model.zero_grad()
 
-    inference_s, nap_s = best_time(inference, args.repeats), best_time(lambda: NAP(model, LAYERS).compute(batches, "phoneme"), args.repeats)
-    backward_s = best_time(forward_backward, args.repeats)
-    gradnap_s = best_time(lambda: GradNAP(model, LAYERS).compute(batches, "phoneme"), args.repeats)
+    inference_s, nap_s, backward_s, gradnap_s = best_times(
+        [
+            inference,
+            lambda: NAP(model, LAYERS).compute(batches, "phoneme"),
+            forward_backward,
+            lambda: GradNAP(model, LAYERS).compute(batches, "phoneme"),
+        ],
+        args.repeats,
+    )
     print(f"inference {inference_s:.3f} s, NAP {nap_s:.3f} s: {nap_s / inference_s:.2f} x (target <= 1.2)")
     print(f"forward + backward {backward_s:.3f} s, GradNAP {gradnap_s:.3f} s: {gradnap_s / backward_s:.2f} x (target <= 1.3)")
     once = peak_rss(lambda: NAP(model, LAYERS).compute(repeated(batches, 1), "phoneme"))
