@@ -391,3 +391,15 @@ def test_phoneme_classes_cover_the_corpus_symbols(synth_corpus_en, synth_corpus_
         "nasal", "approximant", "approximant", "silence", "diphthong", "vowel", "vowel", "vowel"]
     with pytest.raises(ValueError, match="unknown espeak phoneme symbol '!!'"):
         phoneme_class("!!")
+
+
+def test_frozen_parameters_and_training_mode(batches):
+    torch.manual_seed(1)
+    model = Wav2Letter(n_features=40, n_classes=ENGLISH.n_classes, channels=[16, 16], kernel_sizes=[5, 3], strides=[2, 1], norm="batch", dropout=0.3)
+    model.train()
+    trainable = GradNAP(model, ["conv0", "conv1"], target="predicted").compute(batches, "phoneme")
+    assert model.training and all(p.grad is None for p in model.parameters())
+    model.requires_grad_(False)
+    frozen = GradNAP(model, ["conv0", "conv1"], target="predicted").compute(batches, "phoneme")
+    for layer in ("conv0", "conv1"):
+        np.testing.assert_allclose(frozen[layer].mean, trainable[layer].mean, rtol=1e-9)
