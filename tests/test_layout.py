@@ -10,7 +10,13 @@ from tmaps.introspect.layout import (
     remove_overlaps,
     snap_to_grid,
 )
-from tmaps.introspect.quality import continuity, distance_correlation, layout_quality, make_planted_profiles, trustworthiness
+from tmaps.introspect.quality import (
+    continuity,
+    distance_correlation,
+    layout_quality,
+    make_planted_profiles,
+    trustworthiness,
+)
 
 N_UNITS = 200
 DATA_DRIVEN = ["grid", "som", "pca", "tsne", "umap", "force"]

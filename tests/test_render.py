@@ -7,6 +7,7 @@ from PIL import Image
 from tmaps.introspect.layout import compute_layout
 from tmaps.introspect.quality import make_planted_profiles, map_smoothness
 from tmaps.introspect.render import (
+    MapStyle,
     figure_image,
     group_order,
     map_points,
@@ -71,6 +72,8 @@ def test_bad_values_are_named(planted):
         render_map(positions, values[:-1])
     with pytest.raises(ValueError, match=r"mask must be one of \('hull', 'disc'\); got 'square'"):
         render_map(positions, profiles[:, 0], mask="square")
+    with pytest.raises(ValueError, match=r"interpolation must be one of \('linear', 'cubic', 'rbf'\); got 'nearest'"):
+        MapStyle(interpolation="nearest")
     with pytest.raises(ValueError, match="cannot triangulate the layout of 3 units"):
         render_map([[0, 0], [1, 1], [2, 2]], [1.0, 2.0, 3.0])
 
@@ -123,7 +126,7 @@ def test_saved_png_and_svg_files_are_byte_identical_for_identical_inputs(planted
 def test_plot_maps_draws_a_panel_per_group_in_clustered_order(planted, som_coords):
     profiles, _ = planted
     labels = [f"g{group}" for group in range(8)]
-    figure = plot_maps(som_coords, profiles.T, labels, ncols=4, mask="disc")
+    figure = plot_maps(som_coords, profiles.T, labels, ncols=4, style=MapStyle(mask="disc"))
     titled = [axes.get_title() for axes in figure.axes if axes.get_title()]
     assert titled == [labels[group] for group in group_order(profiles.T)]
     with pytest.raises(ValueError, match="7 group labels for 8 groups"):
@@ -137,13 +140,14 @@ def test_plot_layers_puts_layers_side_by_side(planted, som_coords):
     titles = [axes.get_title() for axes in figure.axes if axes.get_title()]
     assert titles == ["conv1", "conv5"]
     assert sum(1 for axes in figure.axes if axes.images) == 16
-    with pytest.raises(ValueError, match=r"every layer needs the same groups; group counts per layer: \{'a': 8, 'b': 7\}"):
+    with pytest.raises(ValueError, match=r"the same groups; group counts per layer: \{'a': 8, 'b': 7\}"):
         plot_layers({"a": (positions, profiles.T), "b": (positions, profiles.T[:7])})
 
 
 def test_a_gif_holds_one_frame_per_epoch(planted, tmp_path):
     profiles, positions = planted
-    frames = [plot_maps(positions, profiles.T * scale, ncols=8, show_units=False) for scale in (1.0, -1.0, 0.5)]
+    style = MapStyle(show_units=False, resolution=48)
+    frames = [plot_maps(positions, profiles.T * scale, ncols=8, style=style) for scale in (1.0, -1.0, 0.5)]
     path = save_gif(frames, tmp_path / "epochs.gif", fps=4)
     with Image.open(path) as gif:
         assert gif.n_frames == 3

@@ -16,6 +16,7 @@ scaled to unit length, which orders unit pairs the same way; see :func:`profile_
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable
 
 import networkx as nx
@@ -28,6 +29,7 @@ from scipy.spatial import cKDTree
 from scipy.spatial.distance import cdist
 from sklearn.decomposition import PCA
 from sklearn.manifold import TSNE
+from sklearn.metrics import pairwise_distances
 from sklearn.neighbors import kneighbors_graph
 from sklearn.preprocessing import normalize
 
@@ -36,6 +38,8 @@ METRICS = ("cosine", "euclidean")
 #: Fraction of a SOM cell within which units that share a best-matching unit are spread.
 _SOM_CELL_SPREAD = 0.4
 _GOLDEN_ANGLE = math.pi * (3.0 - math.sqrt(5.0))
+#: umap-learn computes exact neighbours below this many points.
+_UMAP_EXACT_LIMIT = 4096
 
 
 def unit_list(indices: NDArray[np.int64], limit: int = 10) -> str:
@@ -157,8 +161,8 @@ def som_layout(
     That weighted mean is a Gaussian filter over the grid of per-cell sums
     (``scipy.ndimage.gaussian_filter``), so an epoch costs one distance computation. The
     radius shrinks linearly from ``sigma`` to 1 cell. Nothing is random, so ``seed`` has no
-    effect. It replaces MiniSom's online training, which is 5-15x slower for the same
-    trustworthiness on 2000 units (``benchmarks/layout_quality.py``).
+    effect. It replaces MiniSom's online training, which took 10-15x longer for the same
+    trustworthiness on 2000 units (``benchmarks/layout_quality.py`` runs both).
 
     Units that share a best-matching cell are spread on a small spiral inside it (the one
     closest to the cell's weight at the centre), so no two units coincide; snap with
@@ -269,16 +273,22 @@ def umap_layout(
 
     features = check_profiles(profiles)
     _require_units("umap", features.shape[0], n_neighbors + 1, f"more than n_neighbors={n_neighbors}")
+    # For fewer than 4096 points umap-learn takes all pairwise distances, calling its numba
+    # metric once per pair from Python (about 5 s for 2000 units); sklearn's vectorized
+    # distances give the same matrix in milliseconds. Larger sets use umap's NN-descent.
+    exact = features.shape[0] < _UMAP_EXACT_LIMIT
     reducer = umap.UMAP(
         n_components=2,
         n_neighbors=n_neighbors,
         min_dist=min_dist,
-        metric=_check_metric(metric),
+        metric="precomputed" if exact else _check_metric(metric),
         random_state=seed,
         n_jobs=1,
         **umap_options,
     )
-    return reducer.fit_transform(features)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "using precomputed metric; inverse_transform", UserWarning)
+        return reducer.fit_transform(pairwise_distances(features, metric=_check_metric(metric)) if exact else features)
 
 
 def force_layout(
@@ -288,8 +298,8 @@ def force_layout(
 
     Each unit is joined to its ``n_neighbors`` most similar units; an edge pulls with the
     similarity ``exp(-d**2 / (2 s**2))`` of its units, ``d`` their profile distance and ``s`` the
-    median neighbour distance. The springs start from the PCA layout, so the result depends
-    on ``seed`` only through networkx's tie-breaking.
+    median neighbour distance. The springs start from the PCA layout (from positions drawn
+    with ``seed`` when there is a single group).
 
     Args:
         profiles: ``(n_units, n_groups)``; needs more units than ``n_neighbors``.
@@ -302,8 +312,7 @@ def force_layout(
     scale = np.median(graph.data)
     graph.data = np.exp(-(graph.data**2) / (2 * scale**2)) if scale > 0 else np.ones_like(graph.data)
     similarity_graph = nx.from_scipy_sparse_array(graph.maximum(graph.T))
-    start = pca_layout(features, metric="euclidean") if features.shape[1] >= 2 else None
-    initial = None if start is None else dict(enumerate(start))
+    initial = dict(enumerate(pca_layout(features, metric="euclidean"))) if features.shape[1] >= 2 else None
     positions = nx.spring_layout(similarity_graph, pos=initial, iterations=iterations, weight="weight", seed=seed)
     return np.array([positions[unit] for unit in range(features.shape[0])])
 
@@ -337,7 +346,9 @@ def align_orientation(coords: ArrayLike, reference: ArrayLike | None = None) -> 
     axis of spread is ``x``; each axis is then mirrored if needed so that the layout's
     skew along it is non-negative (its long tail points to +x and +y). Layouts that are
     rotations or mirror images of each other come out identical, which keeps maps of
-    different layers in one orientation.
+    different layers in one orientation. A layout spread equally in every direction (a
+    square grid, a disc) has no main axis and gets an arbitrary turn; align it onto a
+    reference instead.
 
     With ``reference`` (the same units laid out before, e.g. at the previous epoch), the
     layout is rotated or mirrored onto it by orthogonal Procrustes and moved to its centre;

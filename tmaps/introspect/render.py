@@ -16,7 +16,9 @@ library code leaves no global figure state behind.
 from __future__ import annotations
 
 import io
+import math
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import matplotlib as mpl
@@ -28,15 +30,11 @@ from matplotlib.patches import Circle
 from numpy.typing import ArrayLike, NDArray
 from PIL import Image
 from scipy.cluster.hierarchy import leaves_list, linkage
-from scipy.interpolate import (
-    CloughTocher2DInterpolator,
-    LinearNDInterpolator,
-    RBFInterpolator,
-)
+from scipy.interpolate import CloughTocher2DInterpolator, LinearNDInterpolator, RBFInterpolator
 from scipy.spatial import Delaunay, QhullError, cKDTree
 from scipy.spatial.distance import pdist
 
-from tmaps.introspect.layout import unit_list, check_coords
+from tmaps.introspect.layout import check_coords, unit_list
 
 INTERPOLATIONS = ("linear", "cubic", "rbf")
 MASKS = ("hull", "disc")
@@ -165,33 +163,58 @@ def group_order(values_by_group: ArrayLike) -> NDArray[np.int64]:
     return leaves_list(linkage(distances, method="average", optimal_ordering=True))
 
 
-def _symmetric_limit(images: NDArray[np.float64]) -> float:
-    limit = float(np.nanmax(np.abs(images))) if np.isfinite(images).any() else 0.0
-    return limit or 1.0
+@dataclass(frozen=True)
+class MapStyle:
+    """How :func:`plot_maps` and :func:`plot_layers` draw maps.
 
+    Attributes:
+        resolution, interpolation, mask: as in :func:`render_map`.
+        cmap: a diverging matplotlib colour map; limits are symmetric around zero.
+        show_units: mark each unit's position.
+        panel_size: side of one map in inches.
+    """
 
-def _draw_map(
-    axes: Axes,
-    image: NDArray[np.float64],
-    points: NDArray[np.float64],
-    limit: float,
-    *,
-    cmap: str,
-    mask: str,
-    show_units: bool,
-) -> AxesImage:
-    """One map on ``axes``; returns the image artist (for a colour bar)."""
-    artist = axes.imshow(
-        image, origin="lower", extent=(0, 1, 0, 1), cmap=cmap, vmin=-limit, vmax=limit, interpolation="nearest"
-    )
-    if show_units:
-        axes.scatter(points[:, 0], points[:, 1], s=1.5, c="k", alpha=0.4, linewidths=0)
-    if mask == "disc":
-        axes.add_patch(Circle((0.5, 0.5), 0.5, fill=False, linewidth=0.8, color="0.3"))
-    axes.set_xlim(0, 1)
-    axes.set_ylim(0, 1)
-    axes.set_axis_off()
-    return artist
+    resolution: int = 96
+    interpolation: str = "linear"
+    mask: str = "hull"
+    cmap: str = "RdBu_r"
+    show_units: bool = True
+    panel_size: float = 1.5
+
+    def __post_init__(self) -> None:
+        _check_choice("interpolation", self.interpolation, INTERPOLATIONS)
+        _check_choice("mask", self.mask, MASKS)
+
+    def render(self, coords: ArrayLike, values_by_group: NDArray[np.float64]) -> tuple[NDArray, NDArray, float]:
+        """Images ``(G, H, W)``, unit points in map space ``(N, 2)`` and the symmetric colour limit."""
+        images = render_map(
+            coords, values_by_group, resolution=self.resolution, interpolation=self.interpolation, mask=self.mask
+        )
+        limit = float(np.nanmax(np.abs(images))) if np.isfinite(images).any() else 0.0
+        return images, map_points(coords, mask=self.mask), limit or 1.0
+
+    def draw(self, axes: Axes, image: NDArray[np.float64], points: NDArray[np.float64], limit: float) -> AxesImage:
+        """One map on ``axes``; returns the image artist (for a colour bar)."""
+        artist = axes.imshow(
+            image, origin="lower", extent=(0, 1, 0, 1), cmap=self.cmap, vmin=-limit, vmax=limit, interpolation="nearest"
+        )
+        if self.show_units:
+            axes.scatter(points[:, 0], points[:, 1], s=1.5, c="k", alpha=0.4, linewidths=0)
+        if self.mask == "disc":
+            axes.add_patch(Circle((0.5, 0.5), 0.5, fill=False, linewidth=0.8, color="0.3"))
+        axes.set_xlim(0, 1)
+        axes.set_ylim(0, 1)
+        axes.set_axis_off()
+        return artist
+
+    def figure(self, nrows: int, ncols: int) -> tuple[Figure, NDArray]:
+        """An empty figure with a ``(nrows, ncols)`` array of axes, room left for labels and colour bars."""
+        figure = Figure(
+            figsize=(ncols * self.panel_size + 0.8, nrows * self.panel_size + 0.4),
+            dpi=_FIGURE_DPI,
+            layout="constrained",
+        )
+        return figure, figure.subplots(nrows, ncols, squeeze=False)
 
 
 def _labels(group_labels: Sequence[str] | None, n_groups: int) -> list[str]:
@@ -209,12 +232,7 @@ def plot_maps(
     *,
     order: bool = True,
     ncols: int | None = None,
-    resolution: int = 96,
-    interpolation: str = "linear",
-    mask: str = "hull",
-    cmap: str = "RdBu_r",
-    show_units: bool = True,
-    panel_size: float = 1.5,
+    style: MapStyle = MapStyle(),
     title: str | None = None,
 ) -> Figure:
     """One topographic map per group over a single layout, sharing one symmetric colour scale.
@@ -228,10 +246,7 @@ def plot_maps(
         group_labels: ``G`` panel titles; default the group indices.
         order: order panels by :func:`group_order`; otherwise as given.
         ncols: panels per row; default about ``sqrt(G)``.
-        resolution, interpolation, mask: as in :func:`render_map`.
-        cmap: a diverging matplotlib colour map.
-        show_units: mark each unit's position.
-        panel_size: panel side in inches.
+        style: how maps are rendered and drawn.
         title: figure title.
 
     Returns:
@@ -240,19 +255,13 @@ def plot_maps(
     values = np.atleast_2d(np.asarray(values_by_group, dtype=np.float64))
     labels = _labels(group_labels, len(values))
     groups = group_order(values) if order else np.arange(len(values))
-    images = render_map(coords, values, resolution=resolution, interpolation=interpolation, mask=mask)
-    points = map_points(coords, mask=mask)
-    limit = _symmetric_limit(images)
-    ncols = ncols or int(np.ceil(np.sqrt(len(values))))
-    nrows = int(np.ceil(len(values) / ncols))
-    figure = Figure(figsize=(ncols * panel_size + 0.8, nrows * panel_size + 0.4), dpi=_FIGURE_DPI, layout="constrained")
-    panels = figure.subplots(nrows, ncols, squeeze=False)
-    for panel, axes in enumerate(panels.flat):
-        if panel >= len(groups):
-            axes.set_axis_off()
-            continue
-        group = groups[panel]
-        artist = _draw_map(axes, images[group], points, limit, cmap=cmap, mask=mask, show_units=show_units)
+    images, points, limit = style.render(coords, values)
+    ncols = ncols or math.ceil(math.sqrt(len(values)))
+    figure, panels = style.figure(math.ceil(len(values) / ncols), ncols)
+    for axes in panels.flat[len(groups) :]:
+        axes.set_axis_off()
+    for axes, group in zip(panels.flat, groups):
+        artist = style.draw(axes, images[group], points, limit)
         axes.set_title(labels[group], fontsize=8)
     figure.colorbar(artist, ax=panels, shrink=0.6)
     if title:
@@ -265,12 +274,7 @@ def plot_layers(
     group_labels: Sequence[str] | None = None,
     *,
     order: bool = True,
-    resolution: int = 96,
-    interpolation: str = "linear",
-    mask: str = "hull",
-    cmap: str = "RdBu_r",
-    show_units: bool = False,
-    panel_size: float = 1.5,
+    style: MapStyle = MapStyle(show_units=False),
     title: str | None = None,
 ) -> Figure:
     """Maps of several layers side by side: one column per layer, one row per group.
@@ -283,8 +287,7 @@ def plot_layers(
         layers: layer name -> ``(coords (N_l, 2), values_by_group (G, N_l))``; every layer
             has the same ``G`` groups.
         group_labels: ``G`` row labels; default the group indices.
-        order, resolution, interpolation, mask, cmap, show_units, panel_size, title: as in
-            :func:`plot_maps`.
+        order, style, title: as in :func:`plot_maps`.
 
     Returns:
         The figure.
@@ -299,17 +302,12 @@ def plot_layers(
     labels = _labels(group_labels, n_groups)
     joined = np.concatenate([block / (np.linalg.norm(block) or 1.0) for block in blocks.values()], axis=1)
     groups = group_order(joined) if order else np.arange(n_groups)
-    figure = Figure(
-        figsize=(len(layers) * panel_size + 0.8, n_groups * panel_size + 0.4), dpi=_FIGURE_DPI, layout="constrained"
-    )
-    panels = figure.subplots(n_groups, len(layers), squeeze=False)
+    figure, panels = style.figure(n_groups, len(layers))
     for column, (name, (coords, _)) in enumerate(layers.items()):
-        images = render_map(coords, blocks[name], resolution=resolution, interpolation=interpolation, mask=mask)
-        points = map_points(coords, mask=mask)
-        limit = _symmetric_limit(images)
+        images, points, limit = style.render(coords, blocks[name])
         for row, group in enumerate(groups):
             axes = panels[row, column]
-            artist = _draw_map(axes, images[group], points, limit, cmap=cmap, mask=mask, show_units=show_units)
+            artist = style.draw(axes, images[group], points, limit)
             if column == 0:
                 axes.text(-0.05, 0.5, labels[group], transform=axes.transAxes, ha="right", va="center", fontsize=8)
         panels[0, column].set_title(name, fontsize=9)
