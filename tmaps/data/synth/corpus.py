@@ -23,6 +23,7 @@ builds on this host are removed by the next build of the same config.
 
 from __future__ import annotations
 
+import ctypes
 import hashlib
 import itertools
 import json
@@ -30,7 +31,9 @@ import logging
 import multiprocessing
 import os
 import shutil
+import signal
 import socket
+import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from functools import lru_cache
@@ -68,6 +71,8 @@ _SINGLE_LETTER_WORDS = {"en": frozenset({"a", "i"})}
 # espeak rarely reads a drawn word sequence as a different number of words (roman numerals
 # such as "iii"); such a draw is replaced by the next draw of the same generator.
 _MAX_DRAWS = 20
+# prctl option of Linux: a signal for this process when its parent dies.
+_PR_SET_PDEATHSIG = 1
 
 
 @dataclass(frozen=True)
@@ -173,12 +178,33 @@ class _Chunk:
     vocabulary: tuple[tuple[str, ...], np.ndarray] | None
 
 
+def _restore_eszett(words: list[str]) -> list[str]:
+    """German words with the ß that wordfreq's case folding turned into "ss" ("strasse" -> "straße").
+
+    Each "ss" stays or becomes "ß", whichever spelling pyspellchecker's German word counts
+    (which keep ß) know better; ties keep "ss" ("masse", "dass").
+    """
+    from spellchecker import SpellChecker
+
+    counts = SpellChecker(language="de", distance=1).word_frequency.dictionary
+    spelled = []
+    for word in words:
+        pieces = word.split("ss")
+        candidates = [
+            "".join(piece + joint for piece, joint in zip(pieces, (*joints, "")))
+            for joints in itertools.product(("ss", "ß"), repeat=len(pieces) - 1)
+        ]
+        spelled.append(max(candidates, key=lambda candidate: (counts.get(candidate, 0), candidate == word)))
+    return spelled
+
+
 @lru_cache(maxsize=4)
 def vocabulary(language: str, size: int) -> tuple[tuple[str, ...], np.ndarray]:
     """The ``size`` most frequent wordfreq words spelled within the alphabet, and their probabilities.
 
     Words that normalization would change ("u.s"), that hold characters outside the
-    alphabet (digits) or that are single letters other than real one-letter words are left out.
+    alphabet (digits) or that are single letters other than real one-letter words are left
+    out. German words get back their ß (:func:`_restore_eszett`).
 
     Returns:
         ``(words, probabilities)``, ``probabilities`` a read-only ``(size,)`` array summing to 1.
@@ -202,7 +228,7 @@ def vocabulary(language: str, size: int) -> tuple[tuple[str, ...], np.ndarray]:
     frequencies = np.array([wordfreq.word_frequency(word, language) for word in words])
     probabilities = frequencies / frequencies.sum()
     probabilities.setflags(write=False)
-    return tuple(words), probabilities
+    return tuple(_restore_eszett(words) if language == "de" else words), probabilities
 
 
 def _text_file_sentences(config: SynthConfig) -> dict[str, list[tuple[str, int]]]:
@@ -320,11 +346,22 @@ def _speak(plan: _UtterancePlan, chunk: _Chunk, espeak: Espeak) -> dict:
     return record
 
 
-def _speak_chunk(chunk: _Chunk, sender: Connection) -> None:
-    """Process target: send ``(None, records)`` of the chunk, or ``(exception, None)``."""
+def _speak_chunk(chunk: _Chunk, sender: Connection, parent_pid: int) -> None:
+    """Process target: send ``(None, records)`` of the chunk, or ``(exception, None)``.
+
+    Dies with the parent (a killed build) on Linux, and elsewhere stops at the next
+    utterance, so that nothing writes into the parent's folder after it.
+    """
+    if sys.platform == "linux":
+        ctypes.CDLL(None).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
     try:
         espeak = Espeak()
-        sender.send((None, [_speak(plan, chunk, espeak) for plan in chunk.plans]))
+        records = []
+        for plan in chunk.plans:
+            if os.getppid() != parent_pid:
+                return
+            records.append(_speak(plan, chunk, espeak))
+        sender.send((None, records))
     except Exception as error:
         sender.send((error, None))
     finally:
@@ -343,7 +380,7 @@ def _speak_chunks(chunks: list[_Chunk], num_workers: int) -> list[list[dict]]:
             while waiting and len(running) < num_workers:
                 index, chunk = waiting.pop()
                 receiver, sender = context.Pipe(duplex=False)
-                process = context.Process(target=_speak_chunk, args=(chunk, sender), daemon=True)
+                process = context.Process(target=_speak_chunk, args=(chunk, sender, os.getpid()), daemon=True)
                 process.start()
                 sender.close()
                 running[receiver] = (index, process)
@@ -374,6 +411,7 @@ def describe(config: SynthConfig) -> dict:
         "chunk_size": CHUNK_SIZE,
         "espeak_ng": Espeak().version,
         "wordfreq": version("wordfreq"),
+        "pyspellchecker": version("pyspellchecker"),
         "config": settings,
     }
 

@@ -19,12 +19,15 @@ from __future__ import annotations
 
 import bisect
 import ctypes
+import itertools
 import os
 import shutil
 import tempfile
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import espeakng_loader
 import numpy as np
@@ -51,9 +54,12 @@ PITCH_RANGE = (0, 100)
 
 # Phoneme mnemonics carry the stress of their syllable ("'aU", ",I"); labels keep the phoneme only.
 _STRESS_MARKS = str.maketrans("", "", "',")
+_PHONEME_SEPARATOR = ord("|")
 # Pauses ("_", "_:"), language switches ("_^_", "(en)") and word ends ("||") end the phoneme
 # before them but are not phonemes themselves.
 _NON_PHONEME_PREFIXES = ("_", "(", "||")
+# A phoneme without audio of its own shares the phoneme before if that lasts this long (s).
+_SPLIT_MIN_S = 0.002
 # The final phoneme ends where the audio falls below this level relative to its peak.
 _SILENCE_DB = -40.0
 
@@ -80,13 +86,19 @@ class _Event(ctypes.Structure):
 _SynthCallback = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.POINTER(ctypes.c_short), ctypes.c_int, ctypes.POINTER(_Event))
 
 
-@dataclass(frozen=True)
-class _Mark:
-    """A WORD event (``word_number`` counts the words of the text from 1) or a PHONEME event."""
+class _Mark(NamedTuple):
+    """A WORD event (``text_position``: 1-based character of the text it speaks) or a PHONEME event."""
 
     time: float
-    word_number: int = 0
+    text_position: int | None = None
     phoneme: str = ""
+
+
+class _Phoneme(NamedTuple):
+    label: str
+    start: float
+    end: float
+    word_mark: int  # index of the WORD mark it follows, among the WORD marks
 
 
 @dataclass(frozen=True)
@@ -130,6 +142,8 @@ class _Library:
         ]  # fmt: skip
         self.native.espeak_ng_SetRandSeed.argtypes = [ctypes.c_long]
         self.native.espeak_ng_SetRandSeed.restype = None
+        self.native.espeak_TextToPhonemes.argtypes = [ctypes.POINTER(ctypes.c_char_p), ctypes.c_int, ctypes.c_int]
+        self.native.espeak_TextToPhonemes.restype = ctypes.c_char_p
         self.native.espeak_Info.restype = ctypes.c_char_p
         self.native.espeak_Info.argtypes = [ctypes.c_void_p]
         data_parent = str(Path(espeakng_loader.get_data_path()).parent).encode()
@@ -155,7 +169,7 @@ class _Library:
             event = events[index]
             time = event.audio_position / 1000
             if event.type == _EVENT_WORD:
-                self.marks.append(_Mark(time, word_number=event.id.number))
+                self.marks.append(_Mark(time, text_position=event.text_position))
             elif event.type == _EVENT_PHONEME:
                 self.marks.append(_Mark(time, phoneme=event.id.string.decode("ascii", "replace")))
             index += 1
@@ -176,6 +190,15 @@ class _Library:
             raise RuntimeError(f"espeak_Synth failed with status {status} on {text!r}")
         samples = np.concatenate(self.chunks) if self.chunks else np.zeros(0, dtype=np.int16)
         return samples, self.marks
+
+    def phoneme_count(self, word: str) -> int:
+        """Number of phonemes of ``word`` spoken alone by the current voice."""
+        text = ctypes.c_char_p(word.encode("utf-8"))
+        labels = []
+        while text.value:
+            phonemes = self.native.espeak_TextToPhonemes(ctypes.byref(text), _CHARS_UTF8, _PHONEME_SEPARATOR << 8)
+            labels += phonemes.decode("utf-8", "replace").split(chr(_PHONEME_SEPARATOR))
+        return sum(_phoneme_label(label) is not None for label in labels)
 
 
 _LOCK = threading.Lock()
@@ -264,8 +287,8 @@ class Espeak:
 
         Raises:
             ValueError: unknown voice, text not normalized, or rate/pitch out of range.
-            AlignmentError: espeak read the text as a different number of words (it reads
-                roman numerals like "iii" as several), or spoke no phoneme for a word.
+            AlignmentError: espeak read a word as several (roman numerals: "iii" as "the
+                third"), or spoke no phoneme for a word.
         """
         words = text.split(" ")
         if not text or any(not word for word in words):
@@ -275,52 +298,122 @@ class Espeak:
         if not PITCH_RANGE[0] <= pitch <= PITCH_RANGE[1]:
             raise ValueError(f"pitch {pitch} is outside espeak's range {PITCH_RANGE}")
         with _LOCK:
+            library = _shared_library()
             # The full stop gives the utterance a sentence-final intonation.
-            samples, marks = _shared_library().speak(text + ".", voice, int(rate_wpm), int(pitch), int(seed))
+            samples, marks = library.speak(text + ".", voice, int(rate_wpm), int(pitch), int(seed))
+            phonemes = _phoneme_segments(marks, _sounding_end(samples))
+            word_segments = _word_segments(marks, phonemes, words, library.phoneme_count)
         audio = resample_poly(samples.astype(np.float32) / 32768.0, _RESAMPLE_UP, _RESAMPLE_DOWN).astype(np.float32)
-        word_segments, phonemes = _align(marks, words, _sounding_end(audio), text)
-        return SynthesizedUtterance(audio, word_segments, phonemes)
+        return SynthesizedUtterance(audio, word_segments, [phoneme[:3] for phoneme in phonemes])
 
 
-def _sounding_end(audio: np.ndarray) -> float:
-    """Time in seconds just after the last sample above ``_SILENCE_DB`` of the peak."""
-    if not len(audio):
-        return 0.0
-    threshold = np.abs(audio).max() * 10 ** (_SILENCE_DB / 20)
-    loud = np.flatnonzero(np.abs(audio) > threshold)
-    return (loud[-1] + 1) / SAMPLE_RATE if len(loud) else 0.0
+def _sounding_end(samples: np.ndarray) -> float:
+    """Time in seconds just after the last of espeak's samples above ``_SILENCE_DB`` of the peak."""
+    magnitudes = np.abs(samples.astype(np.float32))
+    loud = np.flatnonzero(magnitudes > magnitudes.max(initial=0) * 10 ** (_SILENCE_DB / 20))
+    return (loud[-1] + 1) / ESPEAK_SAMPLE_RATE if len(loud) else 0.0
 
 
-def _align(marks: list[_Mark], words: list[str], sounding_end: float, text: str) -> tuple[list[Segment], list[Segment]]:
-    """Word and phoneme segments from the marks of one utterance.
+def _phoneme_label(mnemonic: str) -> str | None:
+    """The phoneme of an espeak mnemonic without stress marks; None for pauses and other markers."""
+    label = mnemonic.translate(_STRESS_MARKS)
+    return label if label and not label.startswith(_NON_PHONEME_PREFIXES) else None
+
+
+def _phoneme_segments(marks: list[_Mark], sounding_end: float) -> list[_Phoneme]:
+    """Phoneme segments from the marks of one utterance, in time order.
 
     Every later mark (word or phoneme, pauses included) ends the phoneme before it; the last
-    phoneme ends where the audio falls silent. A word starts at its WORD event and ends with
-    the last phoneme before the next WORD event. espeak sometimes starts a word at the same
-    time as the last phoneme of the word before; the word then starts where that phoneme ends.
+    phoneme ends where the audio falls silent. A phoneme whose mark coincides with the next
+    mark got no audio of its own: espeak rendered it within the phoneme before (a
+    post-vocalic "l" in the glide of its vowel), so it takes that phoneme's second half.
     """
-    word_numbers = [mark.word_number for mark in marks if mark.word_number]
-    if word_numbers != list(range(1, len(words) + 1)):
-        raise AlignmentError(f"espeak-ng read {text!r} as {len(word_numbers)} words, not {len(words)}")
     boundaries = [mark.time for mark in marks]
     if boundaries != sorted(boundaries):
-        raise AlignmentError(f"espeak-ng's events for {text!r} are not in time order")
-    phonemes: list[Segment] = []
-    word_spans: list[list[float]] = []
-    for mark in marks:
-        if mark.word_number:
-            start = max(mark.time, word_spans[-1][1]) if word_spans else mark.time
-            word_spans.append([start, start])
+        raise AlignmentError("espeak-ng's events are not in time order")
+    phonemes: list[_Phoneme] = []
+    word_mark = -1
+    for index, mark in enumerate(marks):
+        if mark.text_position is not None:
+            word_mark += 1
             continue
-        label = mark.phoneme.translate(_STRESS_MARKS)
-        if not label or label.startswith(_NON_PHONEME_PREFIXES):
+        label = _phoneme_label(mark.phoneme)
+        if label is None:
+            continue
+        if index + 1 < len(marks) and marks[index + 1].time == mark.time:
+            previous = phonemes[-1] if phonemes else None
+            if previous is not None and previous.end == mark.time and mark.time - previous.start >= _SPLIT_MIN_S:
+                middle = round((previous.start + mark.time) / 2, 3)
+                phonemes[-1] = previous._replace(end=middle)
+                phonemes.append(_Phoneme(label, middle, mark.time, word_mark))
             continue
         next_boundary = bisect.bisect_right(boundaries, mark.time)
         end = boundaries[next_boundary] if next_boundary < len(boundaries) else max(sounding_end, mark.time)
-        phonemes.append((label, mark.time, end))
-        if word_spans:
-            word_spans[-1][1] = end
-    unspoken = [word for word, (start, end) in zip(words, word_spans) if end <= start]
-    if unspoken:
-        raise AlignmentError(f"espeak-ng spoke no phonemes for the words {unspoken} of {text!r}")
-    return [(word, start, end) for word, (start, end) in zip(words, word_spans)], phonemes
+        phonemes.append(_Phoneme(label, mark.time, end, word_mark))
+    return phonemes
+
+
+def _word_groups(word_marks: list[_Mark], words: list[str]) -> list[tuple[list[str], list[int]]]:
+    """Words of the text and the WORD marks that speak them, group by group.
+
+    espeak marks each word it speaks with the text position it comes from. A mark that
+    points into a later word than the marks before starts a group; marks that point back
+    continue it. A group has one mark per word (the usual case; also "it is", whose second
+    mark points into "it"), fewer marks than words (dictionary phrases spoken as one word:
+    "of the", "in the") or more (a word read as several: "iii" as "the third").
+    """
+    word_starts = list(itertools.accumulate((len(word) + 1 for word in words[:-1]), initial=0))
+    firsts: list[int] = []
+    members: list[list[int]] = []
+    for mark_index, mark in enumerate(word_marks):
+        word_index = bisect.bisect_right(word_starts, mark.text_position - 1) - 1
+        if firsts and word_index <= firsts[-1]:
+            members[-1].append(mark_index)
+        else:
+            firsts.append(word_index)
+            members.append([mark_index])
+    if not firsts or firsts[0] != 0:
+        raise AlignmentError(f"espeak-ng marked no word at the start of {' '.join(words)!r}")
+    ends = [*firsts[1:], len(words)]
+    return [(words[first:end], marks) for first, end, marks in zip(firsts, ends, members)]
+
+
+def _cut_points(n_phonemes: int, word_lengths: list[int]) -> list[int]:
+    """Boundaries that deal ``n_phonemes`` to words in proportion to their lengths, at least one each."""
+    total = sum(max(length, 1) for length in word_lengths)
+    cumulative = itertools.accumulate(max(length, 1) for length in word_lengths[:-1])
+    cuts = [0] + [round(n_phonemes * part / total) for part in cumulative] + [n_phonemes]
+    for index in range(1, len(cuts) - 1):
+        cuts[index] = min(max(cuts[index], cuts[index - 1] + 1), n_phonemes - (len(cuts) - 1 - index))
+    return cuts
+
+
+def _word_segments(
+    marks: list[_Mark], phonemes: list[_Phoneme], words: list[str], phoneme_count: Callable[[str], int]
+) -> list[Segment]:
+    """A segment per word of the text: from its WORD mark (or first phoneme) to its last phoneme's end.
+
+    A phrase spoken as one word gets its phonemes dealt to its words in proportion to the
+    number of phonemes each word has alone ("of the": "0 v" and "D @").
+    """
+    word_marks = [mark for mark in marks if mark.text_position is not None]
+    segments: list[Segment] = []
+    for group_words, mark_indices in _word_groups(word_marks, words):
+        group_text = " ".join(group_words)
+        if len(mark_indices) > len(group_words):
+            raise AlignmentError(f"espeak-ng read {group_text!r} as {len(mark_indices)} words")
+        spoken = [phoneme for phoneme in phonemes if phoneme.word_mark in mark_indices]
+        if len(spoken) < len(group_words):
+            raise AlignmentError(f"espeak-ng spoke {len(spoken)} phonemes for the words {group_text!r}")
+        if len(mark_indices) == len(group_words):
+            spans = [[phoneme for phoneme in spoken if phoneme.word_mark == index] for index in mark_indices]
+            starts = [word_marks[index].time for index in mark_indices]
+        else:
+            cuts = _cut_points(len(spoken), [phoneme_count(word) for word in group_words])
+            spans = [spoken[start:end] for start, end in zip(cuts, cuts[1:])]
+            starts = [word_marks[mark_indices[0]].time] + [span[0].start for span in spans[1:]]
+        for word, start, span in zip(group_words, starts, spans):
+            if not span:
+                raise AlignmentError(f"espeak-ng spoke no phonemes for {word!r} in {group_text!r}")
+            segments.append((word, start, span[-1].end))
+    return segments
