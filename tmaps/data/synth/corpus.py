@@ -60,7 +60,7 @@ logger = logging.getLogger(__name__)
 
 # Bump when a change to the generator changes its output for the same config.
 GENERATOR_VERSION = 1
-CHUNK_SIZE = 32
+CHUNK_SIZE = 64
 CONFIG_FILE = "synth_config.json"
 DEFAULT_N_UTTERANCES = {"train": 2000, "dev": 100, "test": 100, "test_unseen": 100}
 DEFAULT_VARIANTS = ("m1", "m2", "m3", "m4", "f1", "f2", "f3", "f4")

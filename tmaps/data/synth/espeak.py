@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import bisect
 import ctypes
+import functools
 import itertools
 import os
 import shutil
@@ -31,7 +32,7 @@ from typing import NamedTuple
 
 import espeakng_loader
 import numpy as np
-from scipy.signal import resample_poly
+from scipy.signal import firwin, resample_poly
 
 SAMPLE_RATE = 16_000
 ESPEAK_SAMPLE_RATE = 22_050
@@ -245,6 +246,7 @@ def check_voice(voice: str, language: str | None = None) -> None:
             raise ValueError(f"espeak-ng has no language {voice_language!r} (in voice {voice!r})")
 
 
+@functools.cache
 def voice_gender(voice: str) -> str | None:
     """``"male"``/``"female"`` from the ``gender`` line of the voice's variant file, else None."""
     variant_file = _variant_file(voice)
@@ -303,8 +305,17 @@ class Espeak:
             samples, marks = library.speak(text + ".", voice, int(rate_wpm), int(pitch), int(seed))
             phonemes = _phoneme_segments(marks, _sounding_end(samples))
             word_segments = _word_segments(marks, phonemes, words, library.phoneme_count)
-        audio = resample_poly(samples.astype(np.float32) / 32768.0, _RESAMPLE_UP, _RESAMPLE_DOWN).astype(np.float32)
+        audio = resample_poly(
+            samples.astype(np.float32) / 32768.0, _RESAMPLE_UP, _RESAMPLE_DOWN, window=_resampling_filter()
+        ).astype(np.float32)
         return SynthesizedUtterance(audio, word_segments, [phoneme[:3] for phoneme in phonemes])
+
+
+@functools.cache
+def _resampling_filter() -> np.ndarray:
+    """The low-pass FIR filter that ``resample_poly`` designs by default, designed once instead of per call."""
+    max_rate = max(_RESAMPLE_UP, _RESAMPLE_DOWN)
+    return firwin(2 * 10 * max_rate + 1, 1 / max_rate, window=("kaiser", 5.0))
 
 
 def _sounding_end(samples: np.ndarray) -> float:
