@@ -15,8 +15,19 @@ from hydra import compose, initialize_config_module
 
 from tmaps.cli.synth import synthesize
 from tmaps.data.manifest import SPLITS, read_manifest
-from tmaps.data.synth import Espeak, SynthConfig, check_voice, corpus_dir, synthesize_corpus, vocabulary
+from tmaps.data.synth import (
+    AlignmentError,
+    Espeak,
+    SynthConfig,
+    SynthesizedUtterance,
+    check_voice,
+    corpus_dir,
+    synthesize_corpus,
+    vocabulary,
+)
 from tmaps.text import Alphabet, normalize
+
+DESIGN_FIELDS = ("id", "audio", "duration", "sample_rate", "text", "language", "speaker", "words", "phonemes")
 
 
 def _records(folder: Path, splits: tuple[str, ...] = SPLITS) -> list[dict]:
@@ -28,6 +39,14 @@ def _few(config: dict, per_split: int = 2, **changes) -> dict:
     return {**config, "n_utterances": dict.fromkeys(SPLITS, per_split), **changes}
 
 
+def _phonemes_of_words(utterance: SynthesizedUtterance) -> list[list[str]]:
+    """Labels of the phonemes that start within each word."""
+    return [
+        [label for label, start, _ in utterance.phonemes if word_start <= start < word_end]
+        for _, word_start, word_end in utterance.words
+    ]
+
+
 def _files(folder: Path) -> dict[str, bytes]:
     return {str(path.relative_to(folder)): path.read_bytes() for path in sorted(folder.rglob("*")) if path.is_file()}
 
@@ -35,12 +54,23 @@ def _files(folder: Path) -> dict[str, bytes]:
 def test_espeak_speaks_words_and_phonemes_in_order():
     utterance = Espeak().synthesize("the house is big", voice="en+m3", rate_wpm=170, pitch=50)
     assert [word for word, _, _ in utterance.words] == ["the", "house", "is", "big"]
-    house_phonemes = [label for label, start, _ in utterance.phonemes if utterance.words[1][1] <= start < utterance.words[1][2]]
-    assert house_phonemes == ["h", "aU", "s"]
+    assert _phonemes_of_words(utterance)[1] == ["h", "aU", "s"]
     boundaries = [time for _, start, end in utterance.phonemes for time in (start, end)]
     assert boundaries == sorted(boundaries)
     assert 0.5 < utterance.duration < 2.0 and utterance.audio.dtype == np.float32
     assert utterance.phonemes[-1][2] <= utterance.duration
+
+
+def test_phrases_espeak_speaks_as_one_word_are_dealt_to_their_words():
+    # espeak's dictionary speaks "of the" as one word; "it is" keeps two word events.
+    merged = Espeak().synthesize("the state of the library", voice="en+f3")
+    assert [word for word, _, _ in merged.words] == ["the", "state", "of", "the", "library"]
+    assert _phonemes_of_words(merged)[2:4] == [["0", "v"], ["D", "@"]]
+    paired = Espeak().synthesize("it is to be", voice="en+m1")
+    assert [word for word, _, _ in paired.words] == ["it", "is", "to", "be"]
+    assert all(_phonemes_of_words(paired))
+    with pytest.raises(AlignmentError, match="viii"):
+        Espeak().synthesize("henry viii was king", voice="en+m1")
 
 
 def test_espeak_rejects_unknown_voices_and_foreign_languages():
@@ -59,7 +89,7 @@ def test_records_have_the_design_fields_and_normalized_text(synth_corpus_en):
     assert len(records) == 32 + 8 + 8 + 8
     assert len({record["id"] for record in records}) == len(records)
     for record in records:
-        assert {"id", "audio", "duration", "sample_rate", "text", "language", "speaker", "words", "phonemes"} <= set(record)
+        assert set(DESIGN_FIELDS) <= set(record)
         assert record["language"] == "en" and record["sample_rate"] == 16000
         assert record["gender"] in ("male", "female")
         assert 140 <= record["rate"] <= 200 and 35 <= record["pitch"] <= 65
@@ -125,7 +155,8 @@ def test_german_vocabulary_and_corpus_have_umlauts_and_eszett(synth_corpus_de):
     assert {"ä", "ö", "ü", "ß"} <= letters <= set(Alphabet.for_language("de").chars)
     texts = " ".join(record["text"] for record in _records(synth_corpus_de))
     assert set(texts) & {"ä", "ö", "ü", "ß"}
-    assert {record["speaker"] for record in _records(synth_corpus_de, ("train",))} == {f"de+{v}" for v in ("m1", "m2", "m3", "m4", "f1", "f2", "f3", "f4")}
+    train_speakers = {record["speaker"] for record in _records(synth_corpus_de, ("train",))}
+    assert train_speakers == {f"de+{variant}" for variant in ("m1", "m2", "m3", "m4", "f1", "f2", "f3", "f4")}
 
 
 def test_english_vocabulary_has_no_digits_fragments_or_stray_letters():
@@ -182,7 +213,8 @@ def test_a_build_that_fails_partway_names_the_line_and_leaves_nothing(synth_conf
 
 
 def test_text_file_sentences_are_normalized_and_dealt_to_disjoint_splits(synth_config_en, tmp_path):
-    sentences = [f"The {word} is here, isn't it?" for word in ("house", "dog", "tree", "car", "bird", "cat", "fish", "book")]
+    nouns = ("house", "dog", "tree", "car", "bird", "cat", "fish", "book")
+    sentences = [f"The {noun} is here, isn't it?" for noun in nouns]
     text_file = tmp_path / "sentences.txt"
     text_file.write_text("\n".join(sentences) + "\n", encoding="utf-8")
     folder = synthesize_corpus(_few(synth_config_en, text_file=str(text_file)), tmp_path / "data")

@@ -3,8 +3,8 @@
 :func:`synthesize_corpus` writes ``train.jsonl``, ``dev.jsonl``, ``test.jsonl``,
 ``test_unseen.jsonl`` (records as in docs/design.md) and ``audio/*.flac`` (16 kHz PCM_16)
 into ``root / f"synth-{language}-{key}"``, where ``key`` hashes the config, the generator
-version and the versions of espeak-ng and wordfreq. A complete folder is reused; a changed
-config gets a new folder.
+version and the versions of espeak-ng, wordfreq and pyspellchecker. A complete folder is
+reused; a changed config gets a new folder.
 
 Texts are word sequences drawn from the ``vocabulary_size`` most frequent wordfreq words
 (weighted by frequency), or the sentences of ``text_file``. Each utterance draws its text,
@@ -68,8 +68,8 @@ DEFAULT_UNSEEN_VARIANTS = ("m7", "f5")
 # wordfreq's lists hold fragments of contractions ("s", "t", "d") and spelled letters as
 # words; only these single letters are words of their own.
 _SINGLE_LETTER_WORDS = {"en": frozenset({"a", "i"})}
-# espeak rarely reads a drawn word sequence as a different number of words (roman numerals
-# such as "iii"); such a draw is replaced by the next draw of the same generator.
+# espeak rarely reads a drawn word as several (roman numerals: "iii" as "the third"); such a
+# draw is replaced by the next draw of the same generator.
 _MAX_DRAWS = 20
 # prctl option of Linux: a signal for this process when its parent dies.
 _PR_SET_PDEATHSIG = 1
@@ -223,7 +223,9 @@ def vocabulary(language: str, size: int) -> tuple[tuple[str, ...], np.ndarray]:
             if normalize(word) == word and set(word) <= letters and (len(word) > 1 or word in single_letter_words)
         ][:size]
         if len(candidates) < requested and len(words) < size:
-            raise ValueError(f"wordfreq has only {len(words)} usable {language!r} words, fewer than vocabulary_size {size}")
+            raise ValueError(
+                f"wordfreq has only {len(words)} usable {language!r} words, fewer than vocabulary_size {size}"
+            )
         requested *= 2
     frequencies = np.array([wordfreq.word_frequency(word, language) for word in words])
     probabilities = frequencies / frequencies.sum()
@@ -390,7 +392,8 @@ def _speak_chunks(chunks: list[_Chunk], num_workers: int) -> list[list[dict]]:
                     error, records = receiver.recv()
                 except EOFError:
                     process.join()
-                    raise RuntimeError(f"the process speaking chunk {index} died (exit code {process.exitcode})") from None
+                    message = f"the process speaking chunk {index} died (exit code {process.exitcode})"
+                    raise RuntimeError(message) from None
                 process.join()
                 if error is not None:
                     raise error
@@ -398,6 +401,7 @@ def _speak_chunks(chunks: list[_Chunk], num_workers: int) -> list[list[dict]]:
     finally:
         for _, process in running.values():
             process.terminate()
+            process.join()
     return results
 
 
@@ -453,7 +457,9 @@ def _build(config: SynthConfig, folder: Path, num_workers: int) -> None:
     plans = _plans(config)
     words = vocabulary(config.language, config.vocabulary_size) if config.text_file is None else None
     (folder / "audio").mkdir(parents=True)
-    chunks = [_Chunk(config, folder, plans[start : start + CHUNK_SIZE], words) for start in range(0, len(plans), CHUNK_SIZE)]
+    chunks = [
+        _Chunk(config, folder, plans[start : start + CHUNK_SIZE], words) for start in range(0, len(plans), CHUNK_SIZE)
+    ]
     records: dict[str, list[dict]] = {split: [] for split in SPLITS}
     for chunk, chunk_records in zip(chunks, _speak_chunks(chunks, num_workers)):
         for plan, record in zip(chunk.plans, chunk_records):
