@@ -9,21 +9,20 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from pathlib import Path
 
 import matplotlib
 import numpy as np
 import pytorch_lightning as pl
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
-from PIL import Image
 from pytorch_lightning.callbacks import Callback
 from pytorch_lightning.utilities import rank_zero_only
 from torch import Tensor
 
 from tmaps.introspect.weights import LayerChange, layer_weights, weight_change
 from tmaps.topo import Grid
-from tmaps.training.loggers import figure_path, figure_to_array, log_figure
+from tmaps.introspect.render import figure_image, save_gif
+from tmaps.training.loggers import figure_path, log_figure
 
 log = logging.getLogger(__name__)
 
@@ -91,14 +90,14 @@ class WeightChange(Callback):
         log_figure(trainer.loggers, "weights/filter_cosine", cosine_distributions(changes, epoch), step, run_dir)
         for name, grid in topographic_grids(pl_module, changes).items():
             figure = change_map(name, changes[name], grid, epoch)
-            self._frames.setdefault(name, []).append(figure_to_array(figure))
+            self._frames.setdefault(name, []).append(figure_image(figure))
             log_figure(trainer.loggers, f"weights/change_map/{name}", figure, step, run_dir)
 
     @rank_zero_only
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         for name, frames in self._frames.items():
             path = figure_path(trainer.default_root_dir, f"weights/change_map/{name}", 0).with_name("evolution.gif")
-            save_gif(frames, path, self.gif_frame_ms)
+            save_gif(frames, path, fps=1000 / self.gif_frame_ms)
             log.info("weight change map of %s over the epochs: %s", name, path)
 
     def heatmap(self, layer_names: Sequence[str]) -> Figure:
@@ -167,9 +166,3 @@ def change_map(layer: str, change: LayerChange, grid: Grid, epoch: int) -> Figur
     axes.set_ylabel("grid row")
     return figure
 
-
-def save_gif(frames: Sequence[np.ndarray], path: Path, frame_ms: int) -> None:
-    """An animated GIF of ``(height, width, 3)`` uint8 frames, looping forever."""
-    images = [Image.fromarray(frame) for frame in frames]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    images[0].save(path, save_all=True, append_images=images[1:], duration=frame_ms, loop=0)

@@ -1,29 +1,37 @@
-"""Corpora, features and data loading: everything between audio files and the batch dict."""
+"""Corpora, features and data loading: everything between audio files and the batch dict.
 
-from tmaps.data.datamodule import SpeechDataModule
-from tmaps.data.dataset import DurationBatchSampler, SpeechDataset, check_records, collate, filter_records, load_audio
-from tmaps.data.features import FRAME_RATE, SAMPLE_RATE, LogMel, SpecAugment, num_frames
-from tmaps.data.manifest import SPLITS, read_manifest, write_manifest
-from tmaps.data.readers import build_corpus, read_common_voice, read_generic_manifest, read_librispeech
+Names are imported on first use, so that ``import tmaps.data.features`` (or a reader) does not
+pay for Lightning, which the data module needs.
+"""
 
-__all__ = [
-    "FRAME_RATE",
-    "SAMPLE_RATE",
-    "SPLITS",
-    "DurationBatchSampler",
-    "LogMel",
-    "SpecAugment",
-    "SpeechDataModule",
-    "SpeechDataset",
-    "build_corpus",
-    "check_records",
-    "collate",
-    "filter_records",
-    "load_audio",
-    "num_frames",
-    "read_common_voice",
-    "read_generic_manifest",
-    "read_librispeech",
-    "read_manifest",
-    "write_manifest",
-]
+from importlib import import_module
+
+_EXPORTS = {
+    "SpeechDataModule": "datamodule",
+    "DurationBatchSampler": "dataset",
+    "SpeechDataset": "dataset",
+    "check_records": "dataset",
+    "collate": "dataset",
+    "filter_records": "dataset",
+    "load_audio": "dataset",
+    "FRAME_RATE": "features",
+    "SAMPLE_RATE": "features",
+    "LogMel": "features",
+    "SpecAugment": "features",
+    "num_frames": "features",
+    "SPLITS": "manifest",
+    "read_manifest": "manifest",
+    "write_manifest": "manifest",
+    "build_corpus": "readers",
+    "read_common_voice": "readers",
+    "read_generic_manifest": "readers",
+    "read_librispeech": "readers",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'tmaps.data' has no attribute {name!r}")
+    return getattr(import_module(f"tmaps.data.{_EXPORTS[name]}"), name)

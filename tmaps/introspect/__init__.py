@@ -1,0 +1,80 @@
+"""Looking inside trained networks (plain PyTorch/NumPy, any ``nn.Module``).
+
+- profiles: ``NAP(model, layers).compute(loader, groups)`` and :class:`GradNAP` return
+  :class:`Profiles` (one ``(units, groups)`` matrix per layer);
+- groups: phonemes, phoneme classes, characters, words, speakers, or any record key;
+- clustering of profiles, and their agreement with phoneme classes (ARI) and grids (Moran's I);
+- layouts: every method in :data:`LAYOUTS` is ``layout(profiles) -> coords``;
+- maps: :func:`render_map`, :func:`plot_maps`, :func:`plot_layers`, :func:`save_gif`;
+- weight change between two models or checkpoints.
+"""
+
+from tmaps.introspect.alignment import align, align_utterance
+from tmaps.introspect.clustering import (
+    MoransI,
+    adjusted_rand,
+    adjusted_rand_by_layer,
+    cluster,
+    grid_adjacency,
+    linkage,
+    morans_i,
+    plot_adjusted_rand,
+    plot_dendrogram,
+    silhouette,
+)
+from tmaps.introspect.frames import FrameMap
+from tmaps.introspect.groups import CharacterGrouping, Grouping, RecordGrouping, SegmentGrouping, resolve_grouping
+from tmaps.introspect.layout import LAYOUTS, align_orientation, compute_layout, remove_overlaps, snap_to_grid
+from tmaps.introspect.nap import NAP, GradNAP, LayerProfile, Profiles
+from tmaps.introspect.phonemes import PHONEME_CLASSES, phoneme_class
+from tmaps.introspect.quality import continuity, distance_correlation, layout_quality, map_smoothness, trustworthiness
+from tmaps.introspect.render import MapStyle, plot_layers, plot_maps, render_map, save_figure, save_gif
+from tmaps.introspect.weights import LayerChange, WeightMismatchError, change_table, layer_weights, weight_change
+
+__all__ = [
+    "LAYOUTS",
+    "NAP",
+    "PHONEME_CLASSES",
+    "CharacterGrouping",
+    "FrameMap",
+    "GradNAP",
+    "Grouping",
+    "LayerChange",
+    "LayerProfile",
+    "MapStyle",
+    "MoransI",
+    "Profiles",
+    "RecordGrouping",
+    "SegmentGrouping",
+    "WeightMismatchError",
+    "adjusted_rand",
+    "adjusted_rand_by_layer",
+    "align",
+    "align_orientation",
+    "align_utterance",
+    "change_table",
+    "cluster",
+    "compute_layout",
+    "continuity",
+    "distance_correlation",
+    "grid_adjacency",
+    "layer_weights",
+    "layout_quality",
+    "linkage",
+    "map_smoothness",
+    "morans_i",
+    "phoneme_class",
+    "plot_adjusted_rand",
+    "plot_dendrogram",
+    "plot_layers",
+    "plot_maps",
+    "remove_overlaps",
+    "render_map",
+    "resolve_grouping",
+    "save_figure",
+    "save_gif",
+    "silhouette",
+    "snap_to_grid",
+    "trustworthiness",
+    "weight_change",
+]

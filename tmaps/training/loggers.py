@@ -14,9 +14,10 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from pytorch_lightning.loggers import Logger, TensorBoardLogger, WandbLogger  # noqa: E402
+
+from tmaps.introspect.render import figure_image, save_figure  # noqa: E402
 
 
 def figure_path(run_dir: str | Path, key: str, step: int) -> Path:
@@ -25,22 +26,14 @@ def figure_path(run_dir: str | Path, key: str, step: int) -> Path:
     return Path(run_dir) / "figures" / safe_key / f"step{step:07d}.png"
 
 
-def figure_to_array(figure: Figure) -> np.ndarray:
-    """RGB ``uint8`` array ``(height, width, 3)`` of a rendered figure."""
-    figure.canvas.draw()
-    return np.asarray(figure.canvas.buffer_rgba())[..., :3].copy()
-
-
 def log_figure(
     loggers: Sequence[Logger], key: str, figure: Figure, step: int, run_dir: str | Path | None
 ) -> Path | None:
     """Log ``figure`` under ``key`` to every logger, save it as a PNG, close it; return the PNG path."""
     path = None
     if run_dir is not None:
-        path = figure_path(run_dir, key, step)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        figure.savefig(path, dpi=100, metadata={"Software": None})
-    image = figure_to_array(figure) if loggers else None
+        path = save_figure(figure, figure_path(run_dir, key, step))
+    image = figure_image(figure) if loggers else None
     for logger in loggers:
         if isinstance(logger, WandbLogger):
             logger.log_image(key=key, images=[image], step=step)
