@@ -8,6 +8,7 @@ from collections.abc import Mapping
 import pytorch_lightning as pl
 import torch
 from torch import Tensor, nn
+from torchmetrics import MetricCollection
 from torchmetrics.text import CharErrorRate, WordErrorRate
 
 from tmaps.models import Wav2Letter
@@ -73,8 +74,10 @@ class ASRModule(pl.LightningModule):
         self.forward_model: nn.Module = torch.compile(self.model) if compile else self.model
         self.ctc = nn.CTCLoss(blank=BLANK, zero_infinity=True)
         self.topo = build_regularizer(self.model, dict(topo)) if topo else None
-        self.cer = nn.ModuleDict({stage: CharErrorRate() for stage in ("train", "val", "test")})
-        self.wer = nn.ModuleDict({stage: WordErrorRate() for stage in ("train", "val", "test")})
+        self.train_error_rates, self.val_error_rates, self.test_error_rates = (
+            MetricCollection({"cer": CharErrorRate(), "wer": WordErrorRate()}, prefix=f"{stage}/")
+            for stage in ("train", "val", "test")
+        )
         self._examples: list[list[str]] = []
 
     @classmethod
@@ -108,16 +111,16 @@ class ASRModule(pl.LightningModule):
         self.log_dict({"train/loss": loss, "train/ctc": ctc}, prog_bar=True, batch_size=batch_size)
         self.log("train/lr", self.optimizers().param_groups[-1]["lr"], batch_size=batch_size)
         if self.global_step % self.hparams.train_metrics_every_n_steps == 0:
-            self._update_error_rates("train", log_probs, output_lengths, batch)
-            self.log_dict({"train/cer": self.cer["train"], "train/wer": self.wer["train"]}, batch_size=batch_size)
+            self._update_error_rates(self.train_error_rates, log_probs, output_lengths, batch)
+            self.log_dict(self.train_error_rates, batch_size=batch_size)
         return loss
 
     def validation_step(self, batch: Mapping, batch_idx: int) -> None:
         log_probs, output_lengths = self(batch["features"], batch["feature_lengths"])
-        hypotheses = self._update_error_rates("val", log_probs, output_lengths, batch)
+        hypotheses = self._update_error_rates(self.val_error_rates, log_probs, output_lengths, batch)
         batch_size = len(batch["records"])
         self.log("val/loss", self.ctc_loss(log_probs, output_lengths, batch), batch_size=batch_size)
-        self.log_dict({"val/cer": self.cer["val"], "val/wer": self.wer["val"]}, prog_bar=True, batch_size=batch_size)
+        self.log_dict(self.val_error_rates, prog_bar=True, batch_size=batch_size)
         room = self.hparams.n_examples - len(self._examples)
         for record, hypothesis in list(zip(batch["records"], hypotheses))[: max(room, 0)]:
             self._examples.append([record["id"], record["text"], hypothesis])
@@ -136,16 +139,14 @@ class ASRModule(pl.LightningModule):
 
     def test_step(self, batch: Mapping, batch_idx: int, dataloader_idx: int = 0) -> None:
         log_probs, output_lengths = self(batch["features"], batch["feature_lengths"])
-        self._update_error_rates("test", log_probs, output_lengths, batch)
-        self.log_dict(
-            {"test/cer": self.cer["test"], "test/wer": self.wer["test"]}, batch_size=len(batch["records"])
-        )
+        self._update_error_rates(self.test_error_rates, log_probs, output_lengths, batch)
+        self.log_dict(self.test_error_rates, batch_size=len(batch["records"]))
 
-    def _update_error_rates(self, stage: str, log_probs: Tensor, output_lengths: Tensor, batch: Mapping) -> list[str]:
+    def _update_error_rates(
+        self, error_rates: MetricCollection, log_probs: Tensor, output_lengths: Tensor, batch: Mapping
+    ) -> list[str]:
         hypotheses = self.decode(log_probs, output_lengths)
-        references = [record["text"] for record in batch["records"]]
-        self.cer[stage].update(hypotheses, references)
-        self.wer[stage].update(hypotheses, references)
+        error_rates.update(hypotheses, [record["text"] for record in batch["records"]])
         return hypotheses
 
     def parameter_groups(self) -> list[dict]:
