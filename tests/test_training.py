@@ -1,0 +1,175 @@
+"""The Hydra app end to end: composition of every group, fast_dev_run, subprocess training, resume, errors."""
+
+from __future__ import annotations
+
+import csv
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from hydra import compose, initialize_config_module
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import OmegaConf, open_dict
+
+from tmaps.training.app import train
+from tmaps.training.checkpoint import CheckpointMismatchError, check_compatible, load_checkpoint, read_checkpoint
+
+CONF = Path(__file__).resolve().parents[1] / "conf"
+TINY_CORPUS = [
+    "data.source.n_utterances={train:24,dev:6,test:6,test_unseen:6}",
+    "data.source.words_per_utterance=[2,4]",
+    "data.batching.num_workers=0",
+]
+TINY_MODEL = ["model.channels=[32,32,32,32,32,32,32,32,64,64]"]
+
+
+def options(group: str) -> list[str]:
+    return sorted(path.stem for path in (CONF / group).glob("*.yaml"))
+
+
+def compose_train(overrides: list[str], output_dir: Path, data_dir: Path):
+    with initialize_config_module(config_module="tmaps.conf", version_base="1.3"):
+        cfg = compose(
+            config_name="train",
+            overrides=[f"paths.output_dir={output_dir}", f"paths.data_dir={data_dir}", *overrides],
+            return_hydra_config=True,
+        )
+    HydraConfig.instance().set_config(cfg)
+    with open_dict(cfg):
+        del cfg.hydra  # as in a real run, where the task function never sees the hydra node
+    return cfg
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("data")
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [[f"model={name}"] for name in options("model")]
+    + [[f"topo={name}"] for name in options("topo")]
+    + [[f"logger={name}"] for name in options("logger")]
+    + [[f"callbacks={name}"] for name in options("callbacks")]
+    + [[f"transfer={name}"] for name in options("transfer")]
+    + [[f"experiment={name}"] for name in options("experiment")],
+    ids=lambda overrides: overrides[0],
+)
+def test_every_group_option_trains_under_fast_dev_run(overrides, tmp_path, data_dir, trained_run):
+    small_model = [] if overrides[0] == "model=wav2letter" else TINY_MODEL
+    cfg = compose_train([*overrides, *TINY_CORPUS, *small_model, "trainer.fast_dev_run=true"], tmp_path, data_dir)
+    if cfg.get("transfer") and OmegaConf.is_missing(cfg.transfer, "init_from"):
+        cfg.transfer.init_from = str(trained_run / "checkpoints" / "last.ckpt")
+    train(cfg)
+
+
+@pytest.mark.parametrize("trainer", options("trainer"))
+@pytest.mark.parametrize("data", options("data"))
+def test_trainer_and_data_options_compose(trainer, data, tmp_path, data_dir):
+    cfg = compose_train([f"trainer={trainer}", f"data={data}"], tmp_path, data_dir)
+    assert cfg.trainer._target_ == "pytorch_lightning.Trainer"
+    assert cfg.data.source.kind in ("synth", "librispeech", "commonvoice", "manifest")
+
+
+def run_cli(*arguments: str, cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
+    environment = {**os.environ, "TMAPS_ROOT": str(cwd), "HYDRA_FULL_ERROR": "0"}
+    result = subprocess.run(
+        [sys.executable, "-m", *arguments], cwd=cwd, env=environment, capture_output=True, text=True, timeout=600
+    )
+    if check and result.returncode != 0:
+        raise AssertionError(f"{arguments} failed:\n{result.stdout[-3000:]}\n{result.stderr[-5000:]}")
+    return result
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory, data_dir) -> Path:
+    """One real `tmaps-train` subprocess on a tiny corpus with the W&B and CSV loggers."""
+    root = tmp_path_factory.mktemp("run")
+    run_cli(
+        "tmaps.cli.train",
+        *TINY_CORPUS,
+        *TINY_MODEL,
+        f"paths.data_dir={data_dir}",
+        "logger=many",
+        "data.batching.max_batch_seconds=8",
+        "trainer.max_epochs=4",
+        "trainer.log_every_n_steps=1",
+        "optim.lr=3e-3",
+        "optim.warmup_steps=5",
+        "hydra.run.dir=run",
+        cwd=root,
+    )
+    return root / "run"
+
+
+def test_train_subprocess_leaves_wandb_run_checkpoints_and_a_falling_loss(trained_run):
+    assert list((trained_run / "wandb").glob("offline-run-*/run-*.wandb"))
+    checkpoints = trained_run / "checkpoints"
+    assert (checkpoints / "last.ckpt").is_file() and list(checkpoints.glob("best-*.ckpt"))
+    rows = list(csv.DictReader((trained_run / "csv" / "version_0" / "metrics.csv").open()))
+    losses = [float(row["train/ctc"]) for row in rows if row.get("train/ctc")]
+    assert len(losses) >= 4 and losses[-1] < 0.8 * losses[0]
+
+
+def test_checkpoint_rebuilds_model_alphabet_and_features(trained_run):
+    loaded = load_checkpoint(trained_run / "checkpoints" / "last.ckpt")
+    assert loaded.alphabet.chars == " 'abcdefghijklmnopqrstuvwxyz"
+    assert loaded.features["n_mels"] == loaded.model.n_features
+    assert loaded.model.head.out_channels == loaded.alphabet.n_classes
+
+
+def test_eval_prints_error_rates_of_a_checkpoint(trained_run, data_dir):
+    result = run_cli(
+        "tmaps.cli.eval",
+        f"ckpt_path={trained_run / 'checkpoints' / 'last.ckpt'}",
+        *TINY_CORPUS,
+        f"paths.data_dir={data_dir}",
+        "hydra.run.dir=eval",
+        cwd=trained_run.parent,
+    )
+    assert "test_unseen" in result.stdout and "CER" in result.stdout
+
+
+def test_resume_from_last_checkpoint_continues_the_global_step(trained_run, tmp_path, data_dir):
+    last = trained_run / "checkpoints" / "last.ckpt"
+    steps_before = read_checkpoint(last)["global_step"]
+    cfg = compose_train(
+        [*TINY_CORPUS, *TINY_MODEL, "data.batching.max_batch_seconds=8", "logger=csv", "trainer.max_epochs=5", "test=false", f"ckpt_path={last}"],
+        tmp_path,
+        data_dir,
+    )
+    train(cfg)
+    logged_steps = [int(row["step"]) for row in csv.DictReader((tmp_path / "csv" / "version_0" / "metrics.csv").open())]
+    assert min(logged_steps) >= steps_before
+    resumed = read_checkpoint(tmp_path / "checkpoints" / "last.ckpt")
+    assert resumed["global_step"] > steps_before and resumed["epoch"] == 4
+
+
+def test_a_checkpoint_of_another_architecture_lists_the_differences(trained_run):
+    last = trained_run / "checkpoints" / "last.ckpt"
+    expected = read_checkpoint(last)["hyper_parameters"]
+    other = {"model": {**expected["model"], "channels": [64] * 10}, "alphabet": expected["alphabet"] + "äöüß"}
+    with pytest.raises(CheckpointMismatchError) as error:
+        check_compatible(last, other)
+    assert "model.channels" in str(error.value) and "alphabet" in str(error.value)
+
+
+def test_loading_never_executes_code_from_a_checkpoint(tmp_path):
+    path = tmp_path / "evil.ckpt"
+    torch.save({"state_dict": {}, "hyper_parameters": {"model": Path("x")}}, path)
+    with pytest.raises(ValueError, match=f"{path}.*weights-only"):
+        read_checkpoint(path)
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [("modle=small", "Could not override 'modle'"), ("model=huge", "Could not find 'model/huge'")],
+)
+def test_a_wrong_config_key_or_value_fails_with_hydras_message(override, message, tmp_path):
+    result = run_cli("tmaps.cli.train", override, cwd=tmp_path, check=False)
+    assert result.returncode != 0
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
