@@ -1,0 +1,380 @@
+"""What ``tmaps-introspect`` does: a checkpoint's activation profiles on a corpus split, clustered and drawn.
+
+:func:`checkpoint_profiles` rebuilds the model of a tmaps checkpoint, reads one split of a
+corpus through :class:`~tmaps.data.SpeechDataModule` with the checkpoint's features, and
+computes NAPs or GradNAPs (:mod:`tmaps.introspect.nap`). Corpora without segments
+(LibriSpeech, Common Voice) get character and word segments by CTC forced alignment with the
+same checkpoint (:func:`tmaps.introspect.align`); phoneme groups need the synthetic corpus'
+ground-truth segments.
+
+:func:`introspect`, the command, also clusters every layer's groups by their profiles
+(:mod:`tmaps.introspect.clustering`) and writes
+
+- ``output`` (``Profiles.save``): the statistics and metadata: checkpoint, model, layers,
+  groups, frames per group, normalization, split, utterances, the topographic layers' grids;
+- ``output`` with suffix ``.csv``: per layer units, groups, clusters, silhouette and, for
+  phoneme groups, the adjusted Rand index (ARI) against phoneme classes;
+- ``<figures_dir>/heatmap_<layer>.png``: group x unit profiles, both axes in dendrogram leaf order;
+- ``<figures_dir>/dendrogram_<layer>.png``: the groups' tree (average linkage, cosine distance);
+- ``<figures_dir>/adjusted_rand.png`` (phoneme groups): ARI against phoneme classes by layer.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from matplotlib.figure import Figure
+from omegaconf import DictConfig, OmegaConf
+from scipy.cluster import hierarchy
+from torch import nn
+from torch.utils.data import DataLoader
+
+from tmaps.data import SpeechDataModule
+from tmaps.introspect import (
+    NAP,
+    CharacterGrouping,
+    GradNAP,
+    Profiles,
+    SegmentGrouping,
+    adjusted_rand,
+    cluster,
+    linkage,
+    phoneme_class,
+    plot_adjusted_rand,
+    plot_dendrogram,
+    save_figure,
+    silhouette,
+)
+from tmaps.introspect.alignment import align as force_align
+from tmaps.introspect.groups import Alignments, Grouping
+from tmaps.topo import build_regularizer
+from tmaps.training.checkpoint import LoadedCheckpoint, load_checkpoint
+
+log = logging.getLogger(__name__)
+
+KINDS = {"nap": NAP, "gradnap": GradNAP}
+ALIGN_MODES = ("auto", "always", "never")
+# Record keys holding the segments of the frame-level groupings (any one of them suffices).
+SEGMENT_FIELDS = {"phoneme": ("phonemes",), "phoneme_class": ("phonemes",), "word": ("words",), "character": ("characters", "words")}
+ALIGNABLE = ("character", "word")
+PROFILE_OPTIONS = ("split", "layers", "groups", "kind", "target", "normalize", "window", "max_utterances", "align", "device")
+
+
+class Utterances:
+    """Re-iterable batches of ``loader``, at most ``max_utterances`` utterances, the same on every pass.
+
+    The loader's batch sampler is reset to epoch 0 before each pass, so a shuffled loader
+    serves the same batches to forced alignment and to profiling. The last batch is cut to fit.
+
+    Attributes:
+        count: utterances served by the last complete pass.
+    """
+
+    def __init__(self, loader: DataLoader, max_utterances: int | None = None) -> None:
+        if max_utterances is not None and max_utterances < 1:
+            raise ValueError(f"max_utterances must be at least 1 or null, got {max_utterances}")
+        self.loader = loader
+        self.max_utterances = max_utterances
+        self.count = 0
+
+    def __iter__(self) -> Iterator[dict]:
+        self.loader.batch_sampler.set_epoch(0)
+        served = 0
+        for batch in self.loader:
+            room = len(batch["records"]) if self.max_utterances is None else self.max_utterances - served
+            batch = {key: value[:room] for key, value in batch.items()}
+            served += len(batch["records"])
+            yield batch
+            if served == self.max_utterances:
+                break
+        self.count = served
+
+
+def checkpoint_datamodule(checkpoint: LoadedCheckpoint, data: Mapping) -> SpeechDataModule:
+    """The corpus of the ``data`` config group with the checkpoint's features, prepared.
+
+    Raises:
+        ValueError: the data's language has another alphabet than the checkpoint's output.
+    """
+    features = {**(data.get("features") or {}), **checkpoint.features}
+    datamodule = SpeechDataModule(**{**data, "features": features})
+    if datamodule.alphabet != checkpoint.alphabet:
+        raise ValueError(
+            f"checkpoint {checkpoint.path} predicts the alphabet {checkpoint.alphabet.chars!r}, but data "
+            f"language {data.get('language')!r} uses {datamodule.alphabet.chars!r}"
+        )
+    datamodule.prepare_data()
+    return datamodule
+
+
+def check_layers(model: nn.Module, layers: Sequence[str], source: str | Path) -> None:
+    """Raise ``ValueError`` listing the model's layers when one of ``layers`` is not a module of it."""
+    modules = dict(model.named_modules())
+    unknown = [layer for layer in layers if layer not in modules]
+    if unknown:
+        names = list(getattr(model, "layer_names", [name for name in modules if name]))
+        raise ValueError(
+            f"layers {unknown} are not layers of the model in {source}; its layers are {names} "
+            f"(or their submodules, such as {names[0]}.conv)"
+        )
+
+
+def needs_alignment(records: Sequence[Mapping], groups: str, kind: str, target: str, align_mode: str, source: str | Path) -> bool:
+    """Whether forced alignment must give the records character and word segments.
+
+    They are needed for character or word groups, and for GradNAPs of aligned characters,
+    when a record has no segments to take them from (``align="auto"``), or always
+    (``"always"``).
+
+    Raises:
+        ValueError: a record lacks the field ``groups`` names, phoneme groups meet records
+            without phoneme segments, or segments are missing and ``align="never"``.
+    """
+    if align_mode not in ALIGN_MODES:
+        raise ValueError(f"align must be one of {ALIGN_MODES}, got {align_mode!r}")
+    fields = SEGMENT_FIELDS.get(groups)
+    if fields is None:
+        lacking = [record for record in records if groups not in record]
+        if lacking:
+            raise ValueError(
+                f"group field {groups!r} is not in the records of {source} (e.g. {lacking[0].get('id')!r}); "
+                f"their fields are {sorted(lacking[0])}"
+            )
+        fields = ()
+    unsegmented = [record for record in records if fields and not any(record.get(field) for field in fields)]
+    if unsegmented and groups not in ALIGNABLE:
+        raise ValueError(
+            f"records of {source} have no {fields[0]!r} segments (e.g. {unsegmented[0].get('id')!r}), which "
+            f"groups={groups} needs; forced alignment gives characters and words only: use groups=character or groups=word"
+        )
+    aligned_targets = kind == "gradnap" and target == "aligned"
+    if aligned_targets and not unsegmented:
+        unsegmented = [record for record in records if not (record.get("characters") or record.get("words"))]
+    uses_characters = groups in ALIGNABLE or aligned_targets
+    if unsegmented and uses_characters and align_mode == "never":
+        raise ValueError(
+            f"records of {source} have no character or word segments (e.g. {unsegmented[0].get('id')!r}) and "
+            "align=never; use align=auto to segment them by forced alignment"
+        )
+    return uses_characters and (align_mode == "always" or (align_mode == "auto" and bool(unsegmented)))
+
+
+def aligned_grouping(groups: str, alignments: Alignments) -> Grouping:
+    """The character or word grouping that reads its segments from forced ``alignments``."""
+    if groups == "character":
+        return CharacterGrouping(alignments=alignments)
+    return SegmentGrouping("words", alignments=alignments, name="word")
+
+
+def resolve_device(device: str) -> torch.device:
+    """``"auto"``: CUDA when available, else the CPU; any other value is a torch device name."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def checkpoint_profiles(
+    checkpoint: LoadedCheckpoint,
+    data: Mapping,
+    split: str = "test",
+    layers: Sequence[str] | None = None,
+    groups: str = "phoneme",
+    kind: str = "nap",
+    target: str = "aligned",
+    normalize: str | None = "center",
+    window: int | None = None,
+    max_utterances: int | None = None,
+    align: str = "auto",
+    device: str = "auto",
+) -> Profiles:
+    """NAPs or GradNAPs of a checkpoint's layers on one split of a corpus.
+
+    Args:
+        checkpoint: from :func:`~tmaps.training.checkpoint.load_checkpoint`.
+        data: the ``data`` config group as a plain mapping (``SpeechDataModule`` arguments);
+            its features are replaced by the checkpoint's.
+        split: ``train``, ``dev``, ``test`` or ``test_unseen``.
+        layers: module names; ``None`` takes ``model.layer_names``.
+        groups: ``phoneme``, ``phoneme_class``, ``character``, ``word`` or a record field
+            (``speaker``, ``language``, ...).
+        kind: ``"nap"`` or ``"gradnap"``.
+        target: GradNAP target, ``"aligned"`` or ``"predicted"`` (see :class:`~tmaps.introspect.GradNAP`).
+        normalize: ``"center"``, ``"zscore"`` or ``None`` (see :class:`~tmaps.introspect.Profiles`).
+        window: ``w`` for time-resolved profiles, ``None`` for time-independent ones.
+        max_utterances: profile this many utterances from seeded random batches; ``None``: all.
+        align: ``"auto"``, ``"always"`` or ``"never"`` (see :func:`needs_alignment`).
+        device: ``"auto"``, ``"cpu"``, ``"cuda"`` ...
+
+    Returns:
+        Profiles whose ``info`` also records ``checkpoint``, ``global_step``, ``model_config``,
+        ``alphabet``, ``topo``, ``grid_shapes`` (``{layer: [rows, cols]}`` of the profiled
+        topographic layers), ``data``, ``split``, ``utterances`` and ``segments``
+        (``"manifest"`` or ``"forced alignment"``).
+    """
+    if kind not in KINDS:
+        raise ValueError(f"kind must be one of {sorted(KINDS)}, got {kind!r}")
+    model = checkpoint.model
+    layers = list(model.layer_names) if layers is None else list(layers)
+    check_layers(model, layers, checkpoint.path)
+    datamodule = checkpoint_datamodule(checkpoint, data)
+    manifest = datamodule.manifest_path(split)
+    if not manifest.is_file():
+        raise FileNotFoundError(f"the corpus in {manifest.parent} has no split {split!r} (no {manifest.name})")
+    forced = needs_alignment(datamodule.dataset(split).records, groups, kind, target, align, manifest)
+    model.to(resolve_device(device))
+    utterances = Utterances(datamodule.loader(split, shuffle=max_utterances is not None), max_utterances)
+    alignments = force_align(model, utterances, checkpoint.alphabet) if forced else None
+    grouping = aligned_grouping(groups, alignments) if forced and groups in ALIGNABLE else groups
+    if kind == "nap":
+        profiler = NAP(model, layers)
+    else:
+        profiler = GradNAP(model, layers, target=target, alignments=alignments)
+    profiles = profiler.compute(utterances, grouping, window=window, normalize=normalize)
+    topo = checkpoint.hyper_parameters.get("topo")
+    regularizer = build_regularizer(model, topo)
+    grids = regularizer.grids if regularizer is not None else {}
+    profiles.info.update(
+        checkpoint=str(checkpoint.path),
+        global_step=checkpoint.global_step,
+        model_config=checkpoint.hyper_parameters["model"],
+        alphabet=checkpoint.alphabet.chars,
+        topo=topo,
+        grid_shapes={layer: list(grid.shape) for layer, grid in grids.items() if layer in layers},
+        data={"source": dict(data["source"]), "language": datamodule.language},
+        split=split,
+        utterances=utterances.count,
+        segments="forced alignment" if forced else "manifest",
+    )
+    return profiles
+
+
+def profile_matrix(profiles: Profiles, layer: str) -> np.ndarray:
+    """Rows ``(G, F)`` to cluster: one per group, ``F`` = units, or units x offsets when time-resolved.
+
+    Offsets without frames count as 0.
+    """
+    mean = profiles[layer].mean
+    return np.ma.filled(mean, 0.0).reshape(len(mean), -1)
+
+
+def leaf_order(rows: np.ndarray) -> np.ndarray:
+    """Indices of ``rows (N, F)`` in the leaf order of their dendrogram; all-zero rows (no cosine distance) last."""
+    active = np.any(rows, axis=1)
+    order = np.flatnonzero(active)
+    if len(order) > 1:
+        order = order[hierarchy.leaves_list(linkage(rows[order]))]
+    return np.concatenate([order, np.flatnonzero(~active)])
+
+
+def default_n_clusters(groups: Sequence[str], grouping: str | None) -> int:
+    """The phoneme classes present for phoneme groups, else ``round(sqrt(G))``; within ``[2, G - 1]``."""
+    n_clusters = len({phoneme_class(group) for group in groups}) if grouping == "phoneme" else round(math.sqrt(len(groups)))
+    return min(max(n_clusters, 2), len(groups) - 1)
+
+
+def cluster_summary(profiles: Profiles, n_clusters: int | None = None) -> pd.DataFrame:
+    """Per layer: ``units``, ``groups``, ``clusters``, ``silhouette`` and ``adjusted_rand``.
+
+    The groups' profiles (:func:`profile_matrix`) are clustered hierarchically into
+    ``n_clusters`` (``None``: :func:`default_n_clusters`); ``silhouette`` is that clustering's
+    mean silhouette (cosine distance), ``adjusted_rand`` its ARI against phoneme classes
+    (phoneme groups only, with as many clusters as classes). Layers that cannot be clustered
+    (e.g. all profiles zero) get NaN and a logged warning.
+    """
+    grouping = profiles.info.get("grouping")
+    groups = profiles.groups
+    clusters = n_clusters or default_n_clusters(groups, grouping)
+    rows = []
+    for layer in profiles.layers:
+        matrix = profile_matrix(profiles, layer)
+        row = {"layer": layer, "units": profiles.sums[layer].shape[1], "groups": len(groups), "clusters": clusters}
+        row |= {"silhouette": math.nan, "adjusted_rand": math.nan}
+        try:
+            row["silhouette"] = silhouette(matrix, cluster(matrix, clusters))
+            if grouping == "phoneme":
+                row["adjusted_rand"] = adjusted_rand(matrix, groups)
+        except ValueError as error:
+            log.warning("layer %s cannot be clustered: %s", layer, error)
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def plot_profile_heatmap(
+    matrix: np.ndarray, groups: Sequence[str], title: str | None = None, columns: str = "unit", value: str = "profile"
+) -> Figure:
+    """Profiles ``(G, F)`` as a group x unit heatmap, rows and columns in dendrogram leaf order.
+
+    The colour scale is symmetric around 0 (a centred profile's mean over groups).
+    """
+    rows, cols = leaf_order(matrix), leaf_order(matrix.T)
+    ordered = matrix[np.ix_(rows, cols)]
+    limit = float(np.abs(ordered).max()) or 1.0
+    n_groups, n_columns = ordered.shape
+    figure = Figure(figsize=(min(16.0, 3.0 + 0.04 * n_columns), min(14.0, 1.5 + 0.16 * n_groups)), layout="constrained")
+    axes = figure.subplots()
+    image = axes.imshow(ordered, aspect="auto", cmap="RdBu_r", vmin=-limit, vmax=limit, interpolation="nearest")
+    axes.set_yticks(range(n_groups), [groups[i] for i in rows], fontsize=6 if n_groups > 40 else 8)
+    axes.set_xlabel(f"{columns} (dendrogram order)")
+    axes.set_ylabel("group (dendrogram order)")
+    figure.colorbar(image, ax=axes, label=value)
+    if title:
+        axes.set_title(title)
+    return figure
+
+
+def write_figures(profiles: Profiles, summary: pd.DataFrame, figures_dir: str | Path) -> list[Path]:
+    """The heatmap and dendrogram of every layer and, for phoneme groups, the ARI-by-layer plot (PNG)."""
+    figures_dir = Path(figures_dir)
+    grouping, kind = profiles.info.get("grouping"), profiles.info.get("kind", "profile")
+    reference = phoneme_class if grouping == "phoneme" else None
+    columns = "unit" if profiles.window is None else f"unit x offset (-{profiles.window}..{profiles.window})"
+    value = f"{kind} ({profiles.normalize or 'raw'})"
+    paths = []
+    for layer in profiles.layers:
+        matrix = profile_matrix(profiles, layer)
+        heatmap = plot_profile_heatmap(matrix, profiles.groups, f"{layer}: {kind}s by {grouping}", columns, value)
+        paths.append(save_figure(heatmap, figures_dir / f"heatmap_{layer}.png"))
+        try:
+            dendrogram = plot_dendrogram(matrix, profiles.groups, reference, title=f"{layer}: {grouping} groups by {kind}")
+        except ValueError as error:
+            log.warning("no dendrogram of layer %s: %s", layer, error)
+            continue
+        paths.append(save_figure(dendrogram, figures_dir / f"dendrogram_{layer}.png"))
+    if grouping == "phoneme":
+        scores = dict(zip(summary["layer"], summary["adjusted_rand"]))
+        figure = plot_adjusted_rand(scores, title=f"{kind} clusters vs phoneme classes")
+        paths.append(save_figure(figure, figures_dir / "adjusted_rand.png"))
+    return paths
+
+
+@dataclass
+class Introspection:
+    """What :func:`introspect` wrote: the profiles, their file, the summary table and the figure files."""
+
+    profiles: Profiles
+    profiles_path: Path
+    summary: pd.DataFrame
+    figures: list[Path]
+
+
+def introspect(cfg: DictConfig) -> Introspection:
+    """Profiles, summary table and figures of ``cfg.ckpt_path`` on ``cfg.split`` of ``cfg.data``."""
+    if OmegaConf.is_missing(cfg, "ckpt_path"):
+        raise ValueError("tmaps-introspect needs ckpt_path=<file.ckpt>")
+    options = OmegaConf.to_container(cfg, resolve=True)
+    checkpoint = load_checkpoint(options["ckpt_path"])
+    profiles = checkpoint_profiles(checkpoint, options["data"], **{key: options[key] for key in PROFILE_OPTIONS})
+    output = Path(options["output"])
+    output.parent.mkdir(parents=True, exist_ok=True)
+    profiles.save(output)
+    summary = cluster_summary(profiles, options["n_clusters"])
+    summary.to_csv(output.with_suffix(".csv"), index=False)
+    figures = write_figures(profiles, summary, options["figures_dir"])
+    return Introspection(profiles, output, summary, figures)
