@@ -126,7 +126,7 @@ def main(argv: Sequence[str] | None = None) -> pd.DataFrame:
         profiles[model].save(output_dir / f"profiles_{model}.npz")
     table, per_phoneme = comparison_table(profiles, arguments.permutations)
     table.to_csv(output_dir / "topo_vs_baseline.csv", index=False)
-    markdown = table.to_markdown(index=False, floatfmt=".3f", missingval="")
+    markdown = table.astype(object).where(table.notna(), "").to_markdown(index=False, floatfmt=".3f")
     (output_dir / "topo_vs_baseline.md").write_text(markdown + "\n", encoding="utf-8")
     save_figure(plot_comparison(table, per_phoneme), output_dir / "topo_vs_baseline.png")
     utterances = profiles["topo"].info["utterances"]
