@@ -54,12 +54,12 @@ from tmaps.introspect import (
 )
 from tmaps.introspect.alignment import align as force_align
 from tmaps.introspect.groups import Alignments, Grouping
-from tmaps.topo import build_regularizer
+from tmaps.topo import Grid, build_regularizer
 from tmaps.training.checkpoint import LoadedCheckpoint, load_checkpoint
 
 log = logging.getLogger(__name__)
 
-KINDS = {"nap": NAP, "gradnap": GradNAP}
+KINDS = ("nap", "gradnap")
 ALIGN_MODES = ("auto", "always", "never")
 # Record keys holding the segments of the frame-level groupings (any one of them suffices).
 SEGMENT_FIELDS = {"phoneme": ("phonemes",), "phoneme_class": ("phonemes",), "word": ("words",), "character": ("characters", "words")}
@@ -219,7 +219,7 @@ def checkpoint_profiles(
         (``"manifest"`` or ``"forced alignment"``).
     """
     if kind not in KINDS:
-        raise ValueError(f"kind must be one of {sorted(KINDS)}, got {kind!r}")
+        raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
     model = checkpoint.model
     layers = list(model.layer_names) if layers is None else list(layers)
     check_layers(model, layers, checkpoint.path)
@@ -238,21 +238,28 @@ def checkpoint_profiles(
         profiler = GradNAP(model, layers, target=target, alignments=alignments)
     profiles = profiler.compute(utterances, grouping, window=window, normalize=normalize)
     topo = checkpoint.hyper_parameters.get("topo")
-    regularizer = build_regularizer(model, topo)
-    grids = regularizer.grids if regularizer is not None else {}
     profiles.info.update(
         checkpoint=str(checkpoint.path),
         global_step=checkpoint.global_step,
         model_config=checkpoint.hyper_parameters["model"],
         alphabet=checkpoint.alphabet.chars,
         topo=topo,
-        grid_shapes={layer: list(grid.shape) for layer, grid in grids.items() if layer in layers},
+        grid_shapes={layer: list(grid.shape) for layer, grid in topographic_grids(model, topo).items() if layer in layers},
         data={"source": dict(data["source"]), "language": datamodule.language},
         split=split,
         utterances=utterances.count,
         segments="forced alignment" if forced else "manifest",
     )
     return profiles
+
+
+def topographic_grids(model: nn.Module, topo: Mapping | None) -> dict[str, Grid]:
+    """The grid of every layer that the ``topo`` config of a checkpoint trained topographically."""
+    regularizer = build_regularizer(model, topo)
+    if regularizer is None:
+        return {}
+    regularizer.remove()  # response losses hook the model; nothing here trains it
+    return regularizer.grids
 
 
 def profile_matrix(profiles: Profiles, layer: str) -> np.ndarray:
