@@ -324,7 +324,7 @@ def plot_profile_heatmap(
     ordered = matrix[np.ix_(rows, cols)]
     limit = float(np.abs(ordered).max()) or 1.0
     n_groups, n_columns = ordered.shape
-    figure = Figure(figsize=(min(16.0, 3.0 + 0.04 * n_columns), min(14.0, 1.5 + 0.16 * n_groups)), layout="constrained")
+    figure = Figure(figsize=(min(16.0, 5.0 + 0.04 * n_columns), min(14.0, 2.0 + 0.16 * n_groups)), layout="constrained")
     axes = figure.subplots()
     image = axes.imshow(ordered, aspect="auto", cmap="RdBu_r", vmin=-limit, vmax=limit, interpolation="nearest")
     axes.set_yticks(range(n_groups), [groups[i] for i in rows], fontsize=6 if n_groups > 40 else 8)
