@@ -158,7 +158,7 @@ def test_character_gradnaps_of_a_corpus_without_segments_come_from_forced_alignm
         introspect(compose_introspect([f"ckpt_path={checkpoint}"], tmp_path / "out", tmp_path / "data", data))
 
 
-def test_max_utterances_serves_the_same_subset_on_every_pass(checkpoint, synth_corpus_en, tmp_path):
+def test_max_utterances_serves_the_same_subset_on_every_pass(synth_corpus_en, tmp_path):
     data = SpeechDataModule(source={"kind": "manifest", "path": str(synth_corpus_en), "splits": {"train": "train.jsonl"}}, root=str(tmp_path), batching={"max_batch_seconds": 10.0, "num_workers": 0})
     data.prepare_data()
     utterances = Utterances(data.loader("train", shuffle=True), max_utterances=11)
