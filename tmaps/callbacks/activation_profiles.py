@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -12,7 +13,7 @@ import pytorch_lightning as pl
 import torch.distributed as dist
 from torch import nn
 
-from tmaps.callbacks.topographic_maps import MapCallback, layer_grid, topographic_layers
+from tmaps.callbacks.topographic_maps import MapCallback, n_units, topographic_layers, trained_grid
 from tmaps.introspect import LAYOUTS, NAP, GradNAP, Profiles, adjusted_rand_by_layer, compute_layout, plot_adjusted_rand, plot_maps
 from tmaps.introspect.nap import to_model_device
 from tmaps.training.loggers import log_figure, log_table
@@ -29,8 +30,8 @@ class ActivationProfiles(MapCallback):
 
     - ``profiles/map/<layer>`` for every map layer: one map per group (phoneme, ...) of the
       layer's profiles (:func:`tmaps.introspect.plot_maps`) on a layout of its units; the
-      ``"grid"`` layout is the grid the layer is trained on (the channel order for a plain
-      layer), other layouts (:data:`tmaps.introspect.LAYOUTS`) are recomputed from the
+      ``"grid"`` layout is the grid the layer is trained on (for a plain layer, its channels
+      in order on the squarest grid that holds them), other layouts (:data:`tmaps.introspect.LAYOUTS`) are recomputed from the
       profiles and aligned onto the previous epoch's;
     - with phoneme groups, ``profiles/adjusted_rand``: how well clusters of each layer's
       profiles recover the phoneme classes (:func:`tmaps.introspect.adjusted_rand_by_layer`),
@@ -50,7 +51,8 @@ class ActivationProfiles(MapCallback):
     Args:
         layers: the layers profiled (and on the ARI curve); ``None`` takes ``model.layer_names``.
         map_layers: the layers drawn as maps; ``None`` takes the topographic layers of the
-            module, or else the first, middle and last of ``layers``.
+            module (none for a plain model). A map has a panel per group and takes seconds
+            to draw.
         kind: ``"nap"`` (activations) or ``"gradnap"`` (activation x gradient, see
             :class:`tmaps.introspect.GradNAP`).
         groups: a grouping of :func:`tmaps.introspect.resolve_grouping` (``"phoneme"``,
@@ -91,6 +93,10 @@ class ActivationProfiles(MapCallback):
         self.adjusted_rand_rows: list[list] = []
         self._coords: dict[str, np.ndarray] = {}
 
+    @property
+    def state_key(self) -> str:
+        return self._generate_state_key(kind=self.kind, groups=self.groups, layout=self.layout, every_n_epochs=self.every_n_epochs)
+
     def state_dict(self) -> dict:
         return {"adjusted_rand_rows": self.adjusted_rand_rows}
 
@@ -101,7 +107,7 @@ class ActivationProfiles(MapCallback):
         if self.layers is None:
             self.layers = list(pl_module.model.layer_names)
         if self.map_layers is None:
-            self.map_layers = topographic_layers(pl_module) or list(dict.fromkeys(self.layers[i] for i in (0, len(self.layers) // 2, -1)))
+            self.map_layers = topographic_layers(pl_module)
         unknown = sorted(set(self.map_layers) - set(self.layers))
         if unknown:
             raise ValueError(f"ActivationProfiles map_layers {unknown} are not among the profiled layers {self.layers}")
@@ -139,7 +145,7 @@ class ActivationProfiles(MapCallback):
         profiles.save(path)
         label = "GradNAP" if self.kind == "gradnap" else "NAP"
         for layer in self.map_layers:
-            options = {"shape": layer_grid(pl_module, layer).shape} if self.layout == "grid" else {}
+            options = {"shape": grid_shape(pl_module, layer)} if self.layout == "grid" else {}
             coords = compute_layout(self.layout, profiles.matrix(layer), reference=self._coords.get(layer), seed=self.seed, **options)
             self._coords[layer] = coords
             title = f"{layer}: {label}s by {self.groups} on a {self.layout} layout, epoch {epoch}"
@@ -157,3 +163,14 @@ class ActivationProfiles(MapCallback):
         log_figure(trainer.loggers, "profiles/adjusted_rand", plot_adjusted_rand(scores, title), step, run_dir)
         self.adjusted_rand_rows += [[epoch, layer, score] for layer, score in scores.items()]
         log_table(trainer.loggers, "profiles/adjusted_rand_table", ["epoch", "layer", "adjusted_rand"], self.adjusted_rand_rows, step)
+
+
+def grid_shape(pl_module: pl.LightningModule, layer: str) -> tuple[int, int]:
+    """``(rows, cols)`` of the grid ``layer`` is trained on, or for a plain layer the squarest
+    grid that holds its units in channel order (a prime count would otherwise make one line)."""
+    grid = trained_grid(pl_module, layer)
+    if grid is not None:
+        return grid.shape
+    units = n_units(pl_module, layer)
+    cols = math.ceil(math.sqrt(units))
+    return math.ceil(units / cols), cols

@@ -15,13 +15,14 @@ import numpy as np
 import pytorch_lightning as pl
 import torch
 from matplotlib.figure import Figure
+from PIL import Image
 from pytorch_lightning.callbacks import Callback
 from torch import nn
 from torch.utils.data import DataLoader
 
 from tmaps.introspect import LAYOUTS, NAP, compute_layout, plot_maps
 from tmaps.introspect.nap import to_model_device
-from tmaps.introspect.render import figure_image, save_gif
+from tmaps.introspect.render import save_gif
 from tmaps.topo import Grid, activation_map, filter_map
 from tmaps.topo.layers import filter_vectors, get_layer
 from tmaps.training.loggers import figure_path, log_figure
@@ -73,9 +74,10 @@ class MapCallback(Callback):
         return self._probe
 
     def log_map(self, trainer: pl.Trainer, key: str, figure: Figure) -> None:
-        """Log a map figure (rank zero) and keep it as a frame of the key's GIF."""
-        self._frames.setdefault(key, []).append(figure_image(figure))
-        log_figure(trainer.loggers, key, figure, trainer.global_step, trainer.default_root_dir)
+        """Log a map figure (rank zero) and keep its PNG as a frame of the key's GIF (drawing maps is slow: once only)."""
+        path = log_figure(trainer.loggers, key, figure, trainer.global_step, trainer.default_root_dir)
+        with Image.open(path) as image:
+            self._frames.setdefault(key, []).append(np.asarray(image.convert("RGB")))
 
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if not trainer.is_global_zero:
@@ -128,12 +130,19 @@ def topographic_layers(pl_module: pl.LightningModule) -> list[str]:
     return list((pl_module.hparams.get("topo") or {}).get("layers") or [])
 
 
+def trained_grid(pl_module: pl.LightningModule, layer: str) -> Grid | None:
+    """The grid of ``layer``'s topographic loss (``pl_module.topo``), or ``None`` for a plain layer."""
+    regularizer = getattr(pl_module, "topo", None)
+    return regularizer.grids.get(layer) if regularizer is not None else None
+
+
+def n_units(pl_module: pl.LightningModule, layer: str) -> int:
+    return filter_vectors(get_layer(pl_module.model, layer)).shape[0]
+
+
 def layer_grid(pl_module: pl.LightningModule, layer: str) -> Grid:
     """The grid ``layer`` is trained on, or the nearly square channel-order grid of a plain layer."""
-    regularizer = getattr(pl_module, "topo", None)
-    if regularizer is not None and layer in regularizer.grids:
-        return regularizer.grids[layer]
-    return Grid(filter_vectors(get_layer(pl_module.model, layer)).shape[0])
+    return trained_grid(pl_module, layer) or Grid(n_units(pl_module, layer))
 
 
 def concatenated(batches: Sequence[dict]) -> tuple[torch.Tensor, torch.Tensor]:

@@ -9,6 +9,8 @@ from pathlib import Path
 import hydra
 import pytorch_lightning as pl
 import torch
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from tmaps.callbacks.transfer import setup_transfer
@@ -17,6 +19,20 @@ from tmaps.training.checkpoint import check_compatible
 from tmaps.training.module import ASRModule
 
 log = logging.getLogger(__name__)
+
+
+def wandb_group(task_name: str) -> str:
+    """The W&B group of a run (``${wandb_group:${task_name}}`` in conf/logger/wandb.yaml).
+
+    ``task_name`` for a single run; ``<task_name>-<sweep folder name>`` in a multirun, so that
+    the runs of one sweep share a group and the runs of two sweeps never do.
+    """
+    if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
+        return f"{task_name}-{Path(HydraConfig.get().sweep.dir).name}"
+    return task_name
+
+
+OmegaConf.register_new_resolver("wandb_group", wandb_group, replace=True)
 
 
 def plain(config: DictConfig | None) -> dict | None:
@@ -60,19 +76,21 @@ def train(cfg: DictConfig) -> float | None:
     trainer: pl.Trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
     for logger in loggers:
         logger.log_hyperparams(plain(cfg))
+    # A W&B run left open would take the next job of a multirun, even after this one failed.
+    try:
+        trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"), weights_only=True)
+        metrics = {name: float(value) for name, value in trainer.callback_metrics.items() if torch.is_tensor(value) and value.numel() == 1}
 
-    trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"), weights_only=True)
-    metrics = {name: float(value) for name, value in trainer.callback_metrics.items() if torch.is_tensor(value) and value.numel() == 1}
-
-    if cfg.get("test") and not trainer.fast_dev_run:
-        best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
-        results = test_splits(trainer, module, datamodule, ckpt_path=best or None)
-        metrics.update({f"{split}/{name}": value for split, row in results.items() for name, value in row.items()})
-        print_summary(results, title=f"tmaps: test results of {best or 'the final weights'}")
-        for logger in loggers:
-            logger.log_metrics({f"summary/{key}": value for key, value in metrics.items() if key.count("/") == 2})
-    log.info("run finished in %.1f s; outputs in %s", time.perf_counter() - started, cfg.paths.output_dir)
-    _finish_wandb(loggers)
+        if cfg.get("test") and not trainer.fast_dev_run:
+            best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+            results = test_splits(trainer, module, datamodule, ckpt_path=best or None)
+            metrics.update({f"{split}/{name}": value for split, row in results.items() for name, value in row.items()})
+            print_summary(results, title=f"tmaps: test results of {best or 'the final weights'}")
+            for logger in loggers:
+                logger.log_metrics({f"summary/{key}": value for key, value in metrics.items() if key.count("/") == 2})
+        log.info("run finished in %.1f s; outputs in %s", time.perf_counter() - started, cfg.paths.output_dir)
+    finally:
+        _finish_wandb(loggers)
     return metrics.get(cfg.get("optimized_metric")) if cfg.get("optimized_metric") else None
 
 
