@@ -8,13 +8,12 @@ import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
-import numpy as np
 import pytorch_lightning as pl
 import torch.distributed as dist
 from torch import nn
 
 from tmaps.callbacks.topographic_maps import MapCallback, n_units, topographic_layers, trained_grid
-from tmaps.introspect import LAYOUTS, NAP, GradNAP, Profiles, adjusted_rand_by_layer, compute_layout, plot_adjusted_rand, plot_maps
+from tmaps.introspect import NAP, GradNAP, Profiles, adjusted_rand_by_layer, plot_adjusted_rand, plot_maps
 from tmaps.introspect.nap import to_model_device
 from tmaps.training.loggers import log_figure, log_table
 
@@ -57,11 +56,9 @@ class ActivationProfiles(MapCallback):
             :class:`tmaps.introspect.GradNAP`).
         groups: a grouping of :func:`tmaps.introspect.resolve_grouping` (``"phoneme"``,
             ``"phoneme_class"``, ``"character"``, ``"word"`` or a record field).
-        layout: ``"grid"`` or another key of :data:`tmaps.introspect.LAYOUTS`.
         normalize: profile normalization (``"center"``, ``"zscore"`` or ``None``).
-        every_n_epochs, n_probe_utterances, probe_batch_size, gif_frame_ms: see
+        layout, every_n_epochs, n_probe_utterances, probe_batch_size, gif_frame_ms, seed: see
             :class:`~tmaps.callbacks.topographic_maps.MapCallback`.
-        seed: seed of stochastic layouts.
     """
 
     def __init__(
@@ -78,20 +75,14 @@ class ActivationProfiles(MapCallback):
         gif_frame_ms: int = 500,
         seed: int = 0,
     ) -> None:
-        super().__init__(every_n_epochs, n_probe_utterances, probe_batch_size, gif_frame_ms)
+        super().__init__(layers, layout, every_n_epochs, n_probe_utterances, probe_batch_size, gif_frame_ms, seed)
         if kind not in KINDS:
             raise ValueError(f"ActivationProfiles kind must be one of {sorted(KINDS)}, got {kind!r}")
-        if layout not in LAYOUTS:
-            raise ValueError(f"ActivationProfiles layout must be one of {sorted(LAYOUTS)}, got {layout!r}")
-        self.layers = list(layers) if layers is not None else None
         self.map_layers = list(map_layers) if map_layers is not None else None
         self.kind = kind
         self.groups = groups
-        self.layout = layout
         self.normalize = normalize
-        self.seed = seed
         self.adjusted_rand_rows: list[list] = []
-        self._coords: dict[str, np.ndarray] = {}
 
     @property
     def state_key(self) -> str:
@@ -146,8 +137,7 @@ class ActivationProfiles(MapCallback):
         label = "GradNAP" if self.kind == "gradnap" else "NAP"
         for layer in self.map_layers:
             options = {"shape": grid_shape(pl_module, layer)} if self.layout == "grid" else {}
-            coords = compute_layout(self.layout, profiles.matrix(layer), reference=self._coords.get(layer), seed=self.seed, **options)
-            self._coords[layer] = coords
+            coords = self.layout_of(layer, profiles.matrix(layer), **options)
             title = f"{layer}: {label}s by {self.groups} on a {self.layout} layout, epoch {epoch}"
             self.log_map(trainer, f"profiles/map/{layer}", plot_maps(coords, profiles[layer].mean, profiles.groups, order=False, title=title))
         if self.groups != "phoneme":

@@ -46,22 +46,40 @@ class MapCallback(Callback):
     kept for the whole run, so that every frame of a GIF shows the same inputs.
 
     Args:
+        layers: the layers to draw.
+        layout: ``"grid"`` or another key of :data:`tmaps.introspect.LAYOUTS`.
         every_n_epochs: draw every this many training epochs.
         n_probe_utterances: utterances of the probe set.
         probe_batch_size: utterances per probe batch.
         gif_frame_ms: how long each frame shows in the GIFs.
+        seed: seed of stochastic layouts.
     """
 
-    def __init__(self, every_n_epochs: int, n_probe_utterances: int, probe_batch_size: int, gif_frame_ms: int) -> None:
+    def __init__(
+        self,
+        layers: Sequence[str] | None,
+        layout: str,
+        every_n_epochs: int,
+        n_probe_utterances: int,
+        probe_batch_size: int,
+        gif_frame_ms: int,
+        seed: int,
+    ) -> None:
         for name, value in (("every_n_epochs", every_n_epochs), ("n_probe_utterances", n_probe_utterances), ("probe_batch_size", probe_batch_size)):
             if value < 1:
                 raise ValueError(f"{type(self).__name__} {name} must be >= 1, got {value}")
+        if layout not in LAYOUTS:
+            raise ValueError(f"{type(self).__name__} layout must be one of {sorted(LAYOUTS)}, got {layout!r}")
+        self.layers = list(layers) if layers is not None else None
+        self.layout = layout
         self.every_n_epochs = every_n_epochs
         self.n_probe_utterances = n_probe_utterances
         self.probe_batch_size = probe_batch_size
         self.gif_frame_ms = gif_frame_ms
+        self.seed = seed
         self._probe: list[dict] | None = None
         self._frames: dict[str, list[np.ndarray]] = {}
+        self._coords: dict[str, np.ndarray] = {}
 
     def due(self, trainer: pl.Trainer) -> bool:
         """Whether this training epoch gets maps."""
@@ -72,6 +90,12 @@ class MapCallback(Callback):
         if self._probe is None:
             self._probe = probe_batches(probe_loader(trainer), self.n_probe_utterances, self.probe_batch_size)
         return self._probe
+
+    def layout_of(self, layer: str, profiles: np.ndarray, **options) -> np.ndarray:
+        """``layout`` of ``layer``'s units ``(U, 2)`` from ``profiles (U, G)``, aligned onto its previous layout."""
+        coords = compute_layout(self.layout, profiles, reference=self._coords.get(layer), seed=self.seed, **options)
+        self._coords[layer] = coords
+        return coords
 
     def log_map(self, trainer: pl.Trainer, key: str, figure: Figure) -> None:
         """Log a map figure (rank zero) and keep its PNG as a frame of the key's GIF (drawing maps is slow: once only)."""
@@ -173,9 +197,8 @@ class TopographicMaps(MapCallback):
     Args:
         layers: the layers to draw; ``None`` takes the topographic layers of the module
             (``hparams.topo["layers"]``), and a module without any gets no maps.
-        layout: ``"grid"`` or another key of :data:`tmaps.introspect.LAYOUTS`.
-        every_n_epochs, n_probe_utterances, probe_batch_size, gif_frame_ms: see :class:`MapCallback`.
-        seed: seed of stochastic layouts.
+        layout, every_n_epochs, n_probe_utterances, probe_batch_size, gif_frame_ms, seed: see
+            :class:`MapCallback`.
     """
 
     def __init__(
@@ -188,13 +211,7 @@ class TopographicMaps(MapCallback):
         gif_frame_ms: int = 500,
         seed: int = 0,
     ) -> None:
-        super().__init__(every_n_epochs, n_probe_utterances, probe_batch_size, gif_frame_ms)
-        if layout not in LAYOUTS:
-            raise ValueError(f"TopographicMaps layout must be one of {sorted(LAYOUTS)}, got {layout!r}")
-        self.layers = list(layers) if layers is not None else None
-        self.layout = layout
-        self.seed = seed
-        self._coords: dict[str, np.ndarray] = {}
+        super().__init__(layers, layout, every_n_epochs, n_probe_utterances, probe_batch_size, gif_frame_ms, seed)
 
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self.layers is None:
@@ -223,7 +240,6 @@ class TopographicMaps(MapCallback):
         for layer in self.layers:
             profile = profiles[layer]
             mean_activation = (profile.raw_mean * profile.counts[:, None]).sum(0) / profile.counts.sum()
-            coords = compute_layout(self.layout, profiles.matrix(layer), reference=self._coords.get(layer), seed=self.seed)
-            self._coords[layer] = coords
+            coords = self.layout_of(layer, profiles.matrix(layer))
             title = f"{layer}: mean activation on a {self.layout} layout, epoch {epoch}"
             self.log_map(trainer, f"maps/activations/{layer}", plot_maps(coords, mean_activation[None], ["probe set"], order=False, title=title))
