@@ -213,10 +213,10 @@ def test_reinit_unfrozen_redraws_only_the_layers_above_the_frozen_ones(english_c
 # --- frozen layers in real training ------------------------------------------------------------
 
 
-def test_frozen_layers_and_their_batchnorm_statistics_do_not_move(english_checkpoint, german_data):
+def test_frozen_layers_and_their_batchnorm_statistics_do_not_move(english_checkpoint, german_data, tmp_path):
     module, callbacks = german_module(german_data, english_checkpoint, {"freeze_first": 4})
     before = {key: value.clone() for key, value in module.model.state_dict().items()}
-    trainer = fit(module, german_data, callbacks)
+    trainer = fit(module, german_data, callbacks, default_root_dir=tmp_path)
     after = module.model.state_dict()
     for key, value in before.items():
         layer = key.split(".")[0]
@@ -255,13 +255,13 @@ class GroupRecorder(pl.Callback):
 
 
 @pytest.mark.parametrize("schedule", ["constant", "cosine"])
-def test_gradual_unfreezing_adds_one_layer_every_n_epochs_at_its_discriminative_rate(english_checkpoint, german_data, schedule):
+def test_gradual_unfreezing_adds_one_layer_every_n_epochs_at_its_discriminative_rate(english_checkpoint, german_data, schedule, tmp_path):
     decay = 0.5
     module, callbacks = german_module(
         german_data, english_checkpoint, {"freeze_first": 8, "unfreeze_every_n_epochs": 2}, lr_decay_per_layer=decay, schedule=schedule
     )
     recorder = GroupRecorder()
-    fit(module, german_data, [*callbacks, recorder], max_steps=-1, max_epochs=5, limit_train_batches=1)
+    fit(module, german_data, [*callbacks, recorder], max_steps=-1, max_epochs=5, limit_train_batches=1, default_root_dir=tmp_path)
     assert [len(frozen) for frozen in recorder.frozen] == [8, 8, 7, 7, 6]
     assert recorder.frozen[2] == LAYERS[:7] and recorder.frozen[4] == LAYERS[:6]
     assert [list(groups) for groups in recorder.groups[::2]] == [LAYERS[8:], [*LAYERS[8:], "conv7"], [*LAYERS[8:], "conv7", "conv6"]]
