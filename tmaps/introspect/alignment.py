@@ -15,7 +15,7 @@ as a manifest (``tmaps.data.manifest.write_manifest``) to align a corpus once.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 
 import torch
 import torchaudio.functional
@@ -78,8 +78,23 @@ def align(
     Returns:
         ``{record id: {"characters": [...], "words": [...]}}``.
     """
+    alignments = {}
+    for record, log_probs, output_map in utterance_outputs(model, loader, forward):
+        try:
+            alignments[record["id"]] = align_utterance(log_probs, record["text"], alphabet, output_map, frame_rate)
+        except RuntimeError as error:
+            raise ValueError(f"record {record['id']!r} cannot be aligned: {error}") from None
+    return alignments
+
+
+def utterance_outputs(
+    model: nn.Module, loader: Iterable[Mapping], forward: ForwardFn | None = None
+) -> Iterator[tuple[dict, Tensor, FrameMap]]:
+    """Every record of ``loader`` with its valid log-probabilities ``(T', C)`` and the output frame map.
+
+    The model runs in eval mode without gradients (its mode is restored afterwards).
+    """
     forward = forward or default_forward
-    alignments: dict[str, dict[str, list[list]]] = {}
     output_map = None
     was_training = model.training
     model.eval()
@@ -93,10 +108,6 @@ def align(
             output_map = output_map or probe.frame_map(batch["features"].shape[-1], n_output_frames)
             log_probs, output_lengths = model_outputs(result, batch, output_map)
             for b, record in enumerate(batch["records"]):
-                try:
-                    alignments[record["id"]] = align_utterance(log_probs[b, : output_lengths[b]], record["text"], alphabet, output_map, frame_rate)
-                except RuntimeError as error:
-                    raise ValueError(f"record {record['id']!r} cannot be aligned: {error}") from None
+                yield record, log_probs[b, : output_lengths[b]], output_map
     finally:
         model.train(was_training)
-    return alignments

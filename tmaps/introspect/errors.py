@@ -20,9 +20,8 @@ character, the maps of correct frames, wrong frames and their difference.
 
 from __future__ import annotations
 
-import contextlib
 from collections import Counter
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import NamedTuple
 
 import numpy as np
@@ -33,17 +32,16 @@ from numpy.typing import ArrayLike
 from scipy.spatial.distance import cosine
 from torch import Tensor, nn
 
-from tmaps.introspect.alignment import align_utterance
-from tmaps.introspect.frames import FrameMap, TimeAxisProbe
+from tmaps.introspect.alignment import align_utterance, utterance_outputs
+from tmaps.introspect.frames import FrameMap
 from tmaps.introspect.groups import SegmentGrouping
-from tmaps.introspect.nap import ForwardFn, Profiles, default_forward, model_outputs, to_model_device
+from tmaps.introspect.nap import ForwardFn, Profiles
 from tmaps.introspect.render import MapStyle, plot_maps
 from tmaps.text import BLANK, Alphabet
 
 #: The prediction of a character on whose frames greedy decoding emits only blanks.
 DELETED = "∅"
 CORRECT, WRONG = "correct", "wrong"
-
 
 
 class Outcome(NamedTuple):
@@ -53,32 +51,6 @@ class Outcome(NamedTuple):
     predicted: str
     start_s: float
     end_s: float
-
-
-def utterance_outputs(
-    model: nn.Module, loader: Iterable[Mapping], forward: ForwardFn | None = None
-) -> Iterator[tuple[dict, Tensor, FrameMap]]:
-    """Every record of ``loader`` with its valid log-probabilities ``(T', C)`` and the output frame map.
-
-    The model runs in eval mode without gradients (its mode is restored afterwards).
-    """
-    forward = forward or default_forward
-    output_map = None
-    was_training = model.training
-    model.eval()
-    try:
-        for batch in loader:
-            batch = to_model_device(model, batch)
-            probe = TimeAxisProbe(model) if output_map is None else None
-            with torch.no_grad(), probe or contextlib.nullcontext():
-                result = forward(model, batch)
-            n_output_frames = (result[0] if isinstance(result, tuple) else result).shape[1]
-            output_map = output_map or probe.frame_map(batch["features"].shape[-1], n_output_frames)
-            log_probs, output_lengths = model_outputs(result, batch, output_map)
-            for b, record in enumerate(batch["records"]):
-                yield record, log_probs[b, : output_lengths[b]], output_map
-    finally:
-        model.train(was_training)
 
 
 def character_outcomes(
