@@ -7,9 +7,8 @@ map's evolution written at the end of ``fit``.
 
 from __future__ import annotations
 
-import contextlib
 import logging
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import pytorch_lightning as pl
@@ -21,7 +20,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from tmaps.introspect import LAYOUTS, NAP, compute_layout, plot_maps
-from tmaps.introspect.nap import to_model_device
+from tmaps.introspect.nap import evaluating, to_model_device
 from tmaps.introspect.render import save_gif
 from tmaps.topo import Grid, activation_map, filter_map
 from tmaps.topo.layers import filter_vectors, get_layer
@@ -136,17 +135,6 @@ def probe_batches(loader: DataLoader, n_utterances: int, batch_size: int) -> lis
     nearest = np.argsort(np.abs(durations - np.median(durations)), kind="stable")[:n_utterances]
     chosen = nearest[np.argsort(durations[nearest], kind="stable")].tolist()
     return [loader.collate_fn([dataset[i] for i in chosen[start : start + batch_size]]) for start in range(0, len(chosen), batch_size)]
-
-
-@contextlib.contextmanager
-def evaluating(model: nn.Module) -> Iterator[nn.Module]:
-    """``model`` in eval mode (no dropout, BatchNorm statistics untouched), its mode restored afterwards."""
-    was_training = model.training
-    model.eval()
-    try:
-        yield model
-    finally:
-        model.train(was_training)
 
 
 def topographic_layers(pl_module: pl.LightningModule) -> list[str]:

@@ -22,7 +22,7 @@ import torchaudio.functional
 from torch import Tensor, nn
 
 from tmaps.introspect.frames import FrameMap, TimeAxisProbe
-from tmaps.introspect.nap import ForwardFn, default_forward, model_outputs, to_model_device
+from tmaps.introspect.nap import ForwardFn, default_forward, evaluating, model_outputs, to_model_device
 from tmaps.text import BLANK, Alphabet
 
 
@@ -96,9 +96,7 @@ def utterance_outputs(
     """
     forward = forward or default_forward
     output_map = None
-    was_training = model.training
-    model.eval()
-    try:
+    with evaluating(model):
         for batch in loader:
             batch = to_model_device(model, batch)
             probe = TimeAxisProbe(model) if output_map is None else None
@@ -109,5 +107,3 @@ def utterance_outputs(
             log_probs, output_lengths = model_outputs(result, batch, output_map)
             for b, record in enumerate(batch["records"]):
                 yield record, log_probs[b, : output_lengths[b]], output_map
-    finally:
-        model.train(was_training)

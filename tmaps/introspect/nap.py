@@ -27,7 +27,7 @@ import inspect
 import json
 import os
 import warnings
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -389,6 +389,17 @@ def model_outputs(result: Tensor | tuple[Tensor, Tensor], batch: Mapping, output
     return result, output_map.lengths(batch["feature_lengths"], result.shape[1])
 
 
+@contextlib.contextmanager
+def evaluating(model: nn.Module) -> Iterator[nn.Module]:
+    """``model`` in eval mode (no dropout, BatchNorm statistics untouched), its mode restored afterwards."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield model
+    finally:
+        model.train(was_training)
+
+
 def to_model_device(model: nn.Module, batch: Mapping) -> dict:
     """The batch with its tensors on the device of the model's parameters."""
     device = next(model.parameters(), torch.empty(0)).device
@@ -462,9 +473,7 @@ class NAP:
         grouping = resolve_grouping(groups)
         accumulator = _Accumulator(grouping, window, self.frame_rate)
         self._frame_maps = {}
-        was_training = self.model.training
-        self.model.eval()
-        try:
+        with evaluating(self.model):
             for batch in loader:
                 batch = to_model_device(self.model, batch)
                 accumulator.start_batch(batch["records"], batch["feature_lengths"])
@@ -472,8 +481,6 @@ class NAP:
                 probe = TimeAxisProbe(self.model) if not self._frame_maps else None
                 with probe or contextlib.nullcontext():
                     self._run_batch(batch, accumulator, probe)
-        finally:
-            self.model.train(was_training)
         info = {
             **self._info(),
             "grouping": grouping.name,
