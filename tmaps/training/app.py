@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
 import hydra
@@ -16,6 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 from tmaps.callbacks.transfer import setup_transfer
 from tmaps.data import SpeechDataModule
 from tmaps.training.checkpoint import check_compatible
+from tmaps.text import Alphabet
 from tmaps.training.module import ASRModule
 
 log = logging.getLogger(__name__)
@@ -48,6 +50,21 @@ def instantiate_list(group: DictConfig | None) -> list:
 
 def build_datamodule(cfg: DictConfig) -> SpeechDataModule:
     return SpeechDataModule(**plain(cfg.data))
+
+
+def checkpoint_datamodule(data: Mapping, alphabet: Alphabet, features: Mapping, checkpoint_path: str | Path) -> SpeechDataModule:
+    """The corpus of a ``data`` config read with a checkpoint's features, for its model.
+
+    Raises:
+        ValueError: the data's language has another alphabet than the checkpoint's output.
+    """
+    datamodule = SpeechDataModule(**{**data, "features": {**(data.get("features") or {}), **features}})
+    if datamodule.alphabet != alphabet:
+        raise ValueError(
+            f"checkpoint {checkpoint_path} predicts the alphabet {alphabet.chars!r}, but data "
+            f"language {data.get('language')!r} uses {datamodule.alphabet.chars!r}"
+        )
+    return datamodule
 
 
 def build_module(cfg: DictConfig, datamodule: SpeechDataModule) -> ASRModule:
@@ -114,14 +131,7 @@ def evaluate(cfg: DictConfig) -> dict:
     if not cfg.get("ckpt_path"):
         raise ValueError("tmaps-eval needs ckpt_path=<file.ckpt>")
     module = ASRModule.from_checkpoint(cfg.ckpt_path)
-    data = plain(cfg.data)
-    data["features"] = {**data.get("features", {}), **module.hparams.features}
-    datamodule = SpeechDataModule(**data)
-    if datamodule.alphabet != module.alphabet:
-        raise ValueError(
-            f"checkpoint {cfg.ckpt_path} predicts the alphabet {module.alphabet.chars!r}, but data "
-            f"language {data.get('language')!r} uses {datamodule.alphabet.chars!r}"
-        )
+    datamodule = checkpoint_datamodule(plain(cfg.data), module.alphabet, module.hparams.features, cfg.ckpt_path)
     datamodule.output_stride = module.model.stride
     trainer: pl.Trainer = hydra.utils.instantiate(cfg.trainer, logger=False, callbacks=[], enable_checkpointing=False)
     datamodule.prepare_data()

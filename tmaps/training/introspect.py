@@ -36,7 +36,6 @@ from scipy.cluster import hierarchy
 from torch import nn
 from torch.utils.data import DataLoader
 
-from tmaps.data import SpeechDataModule
 from tmaps.introspect import (
     NAP,
     CharacterGrouping,
@@ -55,6 +54,7 @@ from tmaps.introspect import (
 from tmaps.introspect.alignment import align as force_align
 from tmaps.introspect.groups import Alignments, Grouping
 from tmaps.topo import Grid, build_regularizer
+from tmaps.training.app import checkpoint_datamodule
 from tmaps.training.checkpoint import LoadedCheckpoint, load_checkpoint
 
 log = logging.getLogger(__name__)
@@ -95,23 +95,6 @@ class Utterances:
             if served == self.max_utterances:
                 break
         self.count = served
-
-
-def checkpoint_datamodule(checkpoint: LoadedCheckpoint, data: Mapping) -> SpeechDataModule:
-    """The corpus of the ``data`` config group with the checkpoint's features, prepared.
-
-    Raises:
-        ValueError: the data's language has another alphabet than the checkpoint's output.
-    """
-    features = {**(data.get("features") or {}), **checkpoint.features}
-    datamodule = SpeechDataModule(**{**data, "features": features})
-    if datamodule.alphabet != checkpoint.alphabet:
-        raise ValueError(
-            f"checkpoint {checkpoint.path} predicts the alphabet {checkpoint.alphabet.chars!r}, but data "
-            f"language {data.get('language')!r} uses {datamodule.alphabet.chars!r}"
-        )
-    datamodule.prepare_data()
-    return datamodule
 
 
 def check_layers(model: nn.Module, layers: Sequence[str], source: str | Path) -> None:
@@ -223,7 +206,8 @@ def checkpoint_profiles(
     model = checkpoint.model
     layers = list(model.layer_names) if layers is None else list(layers)
     check_layers(model, layers, checkpoint.path)
-    datamodule = checkpoint_datamodule(checkpoint, data)
+    datamodule = checkpoint_datamodule(data, checkpoint.alphabet, checkpoint.features, checkpoint.path)
+    datamodule.prepare_data()
     manifest = datamodule.manifest_path(split)
     if not manifest.is_file():
         raise FileNotFoundError(f"the corpus in {manifest.parent} has no split {split!r} (no {manifest.name})")
