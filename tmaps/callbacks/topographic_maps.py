@@ -142,10 +142,15 @@ def topographic_layers(pl_module: pl.LightningModule) -> list[str]:
     return list((pl_module.hparams.get("topo") or {}).get("layers") or [])
 
 
-def trained_grid(pl_module: pl.LightningModule, layer: str) -> Grid | None:
-    """The grid of ``layer``'s topographic loss (``pl_module.topo``), or ``None`` for a plain layer."""
+def trained_grids(pl_module: pl.LightningModule) -> dict[str, Grid]:
+    """The grid of every layer of the module's topographic loss (``pl_module.topo``); none without one."""
     regularizer = getattr(pl_module, "topo", None)
-    return regularizer.grids.get(layer) if regularizer is not None else None
+    return regularizer.grids if regularizer is not None else {}
+
+
+def trained_grid(pl_module: pl.LightningModule, layer: str) -> Grid | None:
+    """The grid of ``layer``'s topographic loss, or ``None`` for a plain layer."""
+    return trained_grids(pl_module).get(layer)
 
 
 def n_units(pl_module: pl.LightningModule, layer: str) -> int:

@@ -19,9 +19,10 @@ from pytorch_lightning.callbacks import Callback
 from pytorch_lightning.utilities import rank_zero_only
 from torch import Tensor
 
+from tmaps.callbacks.topographic_maps import trained_grids
+from tmaps.introspect.render import figure_image, save_gif
 from tmaps.introspect.weights import LayerChange, layer_weights, weight_change
 from tmaps.topo import Grid
-from tmaps.introspect.render import figure_image, save_gif
 from tmaps.training.loggers import figure_path, log_figure
 
 log = logging.getLogger(__name__)
@@ -37,7 +38,7 @@ class WeightChange(Callback):
     - ``weights/change_lines``: relative change against epoch, one line per layer;
     - ``weights/filter_cosine``: per layer, the distribution of each filter's cosine
       similarity to its start;
-    - ``weights/change_map/<layer>`` for every topographic layer (``hparams.topo["layers"]``):
+    - ``weights/change_map/<layer>`` for every topographic layer (the grids of ``pl_module.topo``):
       each filter's relative change at its grid cell;
 
     and, at the end of ``fit``, ``figures/weights__change_map__<layer>/evolution.gif``: the map's
@@ -88,7 +89,9 @@ class WeightChange(Callback):
         log_figure(trainer.loggers, "weights/change_heatmap", self.heatmap(names), step, run_dir)
         log_figure(trainer.loggers, "weights/change_lines", self.lines(names), step, run_dir)
         log_figure(trainer.loggers, "weights/filter_cosine", cosine_distributions(changes, epoch), step, run_dir)
-        for name, grid in topographic_grids(pl_module, changes).items():
+        for name, grid in trained_grids(pl_module).items():
+            if name not in changes:
+                continue
             figure = change_map(name, changes[name], grid, epoch)
             self._frames.setdefault(name, []).append(figure_image(figure))
             log_figure(trainer.loggers, f"weights/change_map/{name}", figure, step, run_dir)
@@ -145,13 +148,6 @@ def cosine_distributions(changes: dict[str, LayerChange], epoch: int) -> Figure:
     axes.set_title(f"filter direction kept, epoch {epoch}")
     axes.tick_params(axis="x", labelrotation=45)
     return figure
-
-
-def topographic_grids(pl_module: pl.LightningModule, changes: dict[str, LayerChange]) -> dict[str, Grid]:
-    """The grid of every topographic layer (``hparams.topo``) among ``changes``."""
-    topo = pl_module.hparams.get("topo") or {}
-    shape = (topo.get("grid") or {}).get("shape")
-    return {name: Grid(changes[name].shape[0], shape=shape) for name in topo.get("layers", []) if name in changes}
 
 
 def change_map(layer: str, change: LayerChange, grid: Grid, epoch: int) -> Figure:
