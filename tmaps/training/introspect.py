@@ -32,7 +32,6 @@ import pandas as pd
 import torch
 from matplotlib.figure import Figure
 from omegaconf import DictConfig, OmegaConf
-from scipy.cluster import hierarchy
 from torch import nn
 from torch.utils.data import DataLoader
 
@@ -44,7 +43,6 @@ from tmaps.introspect import (
     SegmentGrouping,
     adjusted_rand,
     cluster,
-    linkage,
     phoneme_class,
     plot_adjusted_rand,
     plot_dendrogram,
@@ -52,6 +50,7 @@ from tmaps.introspect import (
     silhouette,
 )
 from tmaps.introspect.alignment import align as force_align
+from tmaps.introspect.render import group_order
 from tmaps.introspect.groups import Alignments, Grouping
 from tmaps.topo import Grid, build_regularizer
 from tmaps.training.app import checkpoint_datamodule
@@ -258,10 +257,8 @@ def profile_matrix(profiles: Profiles, layer: str) -> np.ndarray:
 def leaf_order(rows: np.ndarray) -> np.ndarray:
     """Indices of ``rows (N, F)`` in the leaf order of their dendrogram; all-zero rows (no cosine distance) last."""
     active = np.any(rows, axis=1)
-    order = np.flatnonzero(active)
-    if len(order) > 1:
-        order = order[hierarchy.leaves_list(linkage(rows[order]))]
-    return np.concatenate([order, np.flatnonzero(~active)])
+    indices = np.flatnonzero(active)
+    return np.concatenate([indices[group_order(rows[indices])], np.flatnonzero(~active)])
 
 
 def default_n_clusters(groups: Sequence[str], grouping: str | None) -> int:
