@@ -8,8 +8,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from torch import nn
 
-from tmaps.models import Wav2Letter
+from tmaps.models import build_model, model_config
 from tmaps.text import Alphabet
 
 
@@ -22,7 +23,7 @@ class LoadedCheckpoint:
     """What a tmaps checkpoint holds: enough to rebuild the model and its inputs."""
 
     path: Path
-    model: Wav2Letter
+    model: nn.Module
     alphabet: Alphabet
     features: dict
     hyper_parameters: dict
@@ -47,7 +48,7 @@ def read_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
 
 
 def model_state_dict(checkpoint: Mapping) -> dict[str, torch.Tensor]:
-    """The Wav2Letter weights of a LightningModule checkpoint (``model.`` prefix removed)."""
+    """The model weights of a LightningModule checkpoint (``model.`` prefix removed)."""
     prefix = "model."
     return {key[len(prefix) :]: value for key, value in checkpoint["state_dict"].items() if key.startswith(prefix)}
 
@@ -56,7 +57,7 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     """Rebuild the model, alphabet and feature config stored in a tmaps checkpoint."""
     checkpoint = read_checkpoint(path, map_location)
     hyper_parameters = checkpoint["hyper_parameters"]
-    model = Wav2Letter(**hyper_parameters["model"])
+    model = build_model(hyper_parameters["model"])
     model.load_state_dict(model_state_dict(checkpoint))
     model.eval()
     return LoadedCheckpoint(
@@ -97,6 +98,8 @@ def check_compatible(path: str | os.PathLike, expected: Mapping) -> None:
     """
     hyper_parameters = read_checkpoint(path)["hyper_parameters"]
     found = {key: hyper_parameters[key] for key in expected}
+    if "model" in found:
+        found["model"] = model_config(found["model"])
     differences = describe_differences(expected, found)
     if differences:
         raise CheckpointMismatchError(
