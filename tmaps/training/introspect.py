@@ -183,7 +183,8 @@ def checkpoint_profiles(
         data: the ``data`` config group as a plain mapping (``SpeechDataModule`` arguments);
             its features are replaced by the checkpoint's.
         split: ``train``, ``dev``, ``test`` or ``test_unseen``.
-        layers: module names; ``None`` takes ``model.layer_names``.
+        layers: module names; ``None`` takes ``model.layer_names`` and the topographic layers
+            (which may lie inside them, e.g. a conformer's feed-forward units).
         groups: ``phoneme``, ``phoneme_class``, ``character``, ``word`` or a record field
             (``speaker``, ``language``, ...).
         kind: ``"nap"`` or ``"gradnap"``.
@@ -203,7 +204,11 @@ def checkpoint_profiles(
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
     model = checkpoint.model
-    layers = list(model.layer_names) if layers is None else list(layers)
+    topo = checkpoint.hyper_parameters.get("topo")
+    grids = topographic_grids(model, topo)
+    if layers is None:
+        layers = list(model.layer_names)
+        layers += [layer for layer in grids if layer not in layers]
     check_layers(model, layers, checkpoint.path)
     datamodule = checkpoint_datamodule(data, checkpoint.alphabet, checkpoint.features, checkpoint.path)
     datamodule.prepare_data()
@@ -220,14 +225,13 @@ def checkpoint_profiles(
     else:
         profiler = GradNAP(model, layers, target=target, alignments=alignments)
     profiles = profiler.compute(utterances, grouping, window=window, normalize=normalize)
-    topo = checkpoint.hyper_parameters.get("topo")
     profiles.info.update(
         checkpoint=str(checkpoint.path),
         global_step=checkpoint.global_step,
         model_config=checkpoint.hyper_parameters["model"],
         alphabet=checkpoint.alphabet.chars,
         topo=topo,
-        grid_shapes={layer: list(grid.shape) for layer, grid in topographic_grids(model, topo).items() if layer in layers},
+        grid_shapes={layer: list(grid.shape) for layer, grid in grids.items() if layer in layers},
         data={"source": dict(data["source"]), "language": datamodule.language},
         split=split,
         utterances=utterances.count,
