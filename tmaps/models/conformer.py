@@ -11,11 +11,44 @@ from torchaudio.models.conformer import ConformerLayer
 from tmaps.models.wav2letter import ConvBlock
 
 
+class MaskedConformerLayer(ConformerLayer):
+    """torchaudio's ``ConformerLayer`` whose depthwise convolution sees zeros at padded frames.
+
+    torchaudio masks padded frames only as attention keys; its convolution module mixes their
+    (non-zero) values into the valid frames near the end of each utterance, so an utterance's
+    output would depend on how much padding its batch adds.
+
+    Args: those of ``ConformerLayer``.
+
+    Shapes:
+        ``forward(input, key_padding_mask)``: ``input (time, batch, d_model)``,
+        ``key_padding_mask (batch, time)`` (``True`` at padded frames); output like ``input``.
+    """
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self._padded_frames: Tensor | None = None
+        depthwise = self.conv_module.sequential[2]
+        depthwise.register_forward_pre_hook(lambda module, inputs: self._zero_padded_frames(*inputs))
+
+    def _zero_padded_frames(self, hidden: Tensor) -> tuple[Tensor] | None:
+        """The depthwise convolution's input ``(batch, channels, time)`` with zeros at padded frames."""
+        return None if self._padded_frames is None else (hidden.masked_fill(self._padded_frames[:, None, :], 0.0),)
+
+    def forward(self, input: Tensor, key_padding_mask: Tensor | None) -> Tensor:
+        self._padded_frames = key_padding_mask
+        try:
+            return super().forward(input, key_padding_mask)
+        finally:
+            self._padded_frames = None
+
+
 class ConformerCTC(nn.Module):
     """Conformer encoder (Gulati et al., 2020) with CTC character outputs.
 
     The front end is a stack of strided ``ConvBlock``\\ s on log-mel (``conv0`` ...), the
-    encoder is torchaudio's ``ConformerLayer``\\ s, named ``block0`` ... ``block{n-1}``, and the
+    encoder is torchaudio's ``ConformerLayer``\\ s (``MaskedConformerLayer``), named ``block0`` ...
+    ``block{n-1}``, and the
     output layer ``head`` is a ``Conv1d`` of kernel 1 (as in ``Wav2Letter``, so alphabet swaps
     apply unchanged). Inside block ``i``, the units of the two feed-forward modules are the
     outputs of ``block{i}.ffn1.sequential.1`` and ``block{i}.ffn2.sequential.1`` (the
@@ -76,7 +109,7 @@ class ConformerCTC(nn.Module):
             in_channels = channels
         self.projection = nn.Conv1d(in_channels, d_model, kernel_size=1) if in_channels != d_model else nn.Identity()
         for name in self.block_names:
-            self.add_module(name, ConformerLayer(d_model, ffn_dim, n_heads, conv_kernel_size, dropout=dropout))
+            self.add_module(name, MaskedConformerLayer(d_model, ffn_dim, n_heads, conv_kernel_size, dropout=dropout))
         self.head = nn.Conv1d(d_model, n_classes, kernel_size=1)
 
     @property
@@ -103,13 +136,23 @@ class ConformerCTC(nn.Module):
         return lengths
 
     def forward(self, features: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
+        # Padded frames are zeroed after every layer that mixes frames, so that each utterance's
+        # output is what it would be alone: the padding of its batch never leaks in.
         x = features
         for name in self.frontend_names:
-            x = getattr(self, name)(x)
-        output_lengths = self.output_lengths(lengths)
-        padding_mask = torch.arange(x.shape[-1], device=x.device) >= output_lengths[:, None].to(x.device)
+            block = getattr(self, name)
+            x = block(x)
+            lengths = block.output_length(lengths)
+            x = x.masked_fill(_padded(lengths, x.shape[-1])[:, None, :], 0.0)
+        output_lengths = lengths
+        padding_mask = _padded(output_lengths, x.shape[-1])
         x = self.projection(x).permute(2, 0, 1)  # (time, batch, d_model), as ConformerLayer takes it
         for name in self.block_names:
             x = getattr(self, name)(x, padding_mask)
         logits = self.head(x.permute(1, 2, 0))
         return logits.transpose(1, 2).log_softmax(dim=-1), output_lengths
+
+
+def _padded(lengths: Tensor, n_frames: int) -> Tensor:
+    """``(batch, n_frames)``: ``True`` at the frames beyond each utterance's length."""
+    return torch.arange(n_frames, device=lengths.device) >= lengths[:, None]
