@@ -22,7 +22,7 @@ import hydra
 import pytorch_lightning as pl
 from hydra import compose, initialize_config_module
 
-from tmaps.training.app import build_datamodule, build_module, instantiate_list
+from tmaps.commands.train import build_datamodule, build_module, instantiate_list
 
 QUICKSTART_TRAIN = 3000
 

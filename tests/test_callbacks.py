@@ -13,7 +13,7 @@ from pytorch_lightning.loggers import TensorBoardLogger
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from tmaps.callbacks import ActivationProfiles, TopographicMaps
-from tmaps.callbacks.topographic_maps import probe_batches
+from tmaps.callbacks.base import probe_batches
 from tmaps.data import SpeechDataModule
 from tmaps.data.manifest import SPLITS
 from tmaps.introspect import NAP, Profiles

@@ -15,12 +15,13 @@ import pytorch_lightning as pl
 from hydra import compose, initialize_config_module
 from PIL import Image
 
+from tmaps.checkpoint import load_checkpoint
 from tmaps.cli.introspect import main as introspect_command
+from tmaps.commands.introspect import Utterances, introspect
 from tmaps.data import SpeechDataModule
 from tmaps.data.manifest import read_manifest, write_manifest
 from tmaps.introspect import NAP, Profiles
-from tmaps.training.checkpoint import load_checkpoint
-from tmaps.training.introspect import Utterances, introspect, leaf_order
+from tmaps.introspect.clustering import leaf_order
 from tmaps.training.module import ASRModule
 
 REPO = Path(__file__).resolve().parents[1]

@@ -14,8 +14,8 @@ from hydra import compose, initialize_config_module
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import OmegaConf, open_dict
 
-from tmaps.training.app import train
-from tmaps.training.checkpoint import CheckpointMismatchError, check_compatible, load_checkpoint, read_checkpoint
+from tmaps.checkpoint import CheckpointMismatchError, check_compatible, load_checkpoint, read_checkpoint
+from tmaps.commands.train import train
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 TINY_CORPUS = [

@@ -9,12 +9,12 @@ import pytorch_lightning as pl
 import torch
 
 from tmaps.callbacks.transfer import TransferLearning, setup_transfer
+from tmaps.checkpoint import CheckpointMismatchError, load_checkpoint
 from tmaps.data import SpeechDataModule
 from tmaps.data.manifest import SPLITS
 from tmaps.introspect.weights import layer_weights
 from tmaps.models import Wav2Letter
 from tmaps.text import Alphabet
-from tmaps.training.checkpoint import CheckpointMismatchError, load_checkpoint
 from tmaps.training.module import ASRModule
 from tmaps.transfer import (
     TransferConfig,

@@ -19,9 +19,8 @@ from dataclasses import dataclass, fields
 
 from torch import Tensor, nn
 
-from tmaps.introspect.weights import mismatched_tensors
+from tmaps.checkpoint import CheckpointMismatchError, describe_differences, mismatched_tensors, model_state_dict, read_checkpoint
 from tmaps.text import Alphabet
-from tmaps.training.checkpoint import CheckpointMismatchError, describe_differences, model_state_dict, read_checkpoint
 from tmaps.transfer.alphabet import NEW_CHARS, map_head_rows
 from tmaps.transfer.layers import ALL_BUT_HEAD, first_layers, freeze_layers, matching_layers, reinitialize_layers
 
