@@ -273,8 +273,3 @@ def test_gradual_unfreezing_adds_one_layer_every_n_epochs_at_its_discriminative_
         assert recorder.groups[4]["conv6"] == pytest.approx(1e-3 * decay**4)
     else:
         assert recorder.groups[4]["head"] < recorder.groups[2]["head"]  # the cosine schedule moves the new groups too
-
-
-def test_a_recipe_without_its_mandatory_checkpoint_says_what_to_add():
-    with pytest.raises(ValueError, match=r"transfer.init_from is mandatory in this recipe: add transfer.init_from=<path"):
-        TransferConfig.from_dict({"init_from": "???", "freeze_first": 8})

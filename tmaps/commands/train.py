@@ -62,9 +62,17 @@ def build_module(cfg: DictConfig, datamodule: SpeechDataModule) -> ASRModule:
     )
 
 
+def check_complete(cfg: DictConfig) -> None:
+    """Raise ``ValueError`` naming every mandatory value (``???``) that the config leaves unset."""
+    missing = sorted(OmegaConf.missing_keys(cfg))
+    if missing:
+        raise ValueError(f"mandatory config values are not set: {missing}; add them as overrides, e.g. {missing[0]}=...")
+
+
 def train(cfg: DictConfig) -> float | None:
     """Fit, then test the best checkpoint; return the metric named by ``cfg.optimized_metric``."""
     started = time.perf_counter()
+    check_complete(cfg)
     pl.seed_everything(cfg.seed, workers=True)
     datamodule = build_datamodule(cfg)
     module = build_module(cfg, datamodule)

@@ -26,10 +26,6 @@ from tmaps.transfer.layers import ALL_BUT_HEAD, first_layers, freeze_layers, mat
 
 log = logging.getLogger(__name__)
 
-# How OmegaConf writes a mandatory value that was not given.
-MISSING = "???"
-
-
 @dataclass(frozen=True)
 class TransferConfig:
     """The ``transfer`` config group.
@@ -55,8 +51,6 @@ class TransferConfig:
     unfreeze_every_n_epochs: int | None = None
 
     def __post_init__(self) -> None:
-        if self.init_from == MISSING:
-            raise ValueError("transfer.init_from is mandatory in this recipe: add transfer.init_from=<path to a tmaps checkpoint>")
         if self.new_chars not in NEW_CHARS:
             raise ValueError(f"transfer.new_chars must be one of {NEW_CHARS}, got {self.new_chars!r}")
         if isinstance(self.freeze_first, str) and self.freeze_first != ALL_BUT_HEAD:
