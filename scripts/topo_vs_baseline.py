@@ -108,7 +108,7 @@ def plot_comparison(table: pd.DataFrame, per_phoneme: dict[str, dict[str, pd.Dat
 def main(argv: Sequence[str] | None = None) -> pd.DataFrame:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--baseline", required=True, help="checkpoint trained without a topographic loss")
-    parser.add_argument("--topo", required=True, help="checkpoint trained with one (e.g. topo=weight_cosine)")
+    parser.add_argument("--topo", required=True, help="checkpoint trained with one (e.g. topo=weight_similarity)")
     parser.add_argument("--output-dir", default="topo_vs_baseline", help="folder for the table, figure and profiles")
     parser.add_argument("--permutations", type=int, default=999, help="random placements per Moran's I p-value")
     parser.add_argument("overrides", nargs="*", help="overrides of conf/introspect.yaml (data=..., split=..., max_utterances=...)")
