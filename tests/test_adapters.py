@@ -14,6 +14,7 @@ import pytest
 import torch
 import torchaudio
 from captum.attr import LayerGradientXActivation
+from test_nap import loader_batches
 from torch import nn
 from torch.nn.utils.rnn import pad_sequence
 
@@ -26,8 +27,6 @@ from tmaps.introspect.frames import TimeAxisProbe
 from tmaps.introspect.groups import resolve_grouping
 from tmaps.models import ConformerCTC
 from tmaps.text import Alphabet
-
-from test_nap import loader_batches
 
 ALPHABET = Alphabet.for_language("en")
 # wav2vec 2.0's feature encoder (kernel, stride) at 32 channels: 20 ms frames, 400-sample receptive field.
@@ -148,7 +147,7 @@ WAV2VEC2_LAYERS = {
 def test_wav2vec2_frame_map_is_exact_and_matches_the_receptive_fields(wav2vec2, waveform_batches):
     batch = waveform_batches[0]
     with TimeAxisProbe(wav2vec2) as probe, torch.no_grad():
-        (features, _), (logits, output_lengths) = wav2vec2.feature_extractor(batch["audio"], batch["audio_lengths"]), wav2vec2(batch["audio"], batch["audio_lengths"])
+        logits, output_lengths = wav2vec2(batch["audio"], batch["audio_lengths"])
     frame_map = probe.frame_map(batch["audio"].shape[-1], logits.shape[1])
     # The positional convolution's output is one frame longer: before, the probe fell back to an estimate (stride 327).
     assert frame_map.exact and frame_map.stride == WAV2VEC2_STRIDE and frame_map.offset == WAV2VEC2_OFFSET
@@ -179,13 +178,15 @@ def test_wav2vec2_segments_cover_the_frames_centred_inside_their_timings(wav2vec
 
 def test_wav2vec2_nap_equals_brute_force_over_stored_activations(wav2vec2, waveform_batches):
     adapters = {layer: adapter for layer, (adapter, _) in WAV2VEC2_LAYERS.items()}
-    profiles = NAP(wav2vec2, list(WAV2VEC2_LAYERS), forward=waveform_forward, frame_rate=SAMPLE_RATE, adapters=adapters, inputs=WAVEFORM).compute(
-        waveform_batches, "phoneme"
-    )
+    nap = NAP(wav2vec2, list(WAV2VEC2_LAYERS), forward=waveform_forward, frame_rate=SAMPLE_RATE, adapters=adapters, inputs=WAVEFORM)
+    profiles = nap.compute(waveform_batches, "phoneme")
     assert {layer: profiles.info["frame_maps"][layer] for layer in WAV2VEC2_LAYERS} == dict.fromkeys(
         WAV2VEC2_LAYERS, {"stride": WAV2VEC2_STRIDE, "offset": WAV2VEC2_OFFSET, "exact": True}
     )
-    stored = [stored_activations(wav2vec2, WAV2VEC2_LAYERS, batch, waveform_forward, lambda layer, o: adapters[layer].select(layer, o)) for batch in waveform_batches]
+    stored = [
+        stored_activations(wav2vec2, WAV2VEC2_LAYERS, batch, waveform_forward, lambda layer, o: adapters[layer].select(layer, o))
+        for batch in waveform_batches
+    ]
     valid = [waveform_forward(wav2vec2, batch)[1] for batch in waveform_batches]
     for layer, (_, to_units_by_time) in WAV2VEC2_LAYERS.items():
         values = [to_units_by_time(batch_outputs[layer]) for batch_outputs in stored]
@@ -241,7 +242,8 @@ def test_conformer_gradnap_equals_captum_per_group(conformer, mel_batches):
 
     for layer in layers:
         reference = captum_group_means(
-            conformer, layer, mel_batches, lambda b: (b["features"], (b["feature_lengths"],)), objective, CONFORMER_LAYERS[layer], valid, 4, 0.0, 100.0
+            conformer, layer, mel_batches, lambda b: (b["features"], (b["feature_lengths"],)), objective,
+            CONFORMER_LAYERS[layer], valid, 4, 0.0, 100.0,
         )
         assert_profiles_equal(profiles, layer, reference)
 
@@ -273,7 +275,8 @@ def test_wav2vec2_gradnap_equals_captum_per_group(wav2vec2, waveform_batches):
 
 def test_tuple_output_without_element_names_the_layer_and_shapes(wav2vec2, waveform_batches):
     nap = NAP(wav2vec2, "encoder.transformer.layers.0", forward=waveform_forward, frame_rate=SAMPLE_RATE, inputs=WAVEFORM)
-    with pytest.raises(ValueError, match=r"layer 'encoder.transformer.layers.0' returns a tuple of \(tensor \(3, \d+, 64\), NoneType\).*OutputAdapter\(element=0\)"):
+    shapes = r"a tuple of \(tensor \(3, \d+, 64\), NoneType\)"
+    with pytest.raises(ValueError, match=rf"layer 'encoder.transformer.layers.0' returns {shapes}.*OutputAdapter\(element=0\)"):
         nap.compute(waveform_batches[:1], "phoneme")
 
 
@@ -293,7 +296,8 @@ class FixedLengthSummary(nn.Module):
 
 def test_layer_without_a_time_axis_of_the_length_family_is_named(mel_batches):
     batch = mel_batches[0]
-    with pytest.raises(ValueError, match=rf"layer 'summary' returns a tensor \({len(batch['records'])}, 8, 5\) with no time axis of the input's length family \[{batch['features'].shape[-1]}\]"):
+    shape, family = rf"\({len(batch['records'])}, 8, 5\)", rf"\[{batch['features'].shape[-1]}\]"
+    with pytest.raises(ValueError, match=rf"layer 'summary' returns a tensor {shape} with no time axis of the input's length family {family}"):
         NAP(FixedLengthSummary(), "summary").compute([batch], "phoneme")
 
 
@@ -302,7 +306,9 @@ def test_declared_axes_read_a_time_major_layer_the_probe_cannot_tell_apart(confo
     single = {key: value[:1] for key, value in mel_batches[0].items()}
     n_frames = int(conformer.output_lengths(single["feature_lengths"])[0])
     single = {key: value[..., : 4 * n_frames] if key == "features" else value for key, value in single.items()}
-    square = {key: value.expand(n_frames, *value.shape[1:]) if torch.is_tensor(value) else value * n_frames for key, value in single.items()}
+    square = {
+        key: value.expand(n_frames, *value.shape[1:]) if torch.is_tensor(value) else value * n_frames for key, value in single.items()
+    }
     layer = "block1.ffn1.sequential.1"
     with pytest.raises(ValueError, match=rf"layer '{layer}' returns a tensor \({n_frames}, {n_frames}, 48\) that reads in 2 ways"):
         NAP(conformer, layer).compute([square], "phoneme")

@@ -14,8 +14,8 @@ from hydra import compose, initialize_config_module
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import OmegaConf, open_dict
 
-from tmaps.training.app import train
-from tmaps.training.checkpoint import CheckpointMismatchError, check_compatible, load_checkpoint, read_checkpoint
+from tmaps.checkpoint import CheckpointMismatchError, check_compatible, load_checkpoint, read_checkpoint
+from tmaps.commands.train import train
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 TINY_CORPUS = [
@@ -179,7 +179,7 @@ def test_conformer_trains_with_topography_on_its_feed_forward_units_and_map_call
     """model=conformer_small through the same app: topographic losses and maps on units inside its blocks."""
     layers = "[block0.ffn1.sequential.1,block1.ffn2.sequential.1]"
     cfg = compose_train(
-        ["model=conformer_small", "topo=response_corr", f"topo.layers={layers}", "topo.warmup_steps=0", "callbacks=default",
+        ["model=conformer_small", "topo=response_correlation", f"topo.layers={layers}", "topo.warmup_steps=0", "callbacks=default",
          "callbacks.activation_profiles.every_n_epochs=1", "logger=csv", "trainer.max_epochs=1", "test=false", *TINY_CORPUS],
         tmp_path,
         data_dir,
@@ -202,3 +202,9 @@ def test_checkpoints_without_an_arch_load_as_wav2letter(trained_run, tmp_path):
     torch.save(checkpoint, old)
     assert type(load_checkpoint(old).model).__name__ == "Wav2Letter"
     check_compatible(old, {"model": {**checkpoint["hyper_parameters"]["model"], "arch": "wav2letter"}, "alphabet": checkpoint["hyper_parameters"]["alphabet"]})
+
+
+def test_a_recipe_without_its_mandatory_checkpoint_names_the_key_to_add(tmp_path, data_dir):
+    cfg = compose_train(["experiment=transfer_de", *TINY_CORPUS], tmp_path, data_dir)
+    with pytest.raises(ValueError, match=r"mandatory config values are not set: \['transfer.init_from'\]; .* transfer.init_from=\.\.\."):
+        train(cfg)

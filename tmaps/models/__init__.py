@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from torch import nn
 
 from tmaps.models.conformer import ConformerCTC
-from tmaps.models.wav2letter import ConvBlock, Wav2Letter
+from tmaps.models.wav2letter import ConvBlock, Wav2Letter, wav2letter_paper, wav2letter_small
 
 ARCHITECTURES: dict[str, type[nn.Module]] = {"wav2letter": Wav2Letter, "conformer": ConformerCTC}
 # Checkpoints written before models were a config choice hold Wav2Letter arguments without ``arch``.
@@ -34,4 +34,13 @@ def build_model(config: Mapping) -> nn.Module:
     return ARCHITECTURES[arch](**arguments)
 
 
-__all__ = ["ARCHITECTURES", "ConformerCTC", "ConvBlock", "Wav2Letter", "build_model", "model_config"]
+__all__ = [
+    "ARCHITECTURES",
+    "ConformerCTC",
+    "ConvBlock",
+    "Wav2Letter",
+    "build_model",
+    "model_config",
+    "wav2letter_paper",
+    "wav2letter_small",
+]
