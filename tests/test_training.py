@@ -53,6 +53,7 @@ def data_dir(tmp_path_factory) -> Path:
     [[f"model={name}"] for name in options("model")]
     + [[f"topo={name}"] for name in options("topo")]
     + [[f"logger={name}"] for name in options("logger")]
+    + [[f"checkpoints={name}"] for name in options("checkpoints")]
     + [[f"callbacks={name}"] for name in options("callbacks")]
     + [[f"transfer={name}"] for name in options("transfer")]
     + [[f"experiment={name}"] for name in options("experiment")],

@@ -16,9 +16,13 @@ from omegaconf import DictConfig, OmegaConf
 
 from tmaps.callbacks.transfer import setup_transfer
 from tmaps.data import SpeechDataModule
-from tmaps.training.checkpoint import check_compatible
+from tmaps.data.datamodule import skip_report_lines
 from tmaps.text import Alphabet
+from tmaps.training.checkpoint import check_compatible, check_writable
+from tmaps.training.checkpoint_io import AtomicCheckpointIO
+from tmaps.training.loggers import log_table
 from tmaps.training.module import ASRModule
+from tmaps.training.schema import check_config_types
 
 log = logging.getLogger(__name__)
 
@@ -79,18 +83,32 @@ def build_module(cfg: DictConfig, datamodule: SpeechDataModule) -> ASRModule:
 
 
 def train(cfg: DictConfig) -> float | None:
-    """Fit, then test the best checkpoint; return the metric named by ``cfg.optimized_metric``."""
+    """Fit, then test the best checkpoint; return the metric named by ``cfg.optimized_metric``.
+
+    That is ``val/cer_best`` by default: the best validation CER of the run, which a sweep
+    minimizes. Config types are checked first; checkpoint folders are checked writable before
+    training. At the end, a table of the utterances kept and skipped per split is printed and
+    logged.
+    """
     started = time.perf_counter()
+    check_config_types(cfg)
     pl.seed_everything(cfg.seed, workers=True)
     datamodule = build_datamodule(cfg)
     module = build_module(cfg, datamodule)
     datamodule.output_stride = module.model.stride
     if cfg.get("ckpt_path"):
         check_compatible(cfg.ckpt_path, {"model": module.hparams.model, "alphabet": module.hparams.alphabet})
-    callbacks = instantiate_list(cfg.get("callbacks"))
+    checkpoints = instantiate_list(cfg.get("checkpoints"))
+    for checkpoint in checkpoints:
+        check_writable(checkpoint.dirpath)
+    if not checkpoints:
+        log.warning("checkpoints=none: this run writes no checkpoint, and tests its final weights")
+    callbacks = checkpoints + instantiate_list(cfg.get("callbacks"))
     callbacks += setup_transfer(module, plain(cfg.get("transfer")))
     loggers = instantiate_list(cfg.get("logger"))
-    trainer: pl.Trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    trainer: pl.Trainer = hydra.utils.instantiate(
+        cfg.trainer, callbacks=callbacks, logger=loggers or False, plugins=[AtomicCheckpointIO()], enable_checkpointing=bool(checkpoints)
+    )
     for logger in loggers:
         logger.log_hyperparams(plain(cfg))
     # A W&B run left open would take the next job of a multirun, even after this one failed.
@@ -105,6 +123,7 @@ def train(cfg: DictConfig) -> float | None:
             print_summary(results, title=f"tmaps: test results of {best or 'the final weights'}")
             for logger in loggers:
                 logger.log_metrics({f"summary/{key}": value for key, value in metrics.items() if key.count("/") == 2})
+        report_skips(datamodule, trainer)
         log.info("run finished in %.1f s; outputs in %s", time.perf_counter() - started, cfg.paths.output_dir)
     finally:
         _finish_wandb(loggers)
@@ -112,12 +131,30 @@ def train(cfg: DictConfig) -> float | None:
 
 
 def test_splits(trainer: pl.Trainer, module: ASRModule, datamodule: SpeechDataModule, ckpt_path: str | None) -> dict:
-    """WER and CER of every test split (``test``, ``test_unseen``, ...) of the datamodule."""
+    """WER and CER of every test split (``test``, ``test_unseen``, ...), logged as ``<split>/cer`` and ``<split>/wer``."""
     results = {}
     for split, loader in datamodule.test_loaders().items():
+        module.test_split = split
         (row,) = trainer.test(module, dataloaders=loader, ckpt_path=ckpt_path, verbose=False, weights_only=True)
-        results[split] = {"cer": row["test/cer"], "wer": row["test/wer"], "utterances": len(loader.dataset)}
+        results[split] = {"cer": row[f"{split}/cer"], "wer": row[f"{split}/wer"], "utterances": len(loader.dataset)}
     return results
+
+
+def report_skips(datamodule: SpeechDataModule, trainer: pl.Trainer) -> None:
+    """Print and log the utterances kept and skipped (by reason) of every split the run read."""
+    report = datamodule.skip_report()  # on every rank: it sums the ranks' decoding failures
+    if not trainer.is_global_zero:
+        return
+    lines = skip_report_lines(report)
+    print("\n".join(["tmaps: utterances kept and skipped per split", *lines]), flush=True)
+    log.info("utterances kept and skipped per split:\n%s", "\n".join(lines))
+    rows = [[split, reason, count] for split, row in report.items() for reason, count in [("kept", row["kept"]), *row["skipped"].items()]]
+    log_table(trainer.loggers, "data/utterances", ["split", "reason", "count"], rows, trainer.global_step)
+    counts = {}
+    for split, row in report.items():
+        counts |= {f"data/{split}/kept": row["kept"], f"data/{split}/skipped": sum(row["skipped"].values())}
+    for logger in trainer.loggers:
+        logger.log_metrics(counts, step=trainer.global_step)
 
 
 def print_summary(results: dict, title: str) -> None:
@@ -138,6 +175,7 @@ def evaluate(cfg: DictConfig) -> dict:
     datamodule.setup("test")
     results = test_splits(trainer, module, datamodule, ckpt_path=None)
     print_summary(results, title=f"tmaps: {Path(cfg.ckpt_path).name}")
+    report_skips(datamodule, trainer)
     return results
 
 
