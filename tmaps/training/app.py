@@ -155,6 +155,7 @@ def report_skips(datamodule: SpeechDataModule, trainer: pl.Trainer) -> None:
         counts |= {f"data/{split}/kept": row["kept"], f"data/{split}/skipped": sum(row["skipped"].values())}
     for logger in trainer.loggers:
         logger.log_metrics(counts, step=trainer.global_step)
+        logger.save()  # the run is over: nothing else would write these out
 
 
 def print_summary(results: dict, title: str) -> None:

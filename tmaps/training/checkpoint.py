@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 import pickle
 import re
+import secrets
 import tempfile
 import zipfile
 from collections.abc import Mapping
@@ -137,17 +140,20 @@ def save_checkpoint(checkpoint: Mapping, path: str | os.PathLike) -> None:
     truncated checkpoint under the final name.
     """
     path = Path(path)
-    temporary = None
+    # Serialized first: torch.save into a file that fails midway masks the OSError with a RuntimeError.
+    serialized = io.BytesIO()
+    torch.save(checkpoint, serialized)
+    # Opened by name rather than by tempfile, which would give the checkpoint mode 0600 instead of the umask's.
+    temporary = path.with_name(f".{path.name}.{os.getpid()}-{secrets.token_hex(4)}.tmp")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp", delete=False) as out:
-            temporary = Path(out.name)
-            torch.save(checkpoint, out)
+        with temporary.open("xb") as out:
+            out.write(serialized.getbuffer())
             out.flush()
             os.fsync(out.fileno())
         temporary.replace(path)
     except OSError as error:
-        if temporary is not None:
+        with contextlib.suppress(OSError):
             temporary.unlink(missing_ok=True)
         raise CheckpointWriteError(f"cannot write checkpoint {path} into the folder {path.parent}: {error}") from error
 
