@@ -5,12 +5,10 @@ from __future__ import annotations
 
 import contextlib
 import csv
-import json
 import logging
 import os
 import re
 import resource
-import shutil
 import signal
 import subprocess
 import sys
@@ -21,6 +19,8 @@ import pytest
 import torch
 from test_training import TINY_CORPUS, TINY_MODEL, compose_train
 
+from tmaps.checkpoint import CheckpointWriteError, check_writable, read_checkpoint, save_checkpoint
+from tmaps.commands.train import plain, train
 from tmaps.data import SpeechDataModule
 from tmaps.data.dataset import SpeechDataset
 from tmaps.data.features import LogMel
@@ -28,8 +28,6 @@ from tmaps.data.manifest import SPLITS, read_manifest, write_manifest
 from tmaps.data.readers import read_generic_manifest
 from tmaps.introspect import Profiles
 from tmaps.text import Alphabet
-from tmaps.training.app import plain, train
-from tmaps.training.checkpoint import CheckpointWriteError, check_writable, read_checkpoint, save_checkpoint
 from tmaps.training.schema import ConfigTypeError
 
 # One short epoch of the tiny model, with only the CSV logger; on the tiny synthetic corpus

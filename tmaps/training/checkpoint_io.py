@@ -1,4 +1,4 @@
-"""Lightning writes checkpoints through :func:`tmaps.training.checkpoint.save_checkpoint`."""
+"""Lightning writes checkpoints through :func:`tmaps.checkpoint.save_checkpoint`."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import Any
 from lightning_fabric.utilities.types import _PATH
 from pytorch_lightning.plugins.io import TorchCheckpointIO
 
-from tmaps.training.checkpoint import save_checkpoint
+from tmaps.checkpoint import save_checkpoint
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):

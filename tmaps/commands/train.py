@@ -1,10 +1,9 @@
-"""What ``tmaps-train`` and ``tmaps-eval`` do with a composed Hydra config."""
+"""What ``tmaps-train`` does with a composed Hydra config: fit, then test the best checkpoint."""
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping
 from pathlib import Path
 
 import hydra
@@ -15,12 +14,10 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from tmaps.callbacks.transfer import setup_transfer
+from tmaps.checkpoint import check_compatible, check_writable
+from tmaps.commands.eval import print_summary, report_skips, test_splits
 from tmaps.data import SpeechDataModule
-from tmaps.data.datamodule import skip_report_lines
-from tmaps.text import Alphabet
-from tmaps.training.checkpoint import check_compatible, check_writable
 from tmaps.training.checkpoint_io import AtomicCheckpointIO
-from tmaps.training.loggers import log_table
 from tmaps.training.module import ASRModule
 from tmaps.training.schema import check_config_types
 
@@ -56,21 +53,6 @@ def build_datamodule(cfg: DictConfig) -> SpeechDataModule:
     return SpeechDataModule(**plain(cfg.data))
 
 
-def checkpoint_datamodule(data: Mapping, alphabet: Alphabet, features: Mapping, checkpoint_path: str | Path) -> SpeechDataModule:
-    """The corpus of a ``data`` config read with a checkpoint's features, for its model.
-
-    Raises:
-        ValueError: the data's language has another alphabet than the checkpoint's output.
-    """
-    datamodule = SpeechDataModule(**{**data, "features": {**(data.get("features") or {}), **features}})
-    if datamodule.alphabet != alphabet:
-        raise ValueError(
-            f"checkpoint {checkpoint_path} predicts the alphabet {alphabet.chars!r}, but data "
-            f"language {data.get('language')!r} uses {datamodule.alphabet.chars!r}"
-        )
-    return datamodule
-
-
 def build_module(cfg: DictConfig, datamodule: SpeechDataModule) -> ASRModule:
     return ASRModule(
         model=plain(cfg.model),
@@ -82,15 +64,23 @@ def build_module(cfg: DictConfig, datamodule: SpeechDataModule) -> ASRModule:
     )
 
 
+def check_complete(cfg: DictConfig) -> None:
+    """Raise ``ValueError`` naming every mandatory value (``???``) that the config leaves unset."""
+    missing = sorted(OmegaConf.missing_keys(cfg))
+    if missing:
+        raise ValueError(f"mandatory config values are not set: {missing}; add them as overrides, e.g. {missing[0]}=...")
+
+
 def train(cfg: DictConfig) -> float | None:
     """Fit, then test the best checkpoint; return the metric named by ``cfg.optimized_metric``.
 
     That is ``val/cer_best`` by default: the best validation CER of the run, which a sweep
-    minimizes. Config types are checked first; checkpoint folders are checked writable before
+    minimizes. Unset mandatory values and config types are checked first; checkpoint folders are checked writable before
     training. At the end, a table of the utterances kept and skipped per split is printed and
     logged.
     """
     started = time.perf_counter()
+    check_complete(cfg)
     check_config_types(cfg)
     pl.seed_everything(cfg.seed, workers=True)
     datamodule = build_datamodule(cfg)
@@ -128,56 +118,6 @@ def train(cfg: DictConfig) -> float | None:
     finally:
         _finish_wandb(loggers)
     return metrics.get(cfg.get("optimized_metric")) if cfg.get("optimized_metric") else None
-
-
-def test_splits(trainer: pl.Trainer, module: ASRModule, datamodule: SpeechDataModule, ckpt_path: str | None) -> dict:
-    """WER and CER of every test split (``test``, ``test_unseen``, ...), logged as ``<split>/cer`` and ``<split>/wer``."""
-    results = {}
-    for split, loader in datamodule.test_loaders().items():
-        module.test_split = split
-        (row,) = trainer.test(module, dataloaders=loader, ckpt_path=ckpt_path, verbose=False, weights_only=True)
-        results[split] = {"cer": row[f"{split}/cer"], "wer": row[f"{split}/wer"], "utterances": len(loader.dataset)}
-    return results
-
-
-def report_skips(datamodule: SpeechDataModule, trainer: pl.Trainer) -> None:
-    """Print and log the utterances kept and skipped (by reason) of every split the run read."""
-    report = datamodule.skip_report()  # on every rank: it sums the ranks' decoding failures
-    if not trainer.is_global_zero:
-        return
-    lines = skip_report_lines(report)
-    print("\n".join(["tmaps: utterances kept and skipped per split", *lines]), flush=True)
-    log.info("utterances kept and skipped per split:\n%s", "\n".join(lines))
-    rows = [[split, reason, count] for split, row in report.items() for reason, count in [("kept", row["kept"]), *row["skipped"].items()]]
-    log_table(trainer.loggers, "data/utterances", ["split", "reason", "count"], rows, trainer.global_step)
-    counts = {}
-    for split, row in report.items():
-        counts |= {f"data/{split}/kept": row["kept"], f"data/{split}/skipped": sum(row["skipped"].values())}
-    for logger in trainer.loggers:
-        logger.log_metrics(counts, step=trainer.global_step)
-        logger.save()  # the run is over: nothing else would write these out
-
-
-def print_summary(results: dict, title: str) -> None:
-    lines = [title, f"{'split':<14}{'utterances':>11}{'CER':>9}{'WER':>9}"]
-    lines += [f"{split:<14}{row['utterances']:>11}{row['cer']:>9.4f}{row['wer']:>9.4f}" for split, row in results.items()]
-    print("\n".join(lines), flush=True)
-
-
-def evaluate(cfg: DictConfig) -> dict:
-    """WER and CER of ``cfg.ckpt_path`` on the test splits of ``cfg.data``."""
-    if not cfg.get("ckpt_path"):
-        raise ValueError("tmaps-eval needs ckpt_path=<file.ckpt>")
-    module = ASRModule.from_checkpoint(cfg.ckpt_path)
-    datamodule = checkpoint_datamodule(plain(cfg.data), module.alphabet, module.hparams.features, cfg.ckpt_path)
-    datamodule.output_stride = module.model.stride
-    trainer: pl.Trainer = hydra.utils.instantiate(cfg.trainer, logger=False, callbacks=[], enable_checkpointing=False)
-    datamodule.prepare_data()
-    datamodule.setup("test")
-    results = test_splits(trainer, module, datamodule, ckpt_path=None)
-    print_summary(results, title=f"tmaps: {Path(cfg.ckpt_path).name}")
-    report_skips(datamodule, trainer)
-    return results
 
 
 def _finish_wandb(loggers: list) -> None:
