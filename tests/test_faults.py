@@ -146,6 +146,7 @@ def test_runs_started_together_get_a_folder_each_and_a_bad_type_is_named(tmp_pat
     assert all(run.returncode != 0 for run in runs)
     for _, stderr in outputs:
         assert "trainer.max_epochs='abc': expected int or None, got str" in stderr
+    assert [path.name for path in tmp_path.iterdir()] == ["runs"], "a run made another folder (the unused sweep folder?)"
     folders = sorted((tmp_path / "runs").iterdir())
     assert [folder.name for folder in folders] == ["same", "same_2", "same_3"]
     seeds = sorted(next(line for line in (folder / ".hydra" / "overrides.yaml").read_text().splitlines() if "seed=" in line) for folder in folders)
