@@ -166,6 +166,8 @@ def check_writable(folder: str | os.PathLike) -> None:
         folder.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryFile(dir=folder):
             pass
+    except FileExistsError as error:
+        raise CheckpointWriteError(f"checkpoints cannot be written into the folder {folder}: a file of that name is in the way") from error
     except OSError as error:
         raise CheckpointWriteError(f"checkpoints cannot be written into the folder {folder}: {error}") from error
 
