@@ -95,7 +95,7 @@ def trained_run(tmp_path_factory, data_dir) -> Path:
         *TINY_MODEL,
         f"paths.data_dir={data_dir}",
         "logger=many",
-        "data.batching.max_batch_seconds=8",
+        "data.batching.max_batch_seconds=4",
         "trainer.max_epochs=4",
         "trainer.log_every_n_steps=1",
         "optim.lr=3e-3",
@@ -126,7 +126,8 @@ def test_train_subprocess_leaves_wandb_run_checkpoints_and_a_falling_loss(traine
     checkpoints = trained_run / "checkpoints"
     assert (checkpoints / "last.ckpt").is_file() and list(checkpoints.glob("best-*.ckpt"))
     # Every epoch trains on the same batches (the duration buckets are fixed), so the mean loss of
-    # an epoch compares like with like; a single batch's loss depends on which batch it is.
+    # an epoch compares like with like; a single batch's loss depends on which batch it is. With
+    # 7 steps an epoch the last epoch's mean was 0.59 of the first's; with optim.lr=0, 0.995.
     means = epoch_means(logged(trained_run), "train/ctc")
     assert len(means) == 4 and means[-1] < 0.8 * means[0], means
 
@@ -162,7 +163,7 @@ def test_resume_from_last_checkpoint_continues_the_global_step(trained_run, tmp_
     last = trained_run / "checkpoints" / "last.ckpt"
     steps_before = read_checkpoint(last)["global_step"]
     cfg = compose_train(
-        [*TINY_CORPUS, *TINY_MODEL, "data.batching.max_batch_seconds=8", "logger=csv", "trainer.max_epochs=5", "test=false", f"ckpt_path={last}"],
+        [*TINY_CORPUS, *TINY_MODEL, "data.batching.max_batch_seconds=4", "logger=csv", "trainer.max_epochs=5", "test=false", f"ckpt_path={last}"],
         tmp_path,
         data_dir,
     )
