@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import math
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -12,7 +11,7 @@ import pytorch_lightning as pl
 import torch.distributed as dist
 from torch import nn
 
-from tmaps.callbacks.base import MapCallback, n_units, topographic_layers, trained_grid
+from tmaps.callbacks.base import MapCallback, layer_grid, topographic_layers
 from tmaps.introspect import NAP, GradNAP, Profiles, adjusted_rand_by_layer, plot_adjusted_rand, plot_maps
 from tmaps.introspect.nap import to_model_device
 from tmaps.training.loggers import log_figure, log_table
@@ -30,7 +29,7 @@ class ActivationProfiles(MapCallback):
     - ``profiles/map/<layer>`` for every map layer: one map per group (phoneme, ...) of the
       layer's profiles (:func:`tmaps.introspect.plot_maps`) on a layout of its units; the
       ``"grid"`` layout is the grid the layer is trained on (for a plain layer, its channels
-      in order on the squarest grid that holds them), other layouts (:data:`tmaps.introspect.LAYOUTS`) are recomputed from the
+      in order on ``Grid(n_units)``, see :func:`~tmaps.callbacks.base.layer_grid`), other layouts (:data:`tmaps.introspect.LAYOUTS`) are recomputed from the
       profiles and aligned onto the previous epoch's;
     - with phoneme groups, ``profiles/adjusted_rand``: how well clusters of each layer's
       profiles recover the phoneme classes (:func:`tmaps.introspect.adjusted_rand_by_layer`),
@@ -136,7 +135,7 @@ class ActivationProfiles(MapCallback):
         profiles.save(path)
         label = "GradNAP" if self.kind == "gradnap" else "NAP"
         for layer in self.map_layers:
-            options = {"shape": grid_shape(pl_module, layer)} if self.layout == "grid" else {}
+            options = {"shape": layer_grid(pl_module, layer).shape} if self.layout == "grid" else {}
             coords = self.layout_of(layer, profiles.matrix(layer), **options)
             title = f"{layer}: {label}s by {self.groups} on a {self.layout} layout, epoch {epoch}"
             self.log_map(trainer, f"profiles/map/{layer}", plot_maps(coords, profiles[layer].mean, profiles.groups, order=False, title=title))
@@ -153,14 +152,3 @@ class ActivationProfiles(MapCallback):
         log_figure(trainer.loggers, "profiles/adjusted_rand", plot_adjusted_rand(scores, title), step, run_dir)
         self.adjusted_rand_rows += [[epoch, layer, score] for layer, score in scores.items()]
         log_table(trainer.loggers, "profiles/adjusted_rand_table", ["epoch", "layer", "adjusted_rand"], self.adjusted_rand_rows, step)
-
-
-def grid_shape(pl_module: pl.LightningModule, layer: str) -> tuple[int, int]:
-    """``(rows, cols)`` of the grid ``layer`` is trained on, or for a plain layer the squarest
-    grid that holds its units in channel order (a prime count would otherwise make one line)."""
-    grid = trained_grid(pl_module, layer)
-    if grid is not None:
-        return grid.shape
-    units = n_units(pl_module, layer)
-    cols = math.ceil(math.sqrt(units))
-    return math.ceil(units / cols), cols

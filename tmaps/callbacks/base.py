@@ -133,8 +133,8 @@ def probe_batches(loader: DataLoader, n_utterances: int, batch_size: int) -> lis
 
 
 def topographic_layers(pl_module: pl.LightningModule) -> list[str]:
-    """The layers of the module's ``topo`` config (``hparams.topo["layers"]``)."""
-    return list((pl_module.hparams.get("topo") or {}).get("layers") or [])
+    """The layers of the module's topographic loss, in the order of its config."""
+    return list(trained_grids(pl_module))
 
 
 def trained_grids(pl_module: pl.LightningModule) -> dict[str, Grid]:
@@ -143,15 +143,7 @@ def trained_grids(pl_module: pl.LightningModule) -> dict[str, Grid]:
     return regularizer.grids if regularizer is not None else {}
 
 
-def trained_grid(pl_module: pl.LightningModule, layer: str) -> Grid | None:
-    """The grid of ``layer``'s topographic loss, or ``None`` for a plain layer."""
-    return trained_grids(pl_module).get(layer)
-
-
-def n_units(pl_module: pl.LightningModule, layer: str) -> int:
-    return filter_vectors(get_layer(pl_module.model, layer)).shape[0]
-
-
 def layer_grid(pl_module: pl.LightningModule, layer: str) -> Grid:
-    """The grid ``layer`` is trained on, or the nearly square channel-order grid of a plain layer."""
-    return trained_grid(pl_module, layer) or Grid(n_units(pl_module, layer))
+    """The grid ``layer`` is trained on; for a plain layer, its channels in order on ``Grid(n_units)``."""
+    grid = trained_grids(pl_module).get(layer)
+    return grid if grid is not None else Grid(filter_vectors(get_layer(pl_module.model, layer)).shape[0])

@@ -11,7 +11,8 @@ ground-truth segments.
 (:func:`tmaps.introspect.cluster_summary`) and writes
 
 - ``output`` (``Profiles.save``): the statistics and metadata: checkpoint, model, layers,
-  groups, frames per group, normalization, split, utterances, the topographic layers' grids;
+  groups, frames per group, normalization, split, utterances, the topographic layers' grids
+  (``Grid.to_dict``);
 - ``output`` with suffix ``.csv``: per layer units, groups, clusters, silhouette and, for
   phoneme groups, the adjusted Rand index (ARI) against phoneme classes;
 - ``<figures_dir>/heatmap_<layer>.png``: group x unit profiles, both axes in dendrogram leaf order;
@@ -50,7 +51,6 @@ from tmaps.introspect import (
 )
 from tmaps.introspect.alignment import align as force_align
 from tmaps.introspect.groups import Alignments, Grouping
-from tmaps.topo import Grid, build_regularizer
 
 log = logging.getLogger(__name__)
 
@@ -192,7 +192,7 @@ def checkpoint_profiles(
 
     Returns:
         Profiles whose ``info`` also records ``checkpoint``, ``global_step``, ``model_config``,
-        ``alphabet``, ``topo``, ``grid_shapes`` (``{layer: [rows, cols]}`` of the profiled
+        ``alphabet``, ``topo``, ``grids`` (``{layer: Grid.to_dict()}`` of the profiled
         topographic layers), ``data``, ``split``, ``utterances`` and ``segments``
         (``"manifest"`` or ``"forced alignment"``).
     """
@@ -216,29 +216,19 @@ def checkpoint_profiles(
     else:
         profiler = GradNAP(model, layers, target=target, alignments=alignments)
     profiles = profiler.compute(utterances, grouping, window=window, normalize=normalize)
-    topo = checkpoint.hyper_parameters.get("topo")
     profiles.info.update(
         checkpoint=str(checkpoint.path),
         global_step=checkpoint.global_step,
         model_config=checkpoint.hyper_parameters["model"],
         alphabet=checkpoint.alphabet.chars,
-        topo=topo,
-        grid_shapes={layer: list(grid.shape) for layer, grid in topographic_grids(model, topo).items() if layer in layers},
+        topo=checkpoint.hyper_parameters.get("topo"),
+        grids={layer: grid.to_dict() for layer, grid in checkpoint.grids.items() if layer in layers},
         data={"source": dict(data["source"]), "language": datamodule.language},
         split=split,
         utterances=utterances.count,
         segments="forced alignment" if forced else "manifest",
     )
     return profiles
-
-
-def topographic_grids(model: nn.Module, topo: Mapping | None) -> dict[str, Grid]:
-    """The grid of every layer that the ``topo`` config of a checkpoint trained topographically."""
-    regularizer = build_regularizer(model, topo)
-    if regularizer is None:
-        return {}
-    regularizer.remove()  # response losses hook the model; nothing here trains it
-    return regularizer.grids
 
 
 def write_figures(profiles: Profiles, summary: pd.DataFrame, figures_dir: str | Path) -> list[Path]:

@@ -9,6 +9,7 @@ from tmaps.topo.losses import (
     TopographicRegularizer,
     WeightSimilarity,
     build_regularizer,
+    topographic_grids,
 )
 from tmaps.topo.metrics import distance_profile, layer_topography, topography_metrics
 from tmaps.topo.plots import activation_map, filter_map, mel_centre_of_mass, principal_component_colours
@@ -29,5 +30,6 @@ __all__ = [
     "mel_centre_of_mass",
     "nearly_square_shape",
     "principal_component_colours",
+    "topographic_grids",
     "topography_metrics",
 ]

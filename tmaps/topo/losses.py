@@ -444,21 +444,32 @@ def build_regularizer(model: nn.Module, config: Mapping | None) -> TopographicRe
     if loss_name not in LOSSES:
         raise ValueError(f"topo.loss must be one of {list(LOSSES)}, got {loss_name!r}")
     loss_class = LOSSES[loss_name]
-    grid_config = dict(config.get("grid") or {})
-    unknown = sorted(set(grid_config) - set(GRID_KEYS))
-    if unknown:
-        raise ValueError(f"topo.grid has unknown keys {unknown}; known: {list(GRID_KEYS)}")
     options = dict(config.get("options") or {})
     accepted = [name for name in inspect.signature(loss_class).parameters if name not in ("grid", "weight")]
     unknown = sorted(set(options) - set(accepted))
     if unknown:
         raise ValueError(f"topo.options {unknown} are not options of {loss_name}; it takes {accepted}")
-    terms = {}
+    terms = {name: [loss_class(grid, weight=config.get("weight", 1.0), **options)] for name, grid in topographic_grids(model, config).items()}
+    return TopographicRegularizer(model, terms, warmup_steps=config.get("warmup_steps", 0))
+
+
+def topographic_grids(model: nn.Module, config: Mapping | None) -> dict[str, Grid]:
+    """The grid of every layer of a ``topo`` config (see :func:`build_regularizer`) on ``model``.
+
+    The one place where a config becomes grids: the regularizer trains on these, and a
+    checkpoint's grids are these of its stored ``topo`` config. ``{}`` without layers.
+    """
+    if not config or not config.get("layers"):
+        return {}
+    grid_config = dict(config.get("grid") or {})
+    unknown = sorted(set(grid_config) - set(GRID_KEYS))
+    if unknown:
+        raise ValueError(f"topo.grid has unknown keys {unknown}; known: {list(GRID_KEYS)}")
+    grids = {}
     for name in config["layers"]:
         n_channels = filter_vectors(get_layer(model, name)).shape[0]
         try:
-            grid = Grid(n_channels, **grid_config)
+            grids[name] = Grid(n_channels, **grid_config)
         except ValueError as error:
             raise ValueError(f"topo.grid for layer {name!r}: {error}") from None
-        terms[name] = [loss_class(grid, weight=config.get("weight", 1.0), **options)]
-    return TopographicRegularizer(model, terms, warmup_steps=config.get("warmup_steps", 0))
+    return grids
