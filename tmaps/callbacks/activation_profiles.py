@@ -12,7 +12,7 @@ import torch.distributed as dist
 from torch import nn
 
 from tmaps.callbacks.base import MapCallback, layer_grid, topographic_layers
-from tmaps.introspect import NAP, GradNAP, Profiles, adjusted_rand_by_layer, plot_adjusted_rand, plot_maps
+from tmaps.introspect import NAP, GradNAP, Profiles, adjusted_rand_by_layer, plot_adjusted_rand, plot_maps, resolve_grouping
 from tmaps.introspect.nap import to_model_device
 from tmaps.training.loggers import log_figure, log_table
 
@@ -31,8 +31,9 @@ class ActivationProfiles(MapCallback):
       ``"grid"`` layout is the grid the layer is trained on (for a plain layer, its channels
       in order on ``Grid(n_units)``, see :func:`~tmaps.callbacks.base.layer_grid`), other layouts (:data:`tmaps.introspect.LAYOUTS`) are recomputed from the
       profiles and aligned onto the previous epoch's;
-    - with phoneme groups, ``profiles/adjusted_rand``: how well clusters of each layer's
-      profiles recover the phoneme classes (:func:`tmaps.introspect.adjusted_rand_by_layer`),
+    - with groups that have reference classes (``Grouping.reference``: phoneme classes of
+      phoneme groups), ``profiles/adjusted_rand``: how well clusters of each layer's profiles
+      recover them (:func:`tmaps.introspect.adjusted_rand_by_layer`),
       as a curve over the layers, as scalars ``profiles/adjusted_rand/<layer>`` and as the
       table ``profiles/adjusted_rand_table`` (epoch, layer, ARI) of all epochs so far;
     - ``<default_root_dir>/profiles/<kind>_step<step>.npz``: the profiles
@@ -139,16 +140,17 @@ class ActivationProfiles(MapCallback):
             coords = self.layout_of(layer, profiles.matrix(layer), **options)
             title = f"{layer}: {label}s by {self.groups} on a {self.layout} layout, epoch {epoch}"
             self.log_map(trainer, f"profiles/map/{layer}", plot_maps(coords, profiles[layer].mean, profiles.groups, order=False, title=title))
-        if self.groups != "phoneme":
+        reference = resolve_grouping(self.groups).reference
+        if reference is None:
             return
         try:
-            scores = adjusted_rand_by_layer(profiles)
+            scores = adjusted_rand_by_layer(profiles, reference)
         except ValueError as error:  # e.g. a layer whose profiles are all zero before it learned anything
             log.warning("ActivationProfiles: no adjusted Rand index at epoch %d: %s", epoch, error)
             return
         for logger in trainer.loggers:
             logger.log_metrics({f"profiles/adjusted_rand/{layer}": score for layer, score in scores.items()}, step=step)
-        title = f"{label} clusters vs phoneme classes, epoch {epoch}"
+        title = f"{label} clusters vs the reference classes of {self.groups}s, epoch {epoch}"
         log_figure(trainer.loggers, "profiles/adjusted_rand", plot_adjusted_rand(scores, title), step, run_dir)
         self.adjusted_rand_rows += [[epoch, layer, score] for layer, score in scores.items()]
         log_table(trainer.loggers, "profiles/adjusted_rand_table", ["epoch", "layer", "adjusted_rand"], self.adjusted_rand_rows, step)
