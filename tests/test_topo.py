@@ -20,6 +20,7 @@ from tmaps.topo import (
     BlurSmoothness,
     Grid,
     ResponseCorrelation,
+    TopoConfig,
     TopographicRegularizer,
     WeightSimilarity,
     activation_map,
@@ -291,6 +292,26 @@ def test_warm_up_scales_the_total_linearly_and_terms_stay_unweighted():
         total, step_terms = regularizer.loss(step)
         assert float(total.detach()) == pytest.approx(fraction * float(full), rel=1e-6)
         assert step_terms.keys() == terms.keys()
+
+
+def test_a_typed_config_builds_the_regularizer_its_mapping_builds():
+    model = small_wav2letter()
+    mapping = {"layers": ["conv1", "conv2"], "loss": "weight_similarity", "weight": 0.5, "grid": {"boundary": "torus", "neighbourhood": "8"}}
+    config = TopoConfig(layers=["conv1", "conv2"], loss="weight_similarity", weight=0.5, grid={"boundary": "torus", "neighbourhood": "8"})
+    typed = build_regularizer(model, config)
+    from_mapping = build_regularizer(model, mapping)
+    assert TopoConfig.from_dict(mapping) == TopoConfig(**mapping)
+    assert {layer: grid.to_dict() for layer, grid in typed.grids.items()} == {layer: grid.to_dict() for layer, grid in from_mapping.grids.items()}
+    assert typed.grids["conv1"].to_dict() == {"n_units": 30, "shape": [5, 6], "boundary": "torus", "neighbourhood": "8", "sigma": 1.0}
+    torch.testing.assert_close(typed.loss(step=0)[0], from_mapping.loss(step=0)[0])
+    assert build_regularizer(model, TopoConfig(layers=[], loss="weight_similarity")) is None
+
+
+def test_a_grid_rebuilds_from_its_dict():
+    grid = Grid(48, shape=(6, 8), boundary="torus", neighbourhood="gaussian", sigma=0.7)
+    rebuilt = Grid.from_dict(grid.to_dict())
+    assert rebuilt.to_dict() == grid.to_dict()
+    torch.testing.assert_close(rebuilt.neighbour_weights, grid.neighbour_weights)
 
 
 def test_layer_and_config_errors_name_what_is_wrong():
