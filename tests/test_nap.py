@@ -276,6 +276,21 @@ def test_gradnap_equals_captum_per_group_means(model, batches, target, multiply)
             np.testing.assert_allclose(profiles[layer].raw_mean[row], expected, rtol=1e-5, atol=1e-7 * np.abs(expected).max())
 
 
+def test_another_attribution_replaces_only_attribute_and_is_aggregated_alike(model, batches):
+    class GradientOnly(GradNAP):
+        def attribute(self, batch, probe=None):
+            activations, result = self.layer_activations(batch, probe)
+            gradients = torch.autograd.grad(self.objective(batch, result, probe), [activations[layer] for layer in self.layers])
+            return dict(zip(self.layers, gradients))
+
+    layers = ["conv0", "conv2"]
+    mine = GradientOnly(model, layers, target="predicted").compute(batches, "phoneme", normalize=None)
+    builtin = GradNAP(model, layers, target="predicted", multiply_by_activation=False).compute(batches, "phoneme", normalize=None)
+    for layer in layers:
+        np.testing.assert_allclose(mine[layer].raw_mean, builtin[layer].raw_mean, rtol=1e-6, atol=1e-9)
+        assert np.abs(mine[layer].raw_mean).max() > 0
+
+
 def test_gradnap_on_torchaudio_equals_captum(torchaudio_model, single_batches):
     layer = "acoustic_model.1"
     profiles = GradNAP(torchaudio_model, [layer], target="predicted").compute(single_batches, "word", normalize=None)

@@ -603,6 +603,28 @@ class GradNAP(NAP):
         return targets.to(log_probs.device)
 
     def _run_batch(self, batch: Mapping, accumulator: _Accumulator, probe: TimeAxisProbe | None) -> None:
+        for layer, values in self.attribute(batch, probe).items():
+            self._accumulate(layer, values, batch, accumulator, probe)
+
+    def attribute(self, batch: Mapping, probe: TimeAxisProbe | None = None) -> dict[str, Tensor]:
+        """Per layer, the attribution of the objective to the layer's output, shaped like that output.
+
+        Activation x gradient (``multiply_by_activation``) or the gradient; another attribution
+        method (e.g. integrated gradients, with :meth:`layer_activations` and :meth:`objective`)
+        replaces only this method, and the profiles aggregate its output the same way.
+        """
+        activations, result = self.layer_activations(batch, probe)
+        objective = self.objective(batch, result, probe)
+        gradients = torch.autograd.grad(objective, [activations[layer] for layer in self.layers], allow_unused=True)
+        attributions = {}
+        for layer, gradient in zip(self.layers, gradients):
+            activation = activations[layer].detach()
+            gradient = torch.zeros_like(activation) if gradient is None else gradient
+            attributions[layer] = gradient * activation if self.multiply_by_activation else gradient
+        return attributions
+
+    def layer_activations(self, batch: Mapping, probe: TimeAxisProbe | None = None) -> tuple[dict[str, Tensor], Tensor | tuple]:
+        """One forward pass with gradients: every layer's output (a tensor that gradients reach) and the model's result."""
         activations: dict[str, Tensor] = {}
 
         def keep(layer: str, output: Tensor) -> Tensor:
@@ -622,15 +644,14 @@ class GradNAP(NAP):
         finally:
             for handle in handles:
                 handle.remove()
+        return activations, result
+
+    def objective(self, batch: Mapping, result: Tensor | tuple, probe: TimeAxisProbe | None = None) -> Tensor:
+        """``sum_b J_b``: the summed log-probability of every utterance's frame targets over its valid output frames."""
         n_output_frames = (result[0] if isinstance(result, tuple) else result).shape[1]
         output_map = self._frame_map("<output>", batch["features"].shape[-1], n_output_frames, probe)
         log_probs, output_lengths = model_outputs(result, batch, output_map)
         targets = self.frame_targets(batch, log_probs, output_lengths, output_map)
         valid = torch.arange(log_probs.shape[1], device=log_probs.device) < output_lengths[:, None].to(log_probs.device)
         selected = log_probs.gather(-1, targets[..., None]).squeeze(-1)
-        objective = torch.where(valid, selected, torch.zeros_like(selected)).sum()
-        gradients = torch.autograd.grad(objective, [activations[layer] for layer in self.layers], allow_unused=True)
-        for layer, gradient in zip(self.layers, gradients):
-            activation = activations[layer].detach()
-            gradient = torch.zeros_like(activation) if gradient is None else gradient
-            self._accumulate(layer, gradient * activation if self.multiply_by_activation else gradient, batch, accumulator, probe)
+        return torch.where(valid, selected, torch.zeros_like(selected)).sum()
