@@ -37,6 +37,7 @@ from tmaps.checkpoint import LoadedCheckpoint, load_checkpoint
 from tmaps.commands.eval import checkpoint_datamodule
 from tmaps.introspect import (
     NAP,
+    PROFILERS,
     GradNAP,
     Grouping,
     Profiles,
@@ -52,7 +53,6 @@ from tmaps.introspect.alignment import align as force_align
 
 log = logging.getLogger(__name__)
 
-KINDS = ("nap", "gradnap")
 ALIGN_MODES = ("auto", "always", "never")
 PROFILE_OPTIONS = ("split", "layers", "groups", "kind", "target", "normalize", "window", "max_utterances", "align", "device")
 
@@ -184,8 +184,8 @@ def checkpoint_profiles(
         topographic layers), ``data``, ``split``, ``utterances`` and ``segments``
         (``"manifest"`` or ``"forced alignment"``).
     """
-    if kind not in KINDS:
-        raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
+    if kind not in PROFILERS:
+        raise ValueError(f"kind must be one of {tuple(PROFILERS)}, got {kind!r}")
     model = checkpoint.model
     layers = list(model.layer_names) if layers is None else list(layers)
     check_layers(model, layers, checkpoint.path)
