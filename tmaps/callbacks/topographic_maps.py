@@ -12,15 +12,13 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 import pytorch_lightning as pl
-import torch
 from matplotlib.figure import Figure
 from PIL import Image
 from pytorch_lightning.callbacks import Callback
-from torch import nn
 from torch.utils.data import DataLoader
 
 from tmaps.introspect import LAYOUTS, NAP, compute_layout, plot_maps
-from tmaps.introspect.nap import evaluating, to_model_device
+from tmaps.introspect.nap import to_model_device
 from tmaps.introspect.render import save_gif
 from tmaps.topo import Grid, activation_map, filter_map
 from tmaps.topo.layers import filter_vectors, get_layer
@@ -162,13 +160,6 @@ def layer_grid(pl_module: pl.LightningModule, layer: str) -> Grid:
     return trained_grid(pl_module, layer) or Grid(n_units(pl_module, layer))
 
 
-def concatenated(batches: Sequence[dict]) -> tuple[torch.Tensor, torch.Tensor]:
-    """``features (B, n_mels, T_max)`` and ``feature_lengths (B,)`` of all batches, zero padded to one length."""
-    longest = max(batch["features"].shape[-1] for batch in batches)
-    features = torch.cat([nn.functional.pad(batch["features"], (0, longest - batch["features"].shape[-1])) for batch in batches])
-    return features, torch.cat([batch["feature_lengths"] for batch in batches])
-
-
 class TopographicMaps(MapCallback):
     """Filter maps and activation maps of the topographic layers every ``every_n_epochs`` epochs.
 
@@ -176,14 +167,13 @@ class TopographicMaps(MapCallback):
 
     - ``maps/filters/<layer>``: :func:`tmaps.topo.filter_map` on the layer's grid (mel
       centre of mass for the first layer, filter PCs as RGB for the others);
-    - ``maps/activations/<layer>``: the mean activation of each unit over the probe set
-      (see :class:`MapCallback`), in eval mode. With ``layout="grid"`` it is
-      :func:`tmaps.topo.activation_map` on the learned grid (a mean over the padded probe
-      batch, which the choice of similar-length probes keeps close to the mean over speech);
-      with another method of :data:`tmaps.introspect.LAYOUTS` the units are laid out by their
-      per-utterance activation profiles over the probe set (``NAP`` grouped by utterance id,
-      each epoch's layout aligned onto the previous one) and the mean over the valid frames
-      is drawn with :func:`tmaps.introspect.plot_maps`;
+    - ``maps/activations/<layer>``: the mean activation of each unit over the valid (not
+      padded) frames of the probe set (see :class:`MapCallback`), from a ``NAP`` pass grouped
+      by utterance id, in eval mode. With ``layout="grid"`` it is drawn by
+      :func:`tmaps.topo.activation_map` on the learned grid; with another method of
+      :data:`tmaps.introspect.LAYOUTS` the units are laid out by their per-utterance
+      activation profiles (each epoch's layout aligned onto the previous one) and drawn with
+      :func:`tmaps.introspect.plot_maps`;
 
     and a GIF of each map at the end of ``fit``. Everything runs on rank zero only.
 
@@ -222,17 +212,15 @@ class TopographicMaps(MapCallback):
             figure = filter_map(model, layer, layer_grid(pl_module, layer))
             figure.axes[0].set_title(f"{figure.axes[0].get_title()}, epoch {epoch}")
             self.log_map(trainer, f"maps/filters/{layer}", figure)
-        if self.layout == "grid":
-            with evaluating(model):
-                for layer in self.layers:
-                    figure = activation_map(model, layer, *concatenated(batches), grid=layer_grid(pl_module, layer))
-                    figure.axes[0].set_title(f"{figure.axes[0].get_title()}, epoch {epoch}")
-                    self.log_map(trainer, f"maps/activations/{layer}", figure)
-            return
         profiles = NAP(model, self.layers).compute(batches, "id")
         for layer in self.layers:
             profile = profiles[layer]
             mean_activation = (profile.raw_mean * profile.counts[:, None]).sum(0) / profile.counts.sum()
-            coords = self.layout_of(layer, profiles.matrix(layer))
-            title = f"{layer}: mean activation on a {self.layout} layout, epoch {epoch}"
-            self.log_map(trainer, f"maps/activations/{layer}", plot_maps(coords, mean_activation[None], ["probe set"], order=False, title=title))
+            if self.layout == "grid":
+                figure = activation_map(mean_activation, layer_grid(pl_module, layer), layer)
+                figure.axes[0].set_title(f"{figure.axes[0].get_title()}, epoch {epoch}")
+            else:
+                coords = self.layout_of(layer, profiles.matrix(layer))
+                title = f"{layer}: mean activation on a {self.layout} layout, epoch {epoch}"
+                figure = plot_maps(coords, mean_activation[None], ["probe set"], order=False, title=title)
+            self.log_map(trainer, f"maps/activations/{layer}", figure)
