@@ -17,7 +17,7 @@ from PIL import Image
 from pytorch_lightning.callbacks import Callback
 from torch.utils.data import DataLoader
 
-from tmaps.introspect import LAYOUTS, NAP, compute_layout, plot_maps
+from tmaps.introspect import LAYOUTS, NAP, Profiles, compute_layout, plot_maps
 from tmaps.introspect.nap import to_model_device
 from tmaps.introspect.render import save_gif
 from tmaps.topo import Grid, activation_map, filter_map
@@ -160,6 +160,12 @@ def layer_grid(pl_module: pl.LightningModule, layer: str) -> Grid:
     return trained_grid(pl_module, layer) or Grid(n_units(pl_module, layer))
 
 
+def valid_frame_mean(profiles: Profiles, layer: str) -> np.ndarray:
+    """Each unit's mean activation ``(U,)`` over every frame the profiles counted: the valid frames, never padding."""
+    profile = profiles[layer]
+    return (profile.raw_mean * profile.counts[:, None]).sum(0) / profile.counts.sum()
+
+
 class TopographicMaps(MapCallback):
     """Filter maps and activation maps of the topographic layers every ``every_n_epochs`` epochs.
 
@@ -214,8 +220,7 @@ class TopographicMaps(MapCallback):
             self.log_map(trainer, f"maps/filters/{layer}", figure)
         profiles = NAP(model, self.layers).compute(batches, "id")
         for layer in self.layers:
-            profile = profiles[layer]
-            mean_activation = (profile.raw_mean * profile.counts[:, None]).sum(0) / profile.counts.sum()
+            mean_activation = valid_frame_mean(profiles, layer)
             if self.layout == "grid":
                 figure = activation_map(mean_activation, layer_grid(pl_module, layer), layer)
                 figure.axes[0].set_title(f"{figure.axes[0].get_title()}, epoch {epoch}")
