@@ -56,21 +56,37 @@ class ConvBlock(nn.Module):
         self.conv = nn.Conv1d(
             in_channels, out_channels, kernel_size, stride=stride, padding=(kernel_size - 1) // 2, bias=norm == "none"
         )
-        # Both norms act on (frames, channels): the valid frames of the whole batch.
-        self.norm = {"none": nn.Identity(), "batch": nn.BatchNorm1d(out_channels), "layer": nn.LayerNorm(out_channels)}[norm]
+        self.norm = {"none": nn.Identity(), "batch": nn.BatchNorm1d(out_channels), "layer": _ChannelLayerNorm(out_channels)}[norm]
         self.act = nn.ReLU()
         self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
 
     def forward(self, x: Tensor, lengths: Tensor) -> Tensor:
         x = self.conv(x.masked_fill(~valid_frames(lengths, x.shape[-1])[:, None], 0.0))
         valid = valid_frames(self.output_length(lengths), x.shape[-1])
-        frames = self.norm(x.transpose(1, 2)[valid])
-        # Padded frames stay 0 through ReLU and dropout.
-        x = frames.new_zeros(valid.shape + frames.shape[-1:]).index_put_((valid,), frames).transpose(1, 2)
-        return self.dropout(self.act(x))
+        if _uses_batch_statistics(self.norm):
+            # The stock BatchNorm (or the SyncBatchNorm that DDP swaps in) on the valid frames
+            # as (frames, channels): statistics and running averages of the speech alone.
+            frames = self.norm(x.transpose(1, 2)[valid])
+            x = frames.new_zeros(valid.shape + frames.shape[-1:]).index_put_((valid,), frames).transpose(1, 2)
+        else:
+            # Per-frame norms (LayerNorm, BatchNorm on its running statistics) never mix frames:
+            # no packing, which costs time.
+            x = self.norm(x)
+        return self.dropout(self.act(x)).masked_fill(~valid[:, None], 0.0)
 
     def output_length(self, length: Tensor) -> Tensor:
         return _conv_output_length(self.conv, length)
+
+
+def _uses_batch_statistics(norm: nn.Module) -> bool:
+    return isinstance(norm, nn.modules.batchnorm._BatchNorm) and (norm.training or not norm.track_running_stats)
+
+
+class _ChannelLayerNorm(nn.LayerNorm):
+    """LayerNorm over the channel axis of a ``(batch, channels, time)`` tensor."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return super().forward(x.transpose(1, 2)).transpose(1, 2)
 
 
 def valid_frames(lengths: Tensor, n_frames: int) -> Tensor:
