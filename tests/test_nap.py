@@ -460,18 +460,15 @@ def test_a_model_that_lets_padding_leak_is_detected_and_exact_mode_equals_brute_
         warnings.filterwarnings("error", message=".*padding-invariant")
         NAP(model, ["conv0"]).compute(batchings["one batch"], "word")
 
+    alone = []  # (outputs of every layer, batch of one) per utterance, without padding
+    for batch in batchings["one by one"]:
+        alone.append((stored_outputs(torchaudio_model, layers, batch, lambda b: torchaudio_model(b["features"])), batch))
     grouping = resolve_grouping("word")
     for name in ("one batch", "three batches"):
         exact = NAP(torchaudio_model, layers, exact=True).compute(batchings[name], "word", normalize=None)
         assert exact.info["exact"] is True
         for layer, (stride, offset) in TORCHAUDIO_LAYERS.items():
-            values, records = [], []
-            for batch in batchings[name]:
-                for b, length in enumerate(batch["feature_lengths"].tolist()):
-                    alone = {"features": batch["features"][b : b + 1, :, :length], "feature_lengths": batch["feature_lengths"][b : b + 1]}
-                    values.append(stored_outputs(torchaudio_model, [layer], alone, lambda b: torchaudio_model(b["features"]))[layer])
-                    records.append({**alone, "records": [batch["records"][b]]})
-            collected = brute_force(values, records, grouping, stride, offset, full_length)
+            collected = brute_force([outputs[layer] for outputs, _ in alone], [batch for _, batch in alone], grouping, stride, offset, full_length)
             for row, group in enumerate(exact.groups):
                 np.testing.assert_allclose(exact[layer].raw_mean[row], torch.stack(collected[group]).mean(0).numpy(), rtol=1e-5, atol=1e-6)
     deep = "acoustic_model.17"
