@@ -17,7 +17,9 @@ Plain PyTorch/NumPy: works on any ``nn.Module``. ``layers`` are module names
   units are ``channels * height``.
 
 Frames are matched to segments as described in ``tmaps.introspect.frames``; padded frames
-beyond an utterance's valid length never count.
+beyond an utterance's valid length never count. Whether the padding reached the valid frames
+depends on the model: the pass checks it on its first padded batch, and ``exact=True`` runs
+utterances without padding (``tmaps.introspect.padding``).
 """
 
 from __future__ import annotations
