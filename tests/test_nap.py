@@ -474,3 +474,21 @@ def test_a_model_that_lets_padding_leak_is_detected_and_exact_mode_equals_brute_
     deep = "acoustic_model.17"
     leak = np.abs(batched[deep].raw_mean - exact[deep].raw_mean).max() / np.abs(exact[deep].raw_mean).max()
     assert leak > 0.01, f"without exact mode the padding should move the profiles, by {leak:.2%} here"
+
+
+def test_gradnap_in_exact_mode_equals_gradnap_one_utterance_at_a_time(batchings):
+    """fp32: on a plain conv stack whose padding leaks, exact GradNAPs of padded batches are those without padding."""
+    torch.manual_seed(0)
+    leaky = torch.nn.Sequential(
+        torch.nn.Conv1d(40, 16, 11, stride=2, padding=5), torch.nn.ReLU(), torch.nn.Conv1d(16, 16, 7, padding=3), torch.nn.ReLU(), torch.nn.Conv1d(16, ENGLISH.n_classes, 1)
+    ).eval()
+    layers = ["1", "3"]
+    alone = GradNAP(leaky, layers, target="predicted").compute(batchings["one by one"], "phoneme", normalize=None)
+    with pytest.warns(UserWarning, match="Sequential is not padding-invariant"):
+        batched = GradNAP(leaky, layers, target="predicted").compute(batchings["three batches"], "phoneme", normalize=None)
+    exact = GradNAP(leaky, layers, target="predicted", exact=True).compute(batchings["three batches"], "phoneme", normalize=None)
+    assert exact.info["exact"] is True and batched.info["padding_invariant"] is False
+    for layer in layers:
+        expected = alone[layer].raw_mean
+        np.testing.assert_allclose(exact[layer].raw_mean, expected, rtol=1e-4, atol=1e-6 * np.abs(expected).max())
+    assert not np.allclose(batched["3"].raw_mean, alone["3"].raw_mean, rtol=1e-3, atol=1e-3 * np.abs(alone["3"].raw_mean).max())

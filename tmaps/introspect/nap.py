@@ -584,7 +584,7 @@ class GradNAP(NAP):
     the whole batch.
 
     Args:
-        model, layers, forward, frame_rate: as for ``NAP``.
+        model, layers, forward, frame_rate, exact: as for ``NAP``.
         target: ``"aligned"``: the character aligned to each output frame, from the records'
             ``characters`` segments (forced alignment) or, without them, their ``words``
             spread evenly over the characters (``CharacterGrouping``); frames that no
@@ -607,8 +607,9 @@ class GradNAP(NAP):
         forward: ForwardFn | None = None,
         frame_rate: float = 100.0,
         alignments: Alignments | None = None,
+        exact: bool = False,
     ) -> None:
-        super().__init__(model, layers, forward, frame_rate)
+        super().__init__(model, layers, forward, frame_rate, exact)
         if target not in TARGETS:
             raise ValueError(f"target must be one of {TARGETS}, got {target!r}")
         self.target = target
