@@ -24,8 +24,8 @@ from hydra import compose, initialize_config_module
 from omegaconf import OmegaConf
 from torchmetrics.text import CharErrorRate
 
-from tmaps.training.app import checkpoint_datamodule
-from tmaps.training.checkpoint import load_checkpoint
+from tmaps.checkpoint import load_checkpoint
+from tmaps.commands.eval import checkpoint_datamodule
 
 TARGET = 1e-4
 

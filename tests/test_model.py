@@ -1,4 +1,4 @@
-"""The Wav2Letter model: architecture, lengths, padding invariance, loading pre-masking checkpoints."""
+"""The Wav2Letter model: architecture, presets, lengths, padding invariance, loading pre-masking checkpoints."""
 
 from pathlib import Path
 
@@ -6,12 +6,14 @@ import numpy as np
 import pytest
 import torch
 import torchaudio
+import yaml
 
+import tmaps.conf
+from tmaps.checkpoint import load_checkpoint
 from tmaps.data import SpeechDataModule
 from tmaps.data.dataset import collate
-from tmaps.models import Wav2Letter
+from tmaps.models import Wav2Letter, wav2letter_paper, wav2letter_small
 from tmaps.text import Alphabet
-from tmaps.training.checkpoint import load_checkpoint
 
 ENGLISH = Alphabet.for_language("en")
 
@@ -42,6 +44,15 @@ def test_mismatched_layer_lists_are_refused():
         Wav2Letter(channels=[8, 8], kernel_sizes=[3], strides=[1, 1])
     with pytest.raises(ValueError, match="norm must be"):
         Wav2Letter(channels=[8], kernel_sizes=[3], strides=[1], norm="group")
+
+
+@pytest.mark.parametrize(("builder", "preset"), [(wav2letter_paper, "wav2letter"), (wav2letter_small, "small")])
+def test_the_python_builders_are_the_config_presets(builder, preset):
+    config = yaml.safe_load((Path(tmaps.conf.__file__).parent / "model" / f"{preset}.yaml").read_text())
+    from_config = Wav2Letter(n_features=40, n_classes=29, **config)
+    built = builder(n_features=40, n_classes=29)
+    assert repr(built) == repr(from_config)
+    assert {key: value.shape for key, value in built.state_dict().items()} == {key: value.shape for key, value in from_config.state_dict().items()}
 
 
 # ---------------------------------------------------------------- padding invariance (fp32)

@@ -480,7 +480,9 @@ def test_gradnap_in_exact_mode_equals_gradnap_one_utterance_at_a_time(batchings)
     """fp32: on a plain conv stack whose padding leaks, exact GradNAPs of padded batches are those without padding."""
     torch.manual_seed(0)
     leaky = torch.nn.Sequential(
-        torch.nn.Conv1d(40, 16, 11, stride=2, padding=5), torch.nn.ReLU(), torch.nn.Conv1d(16, 16, 7, padding=3), torch.nn.ReLU(), torch.nn.Conv1d(16, ENGLISH.n_classes, 1)
+        torch.nn.Conv1d(40, 16, 11, stride=2, padding=5), torch.nn.ReLU(),
+        torch.nn.Conv1d(16, 16, 7, padding=3), torch.nn.ReLU(),
+        torch.nn.Conv1d(16, ENGLISH.n_classes, 1),
     ).eval()
     layers = ["1", "3"]
     alone = GradNAP(leaky, layers, target="predicted").compute(batchings["one by one"], "phoneme", normalize=None)

@@ -9,6 +9,7 @@ model's log-probabilities for it) for ``norm`` in batch and layer.
 
 import pytorch_lightning as pl
 import torch
+
 from tmaps.text import Alphabet
 from tmaps.training.module import ASRModule
 
