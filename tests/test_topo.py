@@ -403,16 +403,13 @@ def test_filter_maps_colour_the_first_layer_by_mel_band_and_deeper_ones_by_pca()
     np.testing.assert_allclose(colours.max(0), 1)
 
 
-def test_activation_map_shows_the_mean_activation_of_each_channel_with_symmetric_limits():
-    model = small_wav2letter().eval()
-    features, lengths = torch.randn(2, 40, 80), torch.tensor([80, 80])
-    figure = activation_map(model, "conv1.conv", features, lengths, grid=Grid(30, (5, 6)))
-    with torch.no_grad():
-        expected = model.conv1.conv(model.conv0(features)).mean(dim=(0, 2)).reshape(5, 6)
+def test_activation_map_draws_each_units_mean_at_its_cell_with_symmetric_limits():
+    mean_activation = torch.linspace(-0.5, 2.0, 30)
+    figure = activation_map(mean_activation, Grid(30, (5, 6)), "conv1")
     image = figure.axes[0].images[0]
-    np.testing.assert_allclose(image.get_array(), expected.numpy(), rtol=1e-5, atol=1e-6)
-    low, high = image.get_clim()
-    assert low == -high == pytest.approx(-float(expected.abs().max()))
+    np.testing.assert_allclose(image.get_array(), mean_activation.reshape(5, 6).numpy())
+    assert image.get_clim() == pytest.approx((-2.0, 2.0))
+    assert figure.axes[0].get_title() == "conv1: mean activation"
 
 
 # ---------------------------------------------------------------- training on real audio
