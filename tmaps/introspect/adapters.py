@@ -128,6 +128,12 @@ class Axes:
 
     batch: int
     time: int | None
+    ndim: int
+
+    @property
+    def conv_convention(self) -> bool:
+        """Batch first and time (if any) last, as ``(batch, units, time)`` convolution outputs."""
+        return self.batch == 0 and self.time in (None, self.ndim - 1)
 
     def units_by_time(self, tensor: Tensor) -> Tensor:
         """``(batch, units, time)``; units are the other axes flattened, time 1 when there is none."""
@@ -161,7 +167,7 @@ def read_axes(layer: str, module: nn.Module, tensor: Tensor, adapter: OutputAdap
         batch = axis(adapter.batch_axis) if adapter.batch_axis is not None else 0
         if shape[batch] != batch_size:
             raise ValueError(f"layer {layer!r}: a 2-d output {shape} whose batch axis {batch} does not have the batch size {batch_size}")
-        return Axes(batch, None)
+        return Axes(batch, None, ndim)
     units_last, time_last = _conventions(module)
     batch_candidates = [axis(adapter.batch_axis)] if adapter.batch_axis is not None else [a for a in range(ndim) if shape[a] == batch_size]
     if adapter.time_axis is not None:
@@ -172,7 +178,7 @@ def read_axes(layer: str, module: nn.Module, tensor: Tensor, adapter: OutputAdap
         time_candidates = [a for a in range(ndim - 1 if units_last else ndim) if shape[a] in family]
     if time_last and adapter.batch_axis is None:
         batch_candidates = [a for a in batch_candidates if a == 0]
-    readings = [Axes(b, t) for b in batch_candidates for t in time_candidates if b != t]
+    readings = [Axes(b, t, ndim) for b in batch_candidates for t in time_candidates if b != t]
     if len(readings) == 1:
         return readings[0]
     declare = f"declare them with adapters={{{layer!r}: OutputAdapter(time_axis=..., batch_axis=...)}}"

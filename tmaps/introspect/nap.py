@@ -16,7 +16,9 @@ outputs all work; 2-d ``(batch, units)`` outputs give one frame per utterance
 (utterance-level groupings only).
 
 Frames are matched to segments as described in ``tmaps.introspect.frames``; padded frames
-beyond an utterance's valid length never count.
+beyond an utterance's valid length never count. Whether the padding reached the valid frames
+depends on the model: the pass checks it on its first padded batch, and ``exact=True`` runs
+utterances without padding (``tmaps.introspect.padding``).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import inspect
 import json
 import os
 import warnings
+import zipfile
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,6 +43,7 @@ import tmaps
 from tmaps.introspect.adapters import FEATURES, Axes, ModelInput, OutputAdapter, read_axes
 from tmaps.introspect.frames import FrameMap, TimeAxisProbe
 from tmaps.introspect.groups import Alignments, CharacterGrouping, Grouping, resolve_grouping
+from tmaps.introspect.padding import PaddingCheck, is_padded, unpadded
 
 ForwardFn = Callable[[nn.Module, Mapping], "Tensor | tuple[Tensor, Tensor]"]
 NORMALIZATIONS = ("center", "zscore", None)
@@ -255,14 +259,23 @@ class Profiles:
     @classmethod
     def load(cls, path: str | os.PathLike) -> Profiles:
         """Profiles written by ``save`` (loaded with ``allow_pickle=False``)."""
+        if not zipfile.is_zipfile(path):
+            raise ValueError(f"{path} is not a tmaps profiles file: profiles are NPZ (zip) archives, and this file is not one")
         with np.load(path, allow_pickle=False) as stored:
+
+            def entry(name: str) -> np.ndarray:
+                try:
+                    return stored[name]
+                except ValueError:  # numpy's message suggests allow_pickle, which would run code from the file
+                    raise ValueError(f"{path} is not a tmaps profiles file: its entry {name!r} holds Python objects, not numbers or text") from None
+
             if "metadata" not in stored:
                 raise ValueError(f"{path} is not a tmaps profiles file: it has no 'metadata' entry")
-            metadata = json.loads(str(stored["metadata"]))
+            metadata = json.loads(str(entry("metadata")))
             if metadata.get("format_version") != FORMAT_VERSION:
                 raise ValueError(f"{path} has profiles format {metadata.get('format_version')!r}; this tmaps reads {FORMAT_VERSION}")
             layers = metadata["layers"]
-            stats = [{layer: stored[f"{kind}_{i}"] for i, layer in enumerate(layers)} for kind in ("sums", "squares", "counts")]
+            stats = [{layer: entry(f"{kind}_{i}") for i, layer in enumerate(layers)} for kind in ("sums", "squares", "counts")]
         derived = ("format_version", "layers", "groups", "window", "normalize", "group_counts", "empty_groups")
         info = {key: value for key, value in metadata.items() if key not in derived}
         return cls(metadata["groups"], *stats, window=metadata["window"], normalize=metadata["normalize"], info=info)
@@ -406,6 +419,17 @@ class NAP:
             (``tmaps.introspect.adapters.waveform_forward`` for waveform models).
         frame_rate: input frames per second along the input's last axis
             (``tmaps.data.features.FRAME_RATE``, 100, for log-mel; 16000 for waveforms).
+        exact: run every utterance alone, without padding (one forward pass per utterance:
+            slower, by about the batch size on a GPU), for models that let padding reach valid
+            frames. By default batches run as they come, and the first padded batch checks
+            that the model is padding-invariant (``tmaps.introspect.padding``): its shortest
+            utterance runs once more alone, and if any layer's valid frames differ by more
+            than float noise, a warning says so. ``Profiles.info`` records ``exact``,
+            ``padding_invariant`` (``None`` when no batch was padded, or in exact mode) and
+            ``padding_differences`` (per layer, the largest difference relative to the layer's
+            largest activation). ``tmaps.models.Wav2Letter`` masks its padding; a plain stack
+            of padded convolutions such as torchaudio's ``Wav2Letter`` does not. The check runs
+            on log-mel batches whose layers all have the batch first and time last.
         adapters: layer -> ``OutputAdapter`` for layers whose output is a tuple or dataclass,
             or whose axes must be declared; other layers are probed.
         inputs: the batch keys of the model input and its lengths (``FEATURES`` or ``WAVEFORM``).
@@ -423,6 +447,7 @@ class NAP:
         layers: Sequence[str] | str,
         forward: ForwardFn | None = None,
         frame_rate: float = 100.0,
+        exact: bool = False,
         adapters: Mapping[str, OutputAdapter] | None = None,
         inputs: ModelInput = FEATURES,
     ) -> None:
@@ -437,8 +462,11 @@ class NAP:
         undeclared = sorted(set(adapters or {}) - set(self.layers))
         if undeclared:
             raise ValueError(f"adapters are given for {undeclared}, which are not among the layers {self.layers}")
+        if exact and inputs != FEATURES:
+            raise ValueError(f"exact=True cuts log-mel batches to each utterance's length; inputs {inputs} are not supported")
         self.forward = forward or default_forward
         self.frame_rate = frame_rate
+        self.exact = exact
         self.adapters = {layer: (adapters or {}).get(layer, OutputAdapter()) for layer in self.layers}
         self.inputs = inputs
         self._frame_maps: dict[str, FrameMap] = {}
@@ -474,21 +502,44 @@ class NAP:
         grouping = resolve_grouping(groups)
         accumulator = _Accumulator(grouping, window, self.frame_rate)
         self._frame_maps, self._axes = {}, {}
+        padding: dict = {"exact": self.exact, "padding_invariant": None}
         with evaluating(self.model):
             for batch in loader:
                 batch = to_model_device(self.model, batch)
-                accumulator.start_batch(batch["records"], batch[self.inputs.lengths_key])
-                # The frame maps come from the first batch; later batches skip the probe's hooks.
-                probe = TimeAxisProbe(self.model) if not self._frame_maps else None
-                with probe or contextlib.nullcontext():
-                    self._run_batch(batch, accumulator, probe)
+                for part in unpadded(batch) if self.exact else [batch]:
+                    accumulator.start_batch(part["records"], part[self.inputs.lengths_key])
+                    # The frame maps come from the first batch; later batches skip the probe's hooks.
+                    probe = TimeAxisProbe(self.model) if not self._frame_maps else None
+                    checking = padding["padding_invariant"] is None and not self.exact and self.inputs == FEATURES and is_padded(part)
+                    check = PaddingCheck(self.model, self.layers, part) if checking else None
+                    with probe or contextlib.nullcontext(), check or contextlib.nullcontext():
+                        self._run_batch(part, accumulator, probe)
+                    if check is not None and self._readable_by_padding_check():
+                        padding |= self._padding_invariance(check)
         info = {
             **self._info(),
             "grouping": grouping.name,
             "frame_level": grouping.frame_level,
             "frame_maps": {layer: frame_map.as_dict() for layer, frame_map in self._frame_maps.items()},
+            **padding,
         }
         return accumulator.profiles(self.layers, normalize, info)
+
+    def _padding_invariance(self, check: PaddingCheck) -> dict:
+        """``padding_invariant`` and ``padding_differences`` from a padded batch; a warning when padding leaks."""
+        differences = check.differences(self.forward)
+        tolerance = check.tolerance()
+        leaking = {layer: difference for layer, difference in differences.items() if difference > tolerance}
+        if leaking:
+            worst = max(leaking, key=leaking.get)
+            warnings.warn(
+                f"{type(self.model).__name__} is not padding-invariant: the shortest utterance of the first padded batch "
+                f"gives other values alone than inside the batch in layers {sorted(leaking)} (up to {leaking[worst]:.1%} of "
+                f"the largest activation, in {worst!r}), so these profiles depend on how utterances are batched. "
+                f"{type(self).__name__}(..., exact=True) runs every utterance alone, without padding (slower).",
+                stacklevel=3,
+            )
+        return {"padding_invariant": not leaking, "padding_differences": differences}
 
     def _frame_map(self, layer: str, n_input_frames: int, n_frames: int, probe: TimeAxisProbe | None) -> FrameMap:
         if layer not in self._frame_maps:
@@ -496,6 +547,10 @@ class NAP:
                 raise RuntimeError(f"layer {layer!r} did not run in the first batch, so its frames cannot be placed in time")
             self._frame_maps[layer] = probe.frame_map(n_input_frames, n_frames)
         return self._frame_maps[layer]
+
+    def _readable_by_padding_check(self) -> bool:
+        """Whether ``PaddingCheck`` reads every layer right: batch first and time last."""
+        return all(axes.conv_convention for axes in self._axes.values())
 
     def _n_input_frames(self, batch: Mapping) -> int:
         return batch[self.inputs.key].shape[-1]
@@ -563,7 +618,7 @@ class GradNAP(NAP):
     the whole batch.
 
     Args:
-        model, layers, forward, frame_rate, adapters, inputs: as for ``NAP``.
+        model, layers, forward, frame_rate, exact, adapters, inputs: as for ``NAP``.
         target: ``"aligned"``: the character aligned to each output frame, from the records'
             ``characters`` segments (forced alignment) or, without them, their ``words``
             spread evenly over the characters (``CharacterGrouping``); frames that no
@@ -586,10 +641,11 @@ class GradNAP(NAP):
         forward: ForwardFn | None = None,
         frame_rate: float = 100.0,
         alignments: Alignments | None = None,
+        exact: bool = False,
         adapters: Mapping[str, OutputAdapter] | None = None,
         inputs: ModelInput = FEATURES,
     ) -> None:
-        super().__init__(model, layers, forward, frame_rate, adapters, inputs)
+        super().__init__(model, layers, forward, frame_rate, exact, adapters, inputs)
         if target not in TARGETS:
             raise ValueError(f"target must be one of {TARGETS}, got {target!r}")
         self.target = target
@@ -622,6 +678,28 @@ class GradNAP(NAP):
         return targets.to(log_probs.device)
 
     def _run_batch(self, batch: Mapping, accumulator: _Accumulator, probe: TimeAxisProbe | None) -> None:
+        for layer, values in self.attribute(batch, probe).items():
+            self._accumulate(layer, values, batch, accumulator, probe)
+
+    def attribute(self, batch: Mapping, probe: TimeAxisProbe | None = None) -> dict[str, Tensor]:
+        """Per layer, the attribution of the objective to the layer's output, shaped like that output.
+
+        Activation x gradient (``multiply_by_activation``) or the gradient; another attribution
+        method (e.g. integrated gradients, with :meth:`layer_activations` and :meth:`objective`)
+        replaces only this method, and the profiles aggregate its output the same way.
+        """
+        activations, result = self.layer_activations(batch, probe)
+        objective = self.objective(batch, result, probe)
+        gradients = torch.autograd.grad(objective, [activations[layer] for layer in self.layers], allow_unused=True)
+        attributions = {}
+        for layer, gradient in zip(self.layers, gradients):
+            activation = activations[layer].detach()
+            gradient = torch.zeros_like(activation) if gradient is None else gradient
+            attributions[layer] = gradient * activation if self.multiply_by_activation else gradient
+        return attributions
+
+    def layer_activations(self, batch: Mapping, probe: TimeAxisProbe | None = None) -> tuple[dict[str, Tensor], Tensor | tuple]:
+        """One forward pass with gradients: every layer's output (a tensor that gradients reach) and the model's result."""
         activations: dict[str, Tensor] = {}
 
         def keep(layer: str, output: Any) -> Any:
@@ -643,15 +721,14 @@ class GradNAP(NAP):
         finally:
             for handle in handles:
                 handle.remove()
+        return activations, result
+
+    def objective(self, batch: Mapping, result: Tensor | tuple, probe: TimeAxisProbe | None = None) -> Tensor:
+        """``sum_b J_b``: the summed log-probability of every utterance's frame targets over its valid output frames."""
         n_output_frames = (result[0] if isinstance(result, tuple) else result).shape[1]
         output_map = self._frame_map("<output>", self._n_input_frames(batch), n_output_frames, probe)
         log_probs, output_lengths = model_outputs(result, batch, output_map)
         targets = self.frame_targets(batch, log_probs, output_lengths, output_map)
         valid = torch.arange(log_probs.shape[1], device=log_probs.device) < output_lengths[:, None].to(log_probs.device)
         selected = log_probs.gather(-1, targets[..., None]).squeeze(-1)
-        objective = torch.where(valid, selected, torch.zeros_like(selected)).sum()
-        gradients = torch.autograd.grad(objective, [activations[layer] for layer in self.layers], allow_unused=True)
-        for layer, gradient in zip(self.layers, gradients):
-            activation = activations[layer].detach()
-            gradient = torch.zeros_like(activation) if gradient is None else gradient
-            self._accumulate(layer, gradient * activation if self.multiply_by_activation else gradient, batch, accumulator, probe)
+        return torch.where(valid, selected, torch.zeros_like(selected)).sum()

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import torch
 from torch import Tensor, nn
 from torchaudio.models.conformer import ConformerLayer
 
-from tmaps.models.wav2letter import ConvBlock
+from tmaps.models.wav2letter import ConvBlock, valid_frames
 
 
 class MaskedConformerLayer(ConformerLayer):
@@ -136,23 +135,18 @@ class ConformerCTC(nn.Module):
         return lengths
 
     def forward(self, features: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
-        # Padded frames are zeroed after every layer that mixes frames, so that each utterance's
+        # Padded frames are zero before every layer that mixes frames, so that each utterance's
         # output is what it would be alone: the padding of its batch never leaks in.
         x = features
         for name in self.frontend_names:
             block = getattr(self, name)
-            x = block(x)
+            x = block(x, lengths)  # zero at padded frames
             lengths = block.output_length(lengths)
-            x = x.masked_fill(_padded(lengths, x.shape[-1])[:, None, :], 0.0)
         output_lengths = lengths
-        padding_mask = _padded(output_lengths, x.shape[-1])
+        padding_mask = ~valid_frames(output_lengths, x.shape[-1])
         x = self.projection(x).permute(2, 0, 1)  # (time, batch, d_model), as ConformerLayer takes it
         for name in self.block_names:
             x = getattr(self, name)(x, padding_mask)
         logits = self.head(x.permute(1, 2, 0))
         return logits.transpose(1, 2).log_softmax(dim=-1), output_lengths
 
-
-def _padded(lengths: Tensor, n_frames: int) -> Tensor:
-    """``(batch, n_frames)``: ``True`` at the frames beyond each utterance's length."""
-    return torch.arange(n_frames, device=lengths.device) >= lengths[:, None]
