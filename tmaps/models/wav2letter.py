@@ -140,4 +140,5 @@ class Wav2Letter(nn.Module):
         for name in self.hidden_names:
             x = getattr(self, name)(x)
         logits = self.head(x)
-        return logits.transpose(1, 2).log_softmax(dim=-1), self.output_lengths(lengths)
+        # CPU autocast keeps log_softmax in bf16; CTC needs the normalizer in fp32.
+        return logits.transpose(1, 2).float().log_softmax(dim=-1), self.output_lengths(lengths)
