@@ -19,6 +19,7 @@ from tmaps.data import SpeechDataModule
 from tmaps.training.checkpoint import check_compatible
 from tmaps.text import Alphabet
 from tmaps.training.module import ASRModule
+from tmaps.training.precision import cpu_precision
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +36,7 @@ def wandb_group(task_name: str) -> str:
 
 
 OmegaConf.register_new_resolver("wandb_group", wandb_group, replace=True)
+OmegaConf.register_new_resolver("cpu_precision", cpu_precision, replace=True)
 
 
 def plain(config: DictConfig | None) -> dict | None:
