@@ -275,7 +275,7 @@ def main() -> None:
     train_audio_rate = batch_size * frames / 100 / eager.get("seconds", float("nan"))
     n_files, seconds, batch_seconds = (24, 2.0, 12.0) if small else (400, 8.0, 160.0)
     table.run("data", lambda: check_loader(n_files, seconds, batch_seconds, train_audio_rate))
-    table.run("profiles", lambda: check_profiles(model_config, batches, device, repeats=2 if small else 3))
+    table.run("profiles", lambda: check_profiles(model_config, batches, device, repeats=1 if small else 3))
     table.run("ddp", lambda: check_ddp(model_config, batches, device, steps + warmup + 2, warmup, eager.get("seconds", float("nan"))))
     model_name = "small Wav2Letter (32/64 channels)" if small else "paper Wav2Letter (250/2000 channels)"
     table.print(f"gpu_check: {name}, torch {torch.__version__}, {model_name}, batch {batch_size} x {frames} frames")

@@ -22,5 +22,6 @@ def test_gpu_check_runs_every_check_on_the_cpu_and_prints_one_table():
     assert not any("FAILED" in line or "skipped" in line for line in table), "\n".join(table)
     mfu = float(re.search(r"MFU ([\d.]+)", rows["train"]).group(1))
     assert mfu > 0
-    assert re.search(r"loader, \d+ workers \| \d+ audio s/s = [\d.]+x", rows["data"])
+    assert re.search(r"loader, \d+ workers +\| \d+ audio s/s = [\d.]+x", rows["data"])
+    assert "GradNAP" in result.stdout
     assert "trainer=ddp devices=1" in rows["ddp"]
