@@ -296,19 +296,20 @@ class _Accumulator:
         self.starts, self.ends = np.array(starts, dtype=np.float64), np.array(ends, dtype=np.float64)
         self.input_lengths = input_lengths
 
-    def _segment_frames(self, frame_map: FrameMap, valid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """First and stop frame of every segment of the batch, clipped to its utterance's valid frames."""
+    def _frames(self, frame_map: FrameMap, valid: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Utterance, frame and statistics row of every (segment, frame) pair of the batch."""
         limit = valid[self.utterance]
-        if not self.grouping.frame_level:
-            return np.zeros_like(limit), limit
-        first, stop = frame_map.segment_frames(self.starts, self.ends, self.frame_rate)
-        first, stop = np.clip(first, 0, limit), np.clip(stop, 0, limit)
-        return first, np.maximum(stop, first)
-
-    def _window_frames(self, frame_map: FrameMap, valid: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Utterance, frame and statistics row of every (segment onset, offset) pair inside its utterance."""
-        limit = valid[self.utterance]
-        onset = frame_map.onset_frames(self.starts, self.frame_rate) if self.grouping.frame_level else np.zeros_like(limit)
+        if self.grouping.frame_level:
+            first, stop = frame_map.segment_frames(self.starts, self.ends, self.frame_rate)
+            onset = frame_map.onset_frames(self.starts, self.frame_rate)
+        else:
+            first, stop, onset = np.zeros_like(limit), limit, np.zeros_like(limit)
+        if self.window is None:
+            first, stop = np.clip(first, 0, limit), np.clip(stop, 0, limit)
+            n_frames = np.maximum(stop - first, 0)
+            starts_in_flat = np.repeat(np.cumsum(n_frames) - n_frames, n_frames)
+            frames = np.repeat(first, n_frames) + np.arange(n_frames.sum()) - starts_in_flat
+            return np.repeat(self.utterance, n_frames), frames, np.repeat(self.group, n_frames)
         offsets = np.arange(-self.window, self.window + 1)
         frames = onset[:, None] + offsets
         inside = (frames >= 0) & (frames < limit[:, None]) & ((onset >= 0) & (onset < limit))[:, None]
@@ -318,6 +319,7 @@ class _Accumulator:
     def add(self, layer: str, values: Tensor, frame_map: FrameMap) -> None:
         """Add the frames of ``values (B, U, T)`` to the statistics of their groups."""
         valid = frame_map.lengths(self.input_lengths.cpu(), values.shape[-1]).numpy()
+        utterance, frames, rows = (torch.from_numpy(a).to(values.device) for a in self._frames(frame_map, valid))
         n_rows = len(self.labels) * self.width
         if layer not in self.stats:
             units = values.shape[1]
@@ -328,30 +330,10 @@ class _Accumulator:
             ]
         self.stats[layer] = [_grow(stat, n_rows) for stat in self.stats[layer]]
         sums, squares, counts = self.stats[layer]
-        values = values.detach()
-        if self.window is None:
-            self._add_segments(values, frame_map, valid, sums, squares, counts)
-            return
-        utterance, frames, rows = (torch.from_numpy(a).to(values.device) for a in self._window_frames(frame_map, valid))
-        selected = values[utterance, :, frames].to(torch.float64)
+        selected = values.detach()[utterance, :, frames].to(torch.float64)
         sums.index_add_(0, rows, selected)
         squares.index_add_(0, rows, selected * selected)
         counts += torch.bincount(rows, minlength=n_rows)
-
-    def _add_segments(self, values: Tensor, frame_map: FrameMap, valid: np.ndarray, sums: Tensor, squares: Tensor, counts: Tensor) -> None:
-        """Add every segment's frames of ``values (B, U, T)`` to the row of its group.
-
-        A segment is a run of consecutive frames, so its sum is the difference of two running
-        sums over time: one ``index_add_`` row per segment instead of one per frame, which made
-        the NAP pass 1.3x the cost of inference (benchmarks/nap_cost.py).
-        """
-        first, stop = (torch.from_numpy(a).to(values.device) for a in self._segment_frames(frame_map, valid))
-        utterance, rows = (torch.from_numpy(a).to(values.device) for a in (self.utterance, self.group))
-        values = values.to(torch.float64)
-        for stat, data in ((sums, values), (squares, values * values)):
-            running = torch.nn.functional.pad(data.cumsum(dim=-1), (1, 0))
-            stat.index_add_(0, rows, running[utterance, :, stop] - running[utterance, :, first])
-        counts.index_add_(0, rows, stop - first)
 
     def profiles(self, layers: Sequence[str], normalize: str | None, info: Mapping) -> Profiles:
         missing = [layer for layer in layers if layer not in self.stats]
