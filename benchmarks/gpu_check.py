@@ -30,8 +30,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from mfu import DTYPES, matmul_peak, median_step_seconds, step_flops, train_step
 
-from mfu import DTYPES, autocast, matmul_peak, median_step_seconds, step_flops, train_step
 from tmaps.models import Wav2Letter
 from tmaps.text import Alphabet
 
@@ -94,7 +94,9 @@ def synthetic_batch(batch_size: int, frames: int, alphabet: Alphabet, device: to
     }
 
 
-def check_training(model_config: dict, batches: list, precision: str, device: torch.device, warmup: int, compile_model: bool, peak: float) -> tuple[list[tuple[str, str]], float]:
+def check_training(
+    model_config: dict, batches: list, precision: str, device: torch.device, warmup: int, compile_model: bool, peak: float
+) -> tuple[list[tuple[str, str]], float]:
     """Rows of training throughput and MFU, eager and compiled, and the eager step in seconds."""
     alphabet = Alphabet.for_language("en")
     torch.manual_seed(0)
@@ -180,7 +182,12 @@ def check_profiles(model_config: dict, batches: list, device: torch.device, repe
             log_probs.max(dim=-1).values.sum().backward()
         model.zero_grad(set_to_none=True)
 
-    runs = [inference, lambda: NAP(model, layers).compute(batches, "phoneme"), forward_backward, lambda: GradNAP(model, layers, target="predicted").compute(batches, "phoneme")]
+    runs = [
+        inference,
+        lambda: NAP(model, layers).compute(batches, "phoneme"),
+        forward_backward,
+        lambda: GradNAP(model, layers, target="predicted").compute(batches, "phoneme"),
+    ]
     best = [float("inf")] * len(runs)
     for _ in range(repeats):
         for index, run in enumerate(runs):
@@ -208,7 +215,7 @@ def check_ddp(model_config: dict, batches: list, device: torch.device, steps: in
     from hydra.utils import instantiate
     from torch.utils.data import DataLoader
 
-    import tmaps.training.app  # noqa: F401  (registers the config's resolvers)
+    import tmaps.commands.train  # noqa: F401  (registers the config's resolvers)
     from tmaps.training.module import ASRModule
 
     overrides = ["trainer=ddp", "trainer.devices=1", f"trainer.max_steps={steps}", "trainer.max_epochs=-1", "trainer.num_sanity_val_steps=0"]

@@ -43,7 +43,7 @@ def breakdown(wall: float, reports: list[tuple[str, dict[str, float]]]) -> list[
         ("synthesis (prepare_data)", total("[LightningDataModule]SpeechDataModule.prepare_data")),
         ("training steps", total("run_training_batch")),
         ("waiting for training batches", total("[_TrainingEpochLoop].train_dataloader_next")),
-        ("validation", total("[Strategy]SingleDeviceStrategy.validation_step", "[_EvaluationLoop].val_next", "[LightningModule]ASRModule.on_validation_epoch_end")),
+        ("validation", total("[Strategy]SingleDeviceStrategy.validation_step", "[_EvaluationLoop].val_next", "[LightningModule]ASRModule.on_validation")),
         ("checkpoints", total("save_checkpoint")),
         ("map and profile callbacks", total(*MAP_CALLBACKS)),
     ]
