@@ -278,3 +278,27 @@ def test_gradual_unfreezing_adds_one_layer_every_n_epochs_at_its_discriminative_
 def test_a_recipe_without_its_mandatory_checkpoint_says_what_to_add():
     with pytest.raises(ValueError, match=r"transfer.init_from is mandatory in this recipe: add transfer.init_from=<path"):
         TransferConfig.from_dict({"init_from": "???", "freeze_first": 8})
+
+
+class StepRecorder(pl.Callback):
+    """Records the frozen layers before every optimizer step (after the transfer callback's hook)."""
+
+    def __init__(self) -> None:
+        self.frozen: list[list[str]] = []
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        self.frozen.append([name for name in LAYERS if is_frozen(pl_module.model, name)])
+
+
+def test_gradual_unfreezing_in_steps_is_independent_of_the_epoch_length(english_checkpoint, german_data, tmp_path):
+    module, callbacks = german_module(german_data, english_checkpoint, {"freeze_first": 8, "unfreeze_every_n_steps": 2})
+    recorder = StepRecorder()
+    fit(module, german_data, [*callbacks, recorder], max_steps=5, max_epochs=-1, limit_train_batches=3, default_root_dir=tmp_path)
+    assert [len(frozen) for frozen in recorder.frozen] == [8, 8, 7, 7, 6]
+    assert recorder.frozen[4] == LAYERS[:6]
+    assert {group["name"] for group in module.trainer.optimizers[0].param_groups} == {*LAYERS[6:]}
+
+
+def test_unfreezing_in_epochs_and_steps_at_once_is_refused():
+    with pytest.raises(ValueError, match="unfreeze_every_n_epochs and transfer.unfreeze_every_n_steps are both set"):
+        TransferConfig.from_dict({"init_from": None, "unfreeze_every_n_epochs": 1, "unfreeze_every_n_steps": 10})
