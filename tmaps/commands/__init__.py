@@ -1,0 +1,1 @@
+"""Each command's logic; tmaps.cli holds their thin entry points."""
