@@ -20,7 +20,6 @@ from omegaconf import OmegaConf
 
 from tmaps.data.manifest import read_manifest
 from tmaps.data.synth import Espeak, SynthConfig, check_voice, corpus_dir, synthesize_corpus
-from tmaps.data.synth.corpus import describe
 from tmaps.data.synth.acoustics import (
     ReverbConfig,
     draw_room,
@@ -29,6 +28,7 @@ from tmaps.data.synth.acoustics import (
     scale_segments,
     speed_perturb,
 )
+from tmaps.data.synth.corpus import describe
 from tmaps.data.synth.espeak import SAMPLE_RATE
 
 FRAME = 80  # 5 ms envelope frames

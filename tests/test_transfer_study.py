@@ -59,7 +59,7 @@ def tiny_study(tmp_path_factory):
 
 @pytest.mark.slow
 def test_study_trains_every_run_once_and_a_rerun_skips_finished_runs(tiny_study):
-    study, results, tmp_path = tiny_study
+    study, results, _ = tiny_study
     names = {f"{r.condition}-f{r.fraction:g}-s{r.seed}" for r in results}
     # The first seed of each condition, then the second seed of scratch and of the best (only) transfer recipe.
     assert names == {f"{c}-f{f}-s{s}" for c in ("scratch", "freeze0") for f in ("1", "0.1") for s in (0, 1)}
@@ -88,9 +88,13 @@ def test_study_table_and_summary_are_the_means_over_seeds_of_the_runs(tiny_study
     assert summary["dev_cer_scratch_100"] == pytest.approx(np.mean(scratch_100))
     assert summary["dev_cer_transfer_10"] == pytest.approx(np.mean([r["dev_cer"][-1] for r in runs("freeze0", 0.1)]))
     target = np.mean(scratch_100)
-    curve = lambda condition: np.mean([r["dev_cer"] for r in runs(condition, 1.0)], axis=0)  # noqa: E731
-    first = lambda values: next((step for step, value in zip((2, 4), values) if value <= target + 1e-12), None)  # noqa: E731
-    ratio = first(curve("freeze0")) / first(curve("scratch")) if first(curve("freeze0")) else None
+
+    def first_step_reaching_target(condition):
+        mean_curve = np.mean([r["dev_cer"] for r in runs(condition, 1.0)], axis=0)
+        return next((step for step, value in zip((2, 4), mean_curve) if value <= target + 1e-12), None)
+
+    transfer_steps, scratch_steps = first_step_reaching_target("freeze0"), first_step_reaching_target("scratch")
+    ratio = transfer_steps / scratch_steps if transfer_steps else None
     assert summary["steps_ratio_100"] == (pytest.approx(ratio) if ratio is not None else None)
     table = (tmp_path / "results" / "transfer_results.md").read_text()
     assert f"{np.mean(scratch_100):.3f} ± {np.std(scratch_100, ddof=1):.3f}" in table
