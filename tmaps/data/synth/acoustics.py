@@ -140,9 +140,11 @@ def colored_noise(n_samples: int, color: str, rng: np.random.Generator) -> np.nd
     return np.fft.irfft(spectrum / frequencies ** (NOISE_EXPONENTS[color] / 2), n_samples)
 
 
-def add_at_snr(audio: np.ndarray, interference: np.ndarray, snr_db: float) -> np.ndarray:
-    """``audio`` plus ``interference`` (same length) scaled to ``snr_db`` below ``audio``'s mean power."""
-    target_power = np.mean(audio.astype(np.float64) ** 2) / 10 ** (snr_db / 10)
+def add_at_snr(audio: np.ndarray, interference: np.ndarray, snr_db: float, reference: np.ndarray | None = None) -> np.ndarray:
+    """``audio`` plus ``interference`` (same length) scaled to ``snr_db`` below the mean power of
+    ``reference`` (``audio`` itself by default; the speech alone when ``audio`` is already a mixture)."""
+    reference = audio if reference is None else reference
+    target_power = np.mean(reference.astype(np.float64) ** 2) / 10 ** (snr_db / 10)
     interference = interference * np.sqrt(target_power / max(np.mean(interference**2), np.finfo(np.float64).tiny))
     return (audio + interference).astype(np.float32)
 

@@ -119,9 +119,9 @@ class SynthConfig:
     - ``reverb``: a :class:`~tmaps.data.synth.acoustics.ReverbConfig` mapping; speech and
       babble sound through a random room, aligned on the direct path so times stay.
     - ``babble``: a :class:`~tmaps.data.synth.acoustics.BabbleConfig` mapping; other talkers.
-    - ``snr_db``: stationary noise at this signal-to-noise ratio, or at one drawn from a
-      ``[low, high]`` range, over the whole utterance; ``noise_colors`` (``white``, ``pink``,
-      ``brown``) are drawn from per utterance.
+    - ``snr_db``: stationary noise at this signal-to-noise ratio (over the speech, babble
+      left out), or at one drawn from a ``[low, high]`` range, over the whole utterance;
+      ``noise_colors`` (``white``, ``pink``, ``brown``) are drawn from per utterance.
     """
 
     language: str = "en"
@@ -403,12 +403,13 @@ def _acoustics(
         if babble_audio is not None:
             babble_audio = reverberate(babble_audio, *responses[1])
         drawn.update(rt60_s=round(room.rt60, 3), room_m=[round(float(side), 2) for side in room.size])
+    speech = audio
     if babble_audio is not None:
-        audio = add_at_snr(audio, babble_audio, drawn["babble_snr_db"])
+        audio = add_at_snr(speech, babble_audio, drawn["babble_snr_db"])
     if config.snr_db is not None:
         snr_db = config.snr_db if isinstance(config.snr_db, (int, float)) else round(float(rng.uniform(*config.snr_db)), 1)
         color = config.noise_colors[int(rng.integers(len(config.noise_colors)))] if len(config.noise_colors) > 1 else config.noise_colors[0]
-        audio = add_at_snr(audio, colored_noise(len(audio), color, rng), snr_db)
+        audio = add_at_snr(audio, colored_noise(len(audio), color, rng), snr_db, reference=speech)
         drawn["snr_db"] = snr_db
         if config.noise_colors != ("pink",):
             drawn["noise_color"] = color
