@@ -241,9 +241,17 @@ def check_voice(voice: str, language: str | None = None) -> None:
     if variant_file is not None and not variant_file.is_file():
         variants = sorted(path.name for path in variant_file.parent.iterdir())
         raise ValueError(f"espeak-ng has no voice variant {variant_file.name!r} (in {voice!r}); known: {variants}")
+    if not _has_language(voice_language):
+        raise ValueError(f"espeak-ng has no language {voice_language!r} (in voice {voice!r})")
+
+
+@functools.cache
+def _has_language(language: str) -> bool:
+    """Whether espeak-ng can speak ``language``; asked once per language and process, because
+    dozens of ``espeak_SetVoiceByName`` calls in a row (a corpus with every voice variant)
+    leave the library marking no word at the start of the next utterance it speaks."""
     with _LOCK:
-        if _shared_library().native.espeak_SetVoiceByName(voice_language.encode()) != 0:
-            raise ValueError(f"espeak-ng has no language {voice_language!r} (in voice {voice!r})")
+        return _shared_library().native.espeak_SetVoiceByName(language.encode()) == 0
 
 
 @functools.cache
