@@ -1,1 +1,4 @@
-"""Each command's logic; tmaps.cli holds their thin entry points."""
+"""What each command does, one module per command (``tmaps-train`` is :mod:`tmaps.commands.train`, ...).
+
+``tmaps.cli`` holds the thin Hydra entry points that call these functions.
+"""

@@ -36,6 +36,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from tmaps.checkpoint import load_checkpoint
+from tmaps.commands.compare import compare_checkpoints
+
 log = logging.getLogger(__name__)
 
 RESULT_FILE = "result.json"
@@ -169,9 +172,6 @@ def read_curves(run_dir: Path) -> pd.DataFrame:
 
 def source_weight_change(source_ckpt: str, run_dir: Path) -> dict[str, float]:
     """Relative weight change ``||W - W_source|| / ||W_source||`` of every layer of a run's last checkpoint."""
-    from tmaps.cli.compare import compare_checkpoints
-    from tmaps.training.checkpoint import load_checkpoint
-
     table = compare_checkpoints(load_checkpoint(source_ckpt), load_checkpoint(run_dir / "checkpoints" / "last.ckpt"))
     return dict(zip(table["layer"], table["relative change"].astype(float)))
 
