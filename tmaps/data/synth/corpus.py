@@ -76,7 +76,8 @@ from tmaps.text import ALPHABETS, Alphabet, normalize
 logger = logging.getLogger(__name__)
 
 # Bump when a change to the generator changes its output for the same config.
-GENERATOR_VERSION = 1
+# 2: noise is shaped at a fast FFT length and cut, so noisy corpora (snr_db) sound different.
+GENERATOR_VERSION = 2
 CHUNK_SIZE = 64
 CONFIG_FILE = "synth_config.json"
 DEFAULT_N_UTTERANCES = {"train": 2000, "dev": 100, "test": 100, "test_unseen": 100}
@@ -91,11 +92,11 @@ _MAX_DRAWS = 20
 # prctl option of Linux: a signal for this process when its parent dies.
 _PR_SET_PDEATHSIG = 1
 # Fields added after the first corpora were made, with the defaults that leave them out of a
-# corpus's key: corpora made before them keep their folders.
+# corpus's key: a plain config's key does not depend on options it does not use.
 _LATER_FIELDS = {"speed": None, "babble": None, "reverb": None, "noise_colors": ("pink",)}
 # Third seed word of the babble pools' generators (utterances use the index of the utterance).
 _BABBLE_STREAM = 0xBAB1E
-# Peak level of an utterance whose mixture would clip.
+# Peak level of an utterance whose mixture (speech, babble, noise) would clip.
 _PEAK = 0.99
 
 
@@ -414,9 +415,7 @@ def _acoustics(
         if config.noise_colors != ("pink",):
             drawn["noise_color"] = color
     peak = float(np.max(np.abs(audio), initial=0.0))
-    # Only mixtures with babble or a room are scaled down; noise alone clips in PCM as it always
-    # did, so that corpora made before these options keep their bytes.
-    if peak > 1 and (config.babble is not None or config.reverb is not None):
+    if peak > 1:
         audio = audio * (_PEAK / peak)
     return audio.astype(np.float32), drawn
 
