@@ -13,6 +13,7 @@ its config. What each step does to the ground-truth timings:
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -20,7 +21,7 @@ from fractions import Fraction
 
 import numpy as np
 from scipy.fft import next_fast_len
-from scipy.signal import fftconvolve, resample_poly
+from scipy.signal import fftconvolve, firwin, resample_poly
 
 SPEED_OF_SOUND = 343.0
 # Energy absorption coefficients at or above this make a room that Sabine's formula cannot model.
@@ -79,18 +80,22 @@ class BabbleConfig:
 
 @dataclass(frozen=True)
 class ReverbConfig:
-    """A simulated room per utterance (``data.source.reverb``; needs the ``reverb`` extra, pyroomacoustics).
+    """Simulated rooms (``data.source.reverb``; needs the ``reverb`` extra, pyroomacoustics).
 
-    The room is a shoebox of ``room_m`` (``[[x, y, z] smallest, [x, y, z] largest]``, drawn
-    per side), its walls absorb alike so that Sabine's formula gives a reverberation time drawn
+    A room is a shoebox of ``room_m`` (``[[x, y, z] smallest, [x, y, z] largest]``, drawn per
+    side), its walls absorb alike so that Sabine's formula gives a reverberation time drawn
     from ``rt60_s``; talker, babble and microphone stand at random places in it. The impulse
     response is pyroomacoustics' image-source model up to reflections of ``ism_order`` plus a
-    late tail of exponentially decaying noise (see :func:`room_impulse_responses`).
+    late tail of exponentially decaying noise (see :func:`room_impulse_responses`). Each chunk
+    of the corpus draws ``rooms_per_chunk`` rooms and every utterance one of them: a room's
+    responses cost about what speaking an utterance does, so a bank (as real corpora are
+    augmented from) keeps the hard preset above 100x real time.
     """
 
     rt60_s: tuple[float, float] = (0.2, 0.8)
     room_m: tuple[tuple[float, float, float], tuple[float, float, float]] = ((3.0, 3.0, 2.5), (10.0, 8.0, 4.0))
     ism_order: int = 6
+    rooms_per_chunk: int = 8
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "rt60_s", float_range("reverb.", "rt60_s", self.rt60_s, 0.05))
@@ -109,6 +114,8 @@ class ReverbConfig:
         object.__setattr__(self, "room_m", tuple(tuple(side[end] for side in sides) for end in range(2)))
         if not isinstance(self.ism_order, int) or self.ism_order < 0:
             raise ValueError(f"synth config: reverb.ism_order must be a non-negative integer, got {self.ism_order!r}")
+        if not isinstance(self.rooms_per_chunk, int) or self.rooms_per_chunk < 1:
+            raise ValueError(f"synth config: reverb.rooms_per_chunk must be a positive integer, got {self.rooms_per_chunk!r}")
         absorption = sabine_absorption(np.array(self.room_m[1]), self.rt60_s[0])
         if absorption >= _MAX_ABSORPTION:
             raise ValueError(
@@ -129,7 +136,18 @@ def speed_perturb(audio: np.ndarray, factor: float) -> np.ndarray:
     that, as in Kaldi's and ESPnet's speed perturbation, tempo and pitch both rise by ``factor``.
     """
     ratio = Fraction(factor).limit_denominator(1000)
-    return resample_poly(audio, ratio.denominator, ratio.numerator).astype(np.float32)
+    up, down = ratio.denominator, ratio.numerator
+    if up == down:
+        return audio.astype(np.float32)
+    return resample_poly(audio, up, down, window=resampling_filter(up, down)).astype(np.float32)
+
+
+@functools.cache
+def resampling_filter(up: int, down: int) -> np.ndarray:
+    """The low-pass FIR filter that ``resample_poly`` designs by default for ``up / down`` (in
+    lowest terms), designed once per ratio instead of per call."""
+    max_rate = max(up, down)
+    return firwin(2 * 10 * max_rate + 1, 1 / max_rate, window=("kaiser", 5.0))
 
 
 def colored_noise(n_samples: int, color: str, rng: np.random.Generator) -> np.ndarray:

@@ -50,6 +50,7 @@ from tmaps.data.synth.acoustics import (
     NOISE_EXPONENTS,
     BabbleConfig,
     ReverbConfig,
+    Room,
     add_at_snr,
     babble,
     colored_noise,
@@ -94,8 +95,9 @@ _PR_SET_PDEATHSIG = 1
 # Fields added after the first corpora were made, with the defaults that leave them out of a
 # corpus's key: a plain config's key does not depend on options it does not use.
 _LATER_FIELDS = {"speed": None, "babble": None, "reverb": None, "noise_colors": ("pink",)}
-# Third seed word of the babble pools' generators (utterances use the index of the utterance).
+# Third seed word of the babble pools' and room banks' generators (utterances use their index).
 _BABBLE_STREAM = 0xBAB1E
+_ROOM_STREAM = 0x2003
 # Peak level of an utterance whose mixture (speech, babble, noise) would clip.
 _PEAK = 0.99
 
@@ -386,8 +388,24 @@ def _babble_pool(chunk: _Chunk, split: str, espeak: Espeak) -> list[np.ndarray]:
     return pool
 
 
+@dataclass
+class _Backgrounds:
+    """What the utterances of a chunk share, made when first needed: babble talkers per split, rooms."""
+
+    babble: dict[str, list[np.ndarray]] = field(default_factory=dict)
+    rooms: list[tuple[Room, list[tuple[np.ndarray, int]]]] | None = None
+
+
+def _room_bank(chunk: _Chunk) -> list[tuple[Room, list[tuple[np.ndarray, int]]]]:
+    """``reverb.rooms_per_chunk`` rooms for ``chunk``, each with a talker's and a babble position's response."""
+    config = chunk.config
+    rng = np.random.default_rng([config.seed, len(SPLITS), _ROOM_STREAM, chunk.index])
+    rooms = [draw_room(config.reverb, 2, rng) for _ in range(config.reverb.rooms_per_chunk)]
+    return [(room, room_impulse_responses(room, config.reverb.ism_order, SAMPLE_RATE, rng)) for room in rooms]
+
+
 def _acoustics(
-    audio: np.ndarray, config: SynthConfig, rng: np.random.Generator, babble_pool: list[np.ndarray] | None
+    audio: np.ndarray, config: SynthConfig, rng: np.random.Generator, babble_pool: list[np.ndarray] | None, rooms: list | None
 ) -> tuple[np.ndarray, dict]:
     """``audio`` in a room, with babble and noise as ``config`` asks; what was drawn, for the record."""
     drawn = {}
@@ -398,8 +416,7 @@ def _acoustics(
         babble_audio = babble(babble_pool, n_talkers, len(audio), rng)
         drawn.update(babble_talkers=n_talkers, babble_snr_db=babble_snr_db)
     if config.reverb is not None:
-        room = draw_room(config.reverb, 1 if babble_audio is None else 2, rng)
-        responses = room_impulse_responses(room, config.reverb.ism_order, SAMPLE_RATE, rng)
+        room, responses = rooms[int(rng.integers(len(rooms)))]
         audio = reverberate(audio, *responses[0])
         if babble_audio is not None:
             babble_audio = reverberate(babble_audio, *responses[1])
@@ -420,7 +437,7 @@ def _acoustics(
     return audio.astype(np.float32), drawn
 
 
-def _speak(plan: _UtterancePlan, chunk: _Chunk, espeak: Espeak, babble_pools: dict[str, list[np.ndarray]]) -> dict:
+def _speak(plan: _UtterancePlan, chunk: _Chunk, espeak: Espeak, backgrounds: _Backgrounds) -> dict:
     """Synthesize one planned utterance, write its FLAC and return its manifest record."""
     config = chunk.config
     rng = np.random.default_rng([config.seed, SPLITS.index(plan.split), plan.index])
@@ -432,9 +449,11 @@ def _speak(plan: _UtterancePlan, chunk: _Chunk, espeak: Espeak, babble_pools: di
     if config.speed is not None:
         speed = round(float(rng.uniform(*config.speed)), 2)
         audio, words, phonemes = speed_perturb(audio, speed), scale_segments(words, speed), scale_segments(phonemes, speed)
-    if config.babble is not None and plan.split not in babble_pools:
-        babble_pools[plan.split] = _babble_pool(chunk, plan.split, espeak)
-    audio, drawn = _acoustics(audio, config, rng, babble_pools.get(plan.split))
+    if config.babble is not None and plan.split not in backgrounds.babble:
+        backgrounds.babble[plan.split] = _babble_pool(chunk, plan.split, espeak)
+    if config.reverb is not None and backgrounds.rooms is None:
+        backgrounds.rooms = _room_bank(chunk)
+    audio, drawn = _acoustics(audio, config, rng, backgrounds.babble.get(plan.split), backgrounds.rooms)
     utterance_id = f"{config.language}-{plan.split}-{plan.index:06d}"
     audio_path = chunk.folder / "audio" / f"{utterance_id}.flac"
     soundfile.write(audio_path, _to_pcm16(audio), SAMPLE_RATE, format="FLAC", subtype="PCM_16")
@@ -469,11 +488,11 @@ def _speak_chunk(chunk: _Chunk, sender: Connection, parent_pid: int) -> None:
     try:
         espeak = Espeak()
         records = []
-        babble_pools: dict[str, list[np.ndarray]] = {}
+        backgrounds = _Backgrounds()
         for plan in chunk.plans:
             if os.getppid() != parent_pid:
                 return
-            records.append(_speak(plan, chunk, espeak, babble_pools))
+            records.append(_speak(plan, chunk, espeak, backgrounds))
         sender.send((None, records))
     except Exception as error:
         sender.send((error, None))
