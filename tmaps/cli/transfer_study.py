@@ -1,4 +1,4 @@
-"""``tmaps-transfer-study``: the English -> German transfer study of ``conf/transfer_study.yaml``
+"""``python -m tmaps.cli.transfer_study``: the English -> German transfer study of ``conf/transfer_study.yaml``
 (see :mod:`tmaps.commands.transfer_study`); resumable, finished runs are skipped."""
 
 import hydra
