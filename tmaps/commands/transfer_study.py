@@ -14,7 +14,8 @@
 
 Every run is a ``tmaps-train`` process with its own folder ``<out_dir>/runs/<condition>-f<fraction>-s<seed>``.
 A finished run leaves ``result.json`` (dev CER and training seconds at every validation); a
-rerun of the study skips it, and a folder without it (a killed run) is trained again from the start.
+rerun of the study skips it, and a folder without it (a killed run) is trained again from the
+start, so that its learning curve is one run's. A killed source run goes on from its last checkpoint.
 
 Every run has the same budget, ``steps`` optimizer steps with a validation every ``val_every``;
 gradual unfreezing is scheduled in steps (a fraction of the budget), so that it means the same
@@ -26,6 +27,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import shutil
 import subprocess
 import sys
@@ -146,7 +148,7 @@ def train(overrides: Sequence[str], log_path: Path) -> None:
         RuntimeError: the run failed; the message names its log.
     """
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(log_path, "w") as output:
+    with open(log_path, "a") as output:
         status = subprocess.run([sys.executable, "-m", "tmaps.cli.train", *overrides], stdout=output, stderr=subprocess.STDOUT)
     if status.returncode:
         raise RuntimeError(f"tmaps-train failed (exit code {status.returncode}); see {log_path}")
@@ -193,8 +195,15 @@ def run_once(run: Run, source_ckpt: str | None, study: Mapping, out_dir: Path) -
         run.condition, run.fraction, run.seed, [int(step) for step in curves.index],
         curves["val/cer"].tolist(), curves["time/train_s"].tolist(), change,
     )  # fmt: skip
-    result_path.write_text(json.dumps(asdict(result), indent=1) + "\n")
+    write_atomically(result_path, json.dumps(asdict(result), indent=1) + "\n")
     return result
+
+
+def write_atomically(path: Path, text: str) -> None:
+    """Write ``text`` so that ``path`` is either absent or complete, even if the study is killed meanwhile."""
+    partial = path.with_name(path.name + ".partial")
+    partial.write_text(text)
+    os.replace(partial, path)
 
 
 def source_checkpoint(study: Mapping, out_dir: Path) -> str:
@@ -207,13 +216,14 @@ def source_checkpoint(study: Mapping, out_dir: Path) -> str:
     source_dir = out_dir / "source"
     checkpoint = source_dir / "checkpoints" / "last.ckpt"
     if not (source_dir / RESULT_FILE).is_file():
-        shutil.rmtree(source_dir, ignore_errors=True)
-        log.info("training the English source (%s)", " ".join(study["source"]["overrides"]))
-        overrides = [*study["source"]["overrides"], "test=false", f"hydra.run.dir={source_dir}", "task_name=transfer_study_source"]
+        # A source run that was killed goes on from its last epoch's checkpoint.
+        resume = [f"ckpt_path={checkpoint}"] if checkpoint.is_file() else []
+        log.info("training the English source (%s)", " ".join([*study["source"]["overrides"], *resume]))
+        overrides = [*study["source"]["overrides"], *resume, "test=false", f"hydra.run.dir={source_dir}", "task_name=transfer_study_source"]
         train(overrides, source_dir / "train.log")
         if not checkpoint.is_file():
             raise FileNotFoundError(f"the source run wrote no {checkpoint}; its callbacks must keep last.ckpt")
-        (source_dir / RESULT_FILE).write_text(json.dumps({"checkpoint": str(checkpoint.resolve())}) + "\n")
+        write_atomically(source_dir / RESULT_FILE, json.dumps({"checkpoint": str(checkpoint.resolve())}) + "\n")
     return str(checkpoint.resolve())
 
 
