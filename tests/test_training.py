@@ -16,6 +16,7 @@ from omegaconf import OmegaConf, open_dict
 
 from tmaps.checkpoint import CheckpointMismatchError, check_compatible, load_checkpoint, read_checkpoint
 from tmaps.commands.train import train
+from tmaps.data.datamodule import SOURCE_KINDS
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 TINY_CORPUS = [
@@ -71,7 +72,7 @@ def test_every_group_option_trains_under_fast_dev_run(overrides, tmp_path, data_
 def test_trainer_and_data_options_compose(trainer, data, tmp_path, data_dir):
     cfg = compose_train([f"trainer={trainer}", f"data={data}"], tmp_path, data_dir)
     assert cfg.trainer._target_ == "pytorch_lightning.Trainer"
-    assert cfg.data.source.kind in ("synth", "librispeech", "commonvoice", "manifest")
+    assert cfg.data.source.kind in SOURCE_KINDS
 
 
 def run_cli(*arguments: str, cwd: Path, check: bool = True) -> subprocess.CompletedProcess:

@@ -12,6 +12,7 @@ from torch import Tensor
 
 from tmaps.models import Wav2Letter
 from tmaps.text import Alphabet
+from tmaps.topo import Grid, topographic_grids
 
 
 class CheckpointMismatchError(ValueError):
@@ -20,7 +21,12 @@ class CheckpointMismatchError(ValueError):
 
 @dataclass
 class LoadedCheckpoint:
-    """What a tmaps checkpoint holds: enough to rebuild the model and its inputs."""
+    """What a tmaps checkpoint holds: enough to rebuild the model and its inputs.
+
+    Attributes:
+        grids: the grid of every layer the checkpoint's ``topo`` config trained topographically
+            (:func:`tmaps.topo.topographic_grids`); ``{}`` for a model trained without.
+    """
 
     path: Path
     model: Wav2Letter
@@ -28,6 +34,7 @@ class LoadedCheckpoint:
     features: dict
     hyper_parameters: dict
     global_step: int
+    grids: dict[str, Grid]
 
 
 def read_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict:
@@ -67,6 +74,7 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
         features=dict(hyper_parameters["features"]),
         hyper_parameters=hyper_parameters,
         global_step=int(checkpoint.get("global_step", 0)),
+        grids=topographic_grids(model, hyper_parameters.get("topo")),
     )
 
 

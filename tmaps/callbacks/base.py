@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 
 import numpy as np
 import pytorch_lightning as pl
@@ -69,10 +70,9 @@ class MapCallback(Callback):
         self.every_n_epochs = every_n_epochs
         self.n_probe_utterances = n_probe_utterances
         self.probe_batch_size = probe_batch_size
-        self.gif_frame_ms = gif_frame_ms
         self.seed = seed
+        self.gifs = EvolutionGifs(gif_frame_ms)
         self._probe: list[dict] | None = None
-        self._frames: dict[str, list[np.ndarray]] = {}
         self._coords: dict[str, np.ndarray] = {}
 
     def due(self, trainer: pl.Trainer) -> bool:
@@ -92,18 +92,40 @@ class MapCallback(Callback):
         return coords
 
     def log_map(self, trainer: pl.Trainer, key: str, figure: Figure) -> None:
-        """Log a map figure (rank zero) and keep its PNG as a frame of the key's GIF (drawing maps is slow: once only)."""
-        path = log_figure(trainer.loggers, key, figure, trainer.global_step, trainer.default_root_dir)
-        with Image.open(path) as image:
-            self._frames.setdefault(key, []).append(np.asarray(image.convert("RGB")))
+        """Log a map figure (rank zero) and keep it as a frame of the key's GIF."""
+        self.gifs.log(trainer, key, figure)
 
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if not trainer.is_global_zero:
-            return
-        for key, frames in self._frames.items():
-            path = figure_path(trainer.default_root_dir, key, 0).with_name("evolution.gif")
-            save_gif(frames, path, fps=1000 / self.gif_frame_ms)
+        if trainer.is_global_zero:
+            self.gifs.write(trainer.default_root_dir)
+
+
+class EvolutionGifs:
+    """Logged map figures, kept as the frames of one GIF per key: ``figures/<key>/evolution.gif``.
+
+    Args:
+        frame_ms: how long each frame shows.
+    """
+
+    def __init__(self, frame_ms: int) -> None:
+        self.frame_ms = frame_ms
+        self.frames: dict[str, list[np.ndarray]] = {}
+
+    def log(self, trainer: pl.Trainer, key: str, figure: Figure) -> None:
+        """Log ``figure`` under ``key`` (:func:`~tmaps.training.loggers.log_figure`) and keep its PNG as a frame
+        (drawing a map is slow: it is rendered once)."""
+        path = log_figure(trainer.loggers, key, figure, trainer.global_step, trainer.default_root_dir)
+        with Image.open(path) as image:
+            self.frames.setdefault(key, []).append(np.asarray(image.convert("RGB")))
+
+    def write(self, run_dir: str | Path) -> list[Path]:
+        """Every key's frames as ``<run_dir>/figures/<key>/evolution.gif``; the GIF paths."""
+        paths = []
+        for key, frames in self.frames.items():
+            path = figure_path(run_dir, key, 0).with_name("evolution.gif")
+            paths.append(save_gif(frames, path, fps=1000 / self.frame_ms))
             log.info("%s over the epochs: %s", key, path)
+        return paths
 
 
 def probe_loader(trainer: pl.Trainer) -> DataLoader:
@@ -133,8 +155,8 @@ def probe_batches(loader: DataLoader, n_utterances: int, batch_size: int) -> lis
 
 
 def topographic_layers(pl_module: pl.LightningModule) -> list[str]:
-    """The layers of the module's ``topo`` config (``hparams.topo["layers"]``)."""
-    return list((pl_module.hparams.get("topo") or {}).get("layers") or [])
+    """The layers of the module's topographic loss, in the order of its config."""
+    return list(trained_grids(pl_module))
 
 
 def trained_grids(pl_module: pl.LightningModule) -> dict[str, Grid]:
@@ -143,15 +165,7 @@ def trained_grids(pl_module: pl.LightningModule) -> dict[str, Grid]:
     return regularizer.grids if regularizer is not None else {}
 
 
-def trained_grid(pl_module: pl.LightningModule, layer: str) -> Grid | None:
-    """The grid of ``layer``'s topographic loss, or ``None`` for a plain layer."""
-    return trained_grids(pl_module).get(layer)
-
-
-def n_units(pl_module: pl.LightningModule, layer: str) -> int:
-    return filter_vectors(get_layer(pl_module.model, layer)).shape[0]
-
-
 def layer_grid(pl_module: pl.LightningModule, layer: str) -> Grid:
-    """The grid ``layer`` is trained on, or the nearly square channel-order grid of a plain layer."""
-    return trained_grid(pl_module, layer) or Grid(n_units(pl_module, layer))
+    """The grid ``layer`` is trained on; for a plain layer, its channels in order on ``Grid(n_units)``."""
+    grid = trained_grids(pl_module).get(layer)
+    return grid if grid is not None else Grid(filter_vectors(get_layer(pl_module.model, layer)).shape[0])

@@ -5,23 +5,21 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 
+import numpy as np
 import pytorch_lightning as pl
-import torch
-from torch import nn
 
 from tmaps.callbacks.base import MapCallback, layer_grid, topographic_layers
-from tmaps.introspect import NAP, plot_maps
-from tmaps.introspect.nap import evaluating, to_model_device
+from tmaps.introspect import NAP, Profiles, plot_maps
+from tmaps.introspect.nap import to_model_device
 from tmaps.topo import activation_map, filter_map
 
 log = logging.getLogger(__name__)
 
 
-def concatenated(batches: Sequence[dict]) -> tuple[torch.Tensor, torch.Tensor]:
-    """``features (B, n_mels, T_max)`` and ``feature_lengths (B,)`` of all batches, zero padded to one length."""
-    longest = max(batch["features"].shape[-1] for batch in batches)
-    features = torch.cat([nn.functional.pad(batch["features"], (0, longest - batch["features"].shape[-1])) for batch in batches])
-    return features, torch.cat([batch["feature_lengths"] for batch in batches])
+def valid_frame_mean(profiles: Profiles, layer: str) -> np.ndarray:
+    """Each unit's mean activation ``(U,)`` over every frame the profiles counted: the valid frames, never padding."""
+    profile = profiles[layer]
+    return (profile.raw_mean * profile.counts[:, None]).sum(0) / profile.counts.sum()
 
 
 class TopographicMaps(MapCallback):
@@ -31,14 +29,13 @@ class TopographicMaps(MapCallback):
 
     - ``maps/filters/<layer>``: :func:`tmaps.topo.filter_map` on the layer's grid (mel
       centre of mass for the first layer, filter PCs as RGB for the others);
-    - ``maps/activations/<layer>``: the mean activation of each unit over the probe set
-      (see :class:`MapCallback`), in eval mode. With ``layout="grid"`` it is
-      :func:`tmaps.topo.activation_map` on the learned grid (a mean over the padded probe
-      batch, which the choice of similar-length probes keeps close to the mean over speech);
-      with another method of :data:`tmaps.introspect.LAYOUTS` the units are laid out by their
-      per-utterance activation profiles over the probe set (``NAP`` grouped by utterance id,
-      each epoch's layout aligned onto the previous one) and the mean over the valid frames
-      is drawn with :func:`tmaps.introspect.plot_maps`;
+    - ``maps/activations/<layer>``: the mean activation of each unit over the valid (not
+      padded) frames of the probe set (see :class:`MapCallback`), from a ``NAP`` pass grouped
+      by utterance id, in eval mode. With ``layout="grid"`` it is drawn by
+      :func:`tmaps.topo.activation_map` on the learned grid; with another method of
+      :data:`tmaps.introspect.LAYOUTS` the units are laid out by their per-utterance
+      activation profiles (each epoch's layout aligned onto the previous one) and drawn with
+      :func:`tmaps.introspect.plot_maps`;
 
     and a GIF of each map at the end of ``fit``. Everything runs on rank zero only.
 
@@ -77,17 +74,14 @@ class TopographicMaps(MapCallback):
             figure = filter_map(model, layer, layer_grid(pl_module, layer))
             figure.axes[0].set_title(f"{figure.axes[0].get_title()}, epoch {epoch}")
             self.log_map(trainer, f"maps/filters/{layer}", figure)
-        if self.layout == "grid":
-            with evaluating(model):
-                for layer in self.layers:
-                    figure = activation_map(model, layer, *concatenated(batches), grid=layer_grid(pl_module, layer))
-                    figure.axes[0].set_title(f"{figure.axes[0].get_title()}, epoch {epoch}")
-                    self.log_map(trainer, f"maps/activations/{layer}", figure)
-            return
         profiles = NAP(model, self.layers).compute(batches, "id")
         for layer in self.layers:
-            profile = profiles[layer]
-            mean_activation = (profile.raw_mean * profile.counts[:, None]).sum(0) / profile.counts.sum()
-            coords = self.layout_of(layer, profiles.matrix(layer))
-            title = f"{layer}: mean activation on a {self.layout} layout, epoch {epoch}"
-            self.log_map(trainer, f"maps/activations/{layer}", plot_maps(coords, mean_activation[None], ["probe set"], order=False, title=title))
+            mean_activation = valid_frame_mean(profiles, layer)
+            if self.layout == "grid":
+                figure = activation_map(mean_activation, layer_grid(pl_module, layer), layer)
+                figure.axes[0].set_title(f"{figure.axes[0].get_title()}, epoch {epoch}")
+            else:
+                coords = self.layout_of(layer, profiles.matrix(layer))
+                title = f"{layer}: mean activation on a {self.layout} layout, epoch {epoch}"
+                figure = plot_maps(coords, mean_activation[None], ["probe set"], order=False, title=title)
+            self.log_map(trainer, f"maps/activations/{layer}", figure)

@@ -14,12 +14,14 @@ from torch.utils.data import DataLoader
 from tmaps.data.dataset import DurationBatchSampler, SpeechDataset, check_records, collate, filter_records
 from tmaps.data.features import LogMel, SpecAugment
 from tmaps.data.manifest import SPLITS, read_manifest
-from tmaps.data.readers import build_corpus
+from tmaps.data.readers import READERS, build_corpus
 from tmaps.data.synth import synthesize_corpus
 from tmaps.text import Alphabet
 
 log = logging.getLogger(__name__)
 
+# The synthetic corpus, and every corpus reader of tmaps.data.readers.
+SOURCE_KINDS = ("synth", *READERS)
 FEATURE_DEFAULTS = {"n_mels": 40, "log_floor": 1e-6, "cache": False}
 SPEC_AUGMENT_DEFAULTS = {"freq_masks": 2, "freq_width": 8, "time_masks": 2, "time_width": 20}
 BATCHING_DEFAULTS = {"max_batch_seconds": 160.0, "max_duration_s": 16.0, "num_workers": 2, "seed": 0}
@@ -70,8 +72,8 @@ class SpeechDataModule(pl.LightningDataModule):
         output_stride: int | None = None,
     ) -> None:
         super().__init__()
-        if source.get("kind") not in ("synth", "librispeech", "commonvoice", "manifest"):
-            raise ValueError(f"data.source.kind must be synth, librispeech, commonvoice or manifest, got {source.get('kind')!r}")
+        if source.get("kind") not in SOURCE_KINDS:
+            raise ValueError(f"data.source.kind must be one of {list(SOURCE_KINDS)}, got {source.get('kind')!r}")
         if source["kind"] == "synth" and source.get("language", language) != language:
             raise ValueError(f"data.source.language {source['language']!r} differs from data.language {language!r}, which selects the alphabet")
         if not 0 < train_fraction <= 1:
@@ -195,6 +197,30 @@ class SpeechDataModule(pl.LightningDataModule):
 
     def test_dataloader(self) -> list[DataLoader]:
         return list(self.test_loaders().values())
+
+
+def manifest_loader(
+    corpus: str | Path, split: str, features: Mapping, cache: str | Path, language: str = "en", max_batch_seconds: float = 60.0
+) -> DataLoader:
+    """Batches of one split (``<corpus>/<split>.jsonl``) of a folder of manifests, in a fixed order.
+
+    Args:
+        corpus: the folder of manifests.
+        split: the split, e.g. ``"test"``.
+        features: the feature config (a checkpoint's ``LoadedCheckpoint.features``).
+        cache: where the data module keeps its copy of the manifests.
+        language: the transcripts' language (selects the alphabet).
+        max_batch_seconds: audio per batch.
+    """
+    data = SpeechDataModule(
+        source={"kind": "manifest", "path": str(corpus), "splits": {split: f"{split}.jsonl"}},
+        root=str(cache),
+        language=language,
+        features=features,
+        batching={"max_batch_seconds": max_batch_seconds, "num_workers": 0},
+    )
+    data.prepare_data()
+    return data.loader(split, shuffle=False)
 
 
 def _with_defaults(group: str, options: Mapping | None, defaults: Mapping) -> dict:

@@ -85,7 +85,7 @@ class ASRModule(pl.LightningModule):
         """The module stored in a tmaps checkpoint, loaded with ``weights_only=True``."""
         checkpoint = read_checkpoint(path)
         stored = checkpoint["hyper_parameters"]
-        module = cls(**{key: stored[key] for key in ("model", "alphabet", "features", "optim") if key in stored})
+        module = cls(**{key: stored[key] for key in ("model", "alphabet", "features", "optim", "topo") if key in stored})
         module.load_state_dict(checkpoint["state_dict"])
         return module
 
