@@ -245,7 +245,7 @@ def test_an_empty_dataset_is_an_error_naming_the_manifest(damaged, tmp_path):
     write_manifest(read_manifest(folder / "dev.jsonl"), tmp_path / "corpus" / "dev.jsonl")
     module = datamodule(tmp_path / "corpus", tmp_path / "cache")
     module.prepare_data()
-    with pytest.raises(ValueError, match=r"no utterances of .*train\.jsonl"):
+    with pytest.raises(ValueError, match=r"split train is empty: no utterance of .*train\.jsonl is left"):
         module.setup("fit")
 
 

@@ -132,10 +132,8 @@ def run_overrides(run: Run, source_ckpt: str | None, study: Mapping, run_dir: Pa
         # no per-epoch saving, which small fractions (epochs of a few steps) would pay often.
         "callbacks=none",
         "+callbacks.train_time._target_=tmaps.callbacks.TrainTime",
-        "+callbacks.last_checkpoint._target_=pytorch_lightning.callbacks.ModelCheckpoint",
-        f"+callbacks.last_checkpoint.dirpath={run_dir / 'checkpoints'}",
-        "+callbacks.last_checkpoint.filename=last",
-        f"+callbacks.last_checkpoint.every_n_train_steps={study['steps']}",
+        "~checkpoints.best",
+        f"+checkpoints.last.every_n_train_steps={study['steps']}",
         f"hydra.run.dir={run_dir}",
         "task_name=transfer_study",
     ]

@@ -29,6 +29,7 @@ import inspect
 import json
 import os
 import warnings
+import zipfile
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -257,14 +258,23 @@ class Profiles:
     @classmethod
     def load(cls, path: str | os.PathLike) -> Profiles:
         """Profiles written by ``save`` (loaded with ``allow_pickle=False``)."""
+        if not zipfile.is_zipfile(path):
+            raise ValueError(f"{path} is not a tmaps profiles file: profiles are NPZ (zip) archives, and this file is not one")
         with np.load(path, allow_pickle=False) as stored:
+
+            def entry(name: str) -> np.ndarray:
+                try:
+                    return stored[name]
+                except ValueError:  # numpy's message suggests allow_pickle, which would run code from the file
+                    raise ValueError(f"{path} is not a tmaps profiles file: its entry {name!r} holds Python objects, not numbers or text") from None
+
             if "metadata" not in stored:
                 raise ValueError(f"{path} is not a tmaps profiles file: it has no 'metadata' entry")
-            metadata = json.loads(str(stored["metadata"]))
+            metadata = json.loads(str(entry("metadata")))
             if metadata.get("format_version") != FORMAT_VERSION:
                 raise ValueError(f"{path} has profiles format {metadata.get('format_version')!r}; this tmaps reads {FORMAT_VERSION}")
             layers = metadata["layers"]
-            stats = [{layer: stored[f"{kind}_{i}"] for i, layer in enumerate(layers)} for kind in ("sums", "squares", "counts")]
+            stats = [{layer: entry(f"{kind}_{i}") for i, layer in enumerate(layers)} for kind in ("sums", "squares", "counts")]
         derived = ("format_version", "layers", "groups", "window", "normalize", "group_counts", "empty_groups")
         info = {key: value for key, value in metadata.items() if key not in derived}
         return cls(metadata["groups"], *stats, window=metadata["window"], normalize=metadata["normalize"], info=info)
