@@ -13,7 +13,7 @@ import torch.distributed as dist
 from torch import nn
 
 from tmaps.callbacks.topographic_maps import MapCallback, n_units, topographic_layers, trained_grid
-from tmaps.introspect import NAP, GradNAP, Profiles, adjusted_rand_by_layer, plot_adjusted_rand, plot_maps
+from tmaps.introspect import NAP, GradNAP, Profiles, adjusted_rand_by_layer, plot_adjusted_rand
 from tmaps.introspect.nap import to_model_device
 from tmaps.training.loggers import log_figure, log_table
 
@@ -28,7 +28,7 @@ class ActivationProfiles(MapCallback):
     Each time it logs
 
     - ``profiles/map/<layer>`` for every map layer: one map per group (phoneme, ...) of the
-      layer's profiles (:func:`tmaps.introspect.plot_maps`) on a layout of its units; the
+      layer's profiles (:func:`tmaps.introspect.render.plot_rendered`) on a layout of its units; the
       ``"grid"`` layout is the grid the layer is trained on (for a plain layer, its channels
       in order on the squarest grid that holds them), other layouts (:data:`tmaps.introspect.LAYOUTS`) are recomputed from the
       profiles and aligned onto the previous epoch's;
@@ -139,7 +139,8 @@ class ActivationProfiles(MapCallback):
             options = {"shape": grid_shape(pl_module, layer)} if self.layout == "grid" else {}
             coords = self.layout_of(layer, profiles.matrix(layer), **options)
             title = f"{layer}: {label}s by {self.groups} on a {self.layout} layout, epoch {epoch}"
-            self.log_map(trainer, f"profiles/map/{layer}", plot_maps(coords, profiles[layer].mean, profiles.groups, order=False, title=title))
+            value_label = f"{label} ({self.normalize or 'raw'})"
+            self.log_values(trainer, f"profiles/map/{layer}", coords, profiles[layer].mean, profiles.groups, title, value_label)
         if self.groups != "phoneme":
             return
         try:

@@ -1,8 +1,8 @@
 """Filter maps and activation maps of the topographic layers, logged as training goes on.
 
 Also home of :class:`MapCallback`, what the map callbacks share: when to draw, the fixed
-probe set of utterances, logging to the active loggers with PNG copies, and the GIFs of each
-map's evolution written at the end of ``fit``.
+probe set of utterances, logging to the active loggers with PNG copies, colour scales shared
+across epochs, and the GIFs of each map's evolution written at the end of ``fit``.
 """
 
 from __future__ import annotations
@@ -19,10 +19,10 @@ from pytorch_lightning.callbacks import Callback
 from torch import nn
 from torch.utils.data import DataLoader
 
-from tmaps.introspect import LAYOUTS, NAP, compute_layout, plot_maps
-from tmaps.introspect.nap import evaluating, to_model_device
-from tmaps.introspect.render import save_gif
-from tmaps.topo import Grid, activation_map, filter_map
+from tmaps.introspect import LAYOUTS, NAP, compute_layout
+from tmaps.introspect.nap import to_model_device
+from tmaps.introspect.render import MapStyle, RenderedMaps, figure_image, plot_rendered, save_gif
+from tmaps.topo import Grid, filter_map
 from tmaps.topo.layers import filter_vectors, get_layer
 from tmaps.training.loggers import figure_path, log_figure
 
@@ -38,6 +38,10 @@ class MapCallback(Callback):
     ``<default_root_dir>/figures/<key>/step<step>.png``, from rank zero only; without a logger
     only the PNGs are written. At the end of ``fit``, each map's frames become
     ``figures/<key>/evolution.gif``.
+
+    Maps of values (:meth:`log_values`) share one symmetric colour scale across epochs: each
+    epoch's figure uses the largest ``|value|`` of that map so far, and the GIF is redrawn at
+    the end on the largest of the whole run, so that its frames compare directly.
 
     The probe set is ``n_probe_utterances`` utterances of the validation set (of the training
     set when there is none): those nearest to the median duration, so that padding is small,
@@ -78,7 +82,9 @@ class MapCallback(Callback):
         self.seed = seed
         self._probe: list[dict] | None = None
         self._frames: dict[str, list[np.ndarray]] = {}
+        self._value_frames: dict[str, list[tuple[RenderedMaps, list[str], str, str]]] = {}
         self._coords: dict[str, np.ndarray] = {}
+        self.style = MapStyle()
 
     def due(self, trainer: pl.Trainer) -> bool:
         """Whether this training epoch gets maps."""
@@ -97,15 +103,33 @@ class MapCallback(Callback):
         return coords
 
     def log_map(self, trainer: pl.Trainer, key: str, figure: Figure) -> None:
-        """Log a map figure (rank zero) and keep its PNG as a frame of the key's GIF (drawing maps is slow: once only)."""
+        """Log a picture (rank zero) and keep its PNG as a frame of the key's GIF (drawing is slow: once only)."""
         path = log_figure(trainer.loggers, key, figure, trainer.global_step, trainer.default_root_dir)
         with Image.open(path) as image:
             self._frames.setdefault(key, []).append(np.asarray(image.convert("RGB")))
 
+    def log_values(
+        self, trainer: pl.Trainer, key: str, coords: np.ndarray, values: np.ndarray, labels: Sequence[str], title: str, value_label: str
+    ) -> None:
+        """Log the maps of ``values (G, U)`` over the layout ``coords (U, 2)``, one panel per label, on
+        the key's colour scale so far; keep them to redraw the GIF on the run's final scale."""
+        maps = self.style.render(coords, values)
+        frames = self._value_frames.setdefault(key, [])
+        frames.append((maps, list(labels), title, value_label))
+        figure = plot_rendered(maps, labels, style=self.style, title=title, limit=max(frame[0].limit for frame in frames), value_label=value_label)
+        log_figure(trainer.loggers, key, figure, trainer.global_step, trainer.default_root_dir)
+
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if not trainer.is_global_zero:
             return
-        for key, frames in self._frames.items():
+        frames_by_key = dict(self._frames)
+        for key, frames in self._value_frames.items():
+            limit = max(maps.limit for maps, *_ in frames)
+            frames_by_key[key] = [
+                figure_image(plot_rendered(maps, labels, style=self.style, title=title, limit=limit, value_label=value_label))
+                for maps, labels, title, value_label in frames
+            ]
+        for key, frames in frames_by_key.items():
             path = figure_path(trainer.default_root_dir, key, 0).with_name("evolution.gif")
             save_gif(frames, path, fps=1000 / self.gif_frame_ms)
             log.info("%s over the epochs: %s", key, path)
@@ -162,13 +186,6 @@ def layer_grid(pl_module: pl.LightningModule, layer: str) -> Grid:
     return trained_grid(pl_module, layer) or Grid(n_units(pl_module, layer))
 
 
-def concatenated(batches: Sequence[dict]) -> tuple[torch.Tensor, torch.Tensor]:
-    """``features (B, n_mels, T_max)`` and ``feature_lengths (B,)`` of all batches, zero padded to one length."""
-    longest = max(batch["features"].shape[-1] for batch in batches)
-    features = torch.cat([nn.functional.pad(batch["features"], (0, longest - batch["features"].shape[-1])) for batch in batches])
-    return features, torch.cat([batch["feature_lengths"] for batch in batches])
-
-
 class TopographicMaps(MapCallback):
     """Filter maps and activation maps of the topographic layers every ``every_n_epochs`` epochs.
 
@@ -176,14 +193,11 @@ class TopographicMaps(MapCallback):
 
     - ``maps/filters/<layer>``: :func:`tmaps.topo.filter_map` on the layer's grid (mel
       centre of mass for the first layer, filter PCs as RGB for the others);
-    - ``maps/activations/<layer>``: the mean activation of each unit over the probe set
-      (see :class:`MapCallback`), in eval mode. With ``layout="grid"`` it is
-      :func:`tmaps.topo.activation_map` on the learned grid (a mean over the padded probe
-      batch, which the choice of similar-length probes keeps close to the mean over speech);
-      with another method of :data:`tmaps.introspect.LAYOUTS` the units are laid out by their
-      per-utterance activation profiles over the probe set (``NAP`` grouped by utterance id,
-      each epoch's layout aligned onto the previous one) and the mean over the valid frames
-      is drawn with :func:`tmaps.introspect.plot_maps`;
+    - ``maps/activations/<layer>``: the mean activation of each unit over the valid frames
+      of the probe set (see :class:`MapCallback`; ``NAP`` grouped by utterance id, in eval
+      mode), drawn with :func:`tmaps.introspect.render.plot_rendered` on the learned grid
+      (``layout="grid"``) or on another layout of :data:`tmaps.introspect.LAYOUTS`, computed
+      from the units' per-utterance profiles and aligned onto the previous epoch's;
 
     and a GIF of each map at the end of ``fit``. Everything runs on rank zero only.
 
@@ -222,17 +236,11 @@ class TopographicMaps(MapCallback):
             figure = filter_map(model, layer, layer_grid(pl_module, layer))
             figure.axes[0].set_title(f"{figure.axes[0].get_title()}, epoch {epoch}")
             self.log_map(trainer, f"maps/filters/{layer}", figure)
-        if self.layout == "grid":
-            with evaluating(model):
-                for layer in self.layers:
-                    figure = activation_map(model, layer, *concatenated(batches), grid=layer_grid(pl_module, layer))
-                    figure.axes[0].set_title(f"{figure.axes[0].get_title()}, epoch {epoch}")
-                    self.log_map(trainer, f"maps/activations/{layer}", figure)
-            return
         profiles = NAP(model, self.layers).compute(batches, "id")
         for layer in self.layers:
             profile = profiles[layer]
             mean_activation = (profile.raw_mean * profile.counts[:, None]).sum(0) / profile.counts.sum()
-            coords = self.layout_of(layer, profiles.matrix(layer))
-            title = f"{layer}: mean activation on a {self.layout} layout, epoch {epoch}"
-            self.log_map(trainer, f"maps/activations/{layer}", plot_maps(coords, mean_activation[None], ["probe set"], order=False, title=title))
+            options = {"shape": layer_grid(pl_module, layer).shape} if self.layout == "grid" else {}
+            coords = self.layout_of(layer, profiles.matrix(layer), **options)
+            title = f"{layer}: mean activation on the {self.layout} layout, epoch {epoch}"
+            self.log_values(trainer, f"maps/activations/{layer}", coords, mean_activation[None], ["probe set"], title, "activation")
