@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from pathlib import Path
 
 import matplotlib
 import numpy as np
+import pandas as pd
 import pytorch_lightning as pl
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
@@ -38,6 +40,7 @@ class WeightChange(Callback):
     - ``weights/change_lines``: relative change against epoch, one line per layer;
     - ``weights/filter_cosine``: per layer, the distribution of each filter's cosine
       similarity to its start;
+    - ``<default_root_dir>/weight_change.csv``: the relative change by epoch and layer;
     - ``weights/change_map/<layer>`` for every topographic layer (the grids of ``pl_module.topo``):
       each filter's relative change at its grid cell;
 
@@ -86,6 +89,7 @@ class WeightChange(Callback):
             logger.log_metrics({f"weights/relative_change/{name}": change.relative_change for name, change in changes.items()}, step=step)
         names = list(changes)
         run_dir = trainer.default_root_dir
+        self.table(names).to_csv(Path(run_dir) / "weight_change.csv", index=False)
         log_figure(trainer.loggers, "weights/change_heatmap", self.heatmap(names), step, run_dir)
         log_figure(trainer.loggers, "weights/change_lines", self.lines(names), step, run_dir)
         log_figure(trainer.loggers, "weights/filter_cosine", cosine_distributions(changes, epoch), step, run_dir)
@@ -102,6 +106,10 @@ class WeightChange(Callback):
             path = figure_path(trainer.default_root_dir, f"weights/change_map/{name}", 0).with_name("evolution.gif")
             save_gif(frames, path, fps=1000 / self.gif_frame_ms)
             log.info("weight change map of %s over the epochs: %s", name, path)
+
+    def table(self, layer_names: Sequence[str]) -> pd.DataFrame:
+        """Relative change ``||W - W0|| / ||W0||``, one row per logged epoch, one column per layer."""
+        return pd.DataFrame(self.history, columns=list(layer_names)).assign(epoch=self.epochs).set_index("epoch").reset_index()
 
     def heatmap(self, layer_names: Sequence[str]) -> Figure:
         """Relative change, layers (rows) x logged epochs (columns)."""
