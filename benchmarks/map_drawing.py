@@ -1,12 +1,13 @@
 """Drawing the figures of ``tmaps-maps``: one composite image per figure against an axes per panel.
 
 Usage:
-    python benchmarks/map_drawing.py [--layouts 1] [--groups 58]
+    python benchmarks/map_drawing.py [--layers 4] [--layouts 1] [--groups 58]
 
 The workload is what ``tmaps-maps`` draws for a quickstart checkpoint's phoneme NAPs: the
-small model's 10 conv layers and its head (8 x 192, 2 x 512 and 30 units), ``--groups``
-phonemes, per layer and layout one figure with a map per phoneme, per layout one figure of
-all layers side by side. Profiles with planted structure
+small model's layers (the first ``--layers`` of 8 x 192, 2 x 512 and 30 units; all 11 with
+``--layers 11``), ``--groups`` phonemes, per layer and layout one figure with a map per
+phoneme, per layout one figure of all layers side by side. The default keeps the baseline
+under a minute of CPU time. Profiles with planted structure
 (``tmaps.introspect.quality.make_planted_profiles``) on a SOM layout stand in for real ones;
 drawing time does not depend on the values.
 
@@ -103,12 +104,13 @@ def timed(draw, path: Path) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--layers", type=int, default=4, help=f"layers, at most {len(LAYER_UNITS)}")
     parser.add_argument("--layouts", type=int, default=1, help="layouts per layer (tmaps-maps layouts=[som,umap] is 2)")
     parser.add_argument("--groups", type=int, default=58, help="groups (phonemes) per map")
     args = parser.parse_args()
     labels = [f"ph{group}" for group in range(args.groups)]
     layers = {}
-    for index, n_units in enumerate(LAYER_UNITS):
+    for index, n_units in enumerate(LAYER_UNITS[: args.layers]):
         profiles, _, _ = make_planted_profiles(n_units, n_groups=args.groups, seed=index)
         layers[f"conv{index}"] = (compute_layout("som", profiles), profiles.T)
     counts = np.random.default_rng(0).integers(50, 5000, args.groups)

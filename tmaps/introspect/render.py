@@ -25,7 +25,8 @@ import matplotlib as mpl
 import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
-from matplotlib.image import AxesImage
+from matplotlib.cm import ScalarMappable
+from matplotlib.colors import Normalize
 from matplotlib.collections import LineCollection
 from numpy.typing import ArrayLike, NDArray
 from PIL import Image
@@ -239,7 +240,7 @@ def draw_panels(
     ncols: int,
     limit: float,
     style: MapStyle,
-) -> AxesImage:
+) -> ScalarMappable:
     """The maps of ``groups`` as panels of one image on ``axes``, ``ncols`` panels a row.
 
     All panels are one ``imshow`` of a composite array (NaN between panels), one ``contour``
@@ -248,7 +249,7 @@ def draw_panels(
     an axes per panel (``benchmarks/map_drawing.py``).
 
     Returns:
-        The image artist (for a colour bar).
+        The colour scale (for a colour bar).
     """
     nrows = math.ceil(len(groups) / ncols)
     side = style.resolution
@@ -261,12 +262,16 @@ def draw_panels(
         top, left = (nrows - 1 - row) * (side + gap_y), col * (side + gap_x)
         composite[top : top + side, left : left + side] = maps.images[group]
         corners.append((left / side, top / side))
-        axes.text(left / side + 0.5, (top + side) / side + 0.03, labels[group], ha="center", va="bottom", fontsize=8)
+        label = axes.text(left / side + 0.5, (top + side) / side + 0.03, labels[group], ha="center", va="bottom", fontsize=8)
+        label.set_in_layout(False)  # inside the axes: constrained layout need not measure every title
     corners = np.asarray(corners)
     extent = (0, width / side, 0, height / side)
-    artist = axes.imshow(
-        composite, origin="lower", extent=extent, cmap=style.cmap, vmin=-limit, vmax=limit, interpolation="bilinear"
-    )
+    # Coloured here once, so that matplotlib only resamples pixels: colour-mapping a masked
+    # float image while drawing takes longer than all else (benchmarks/map_drawing.py).
+    colours = ScalarMappable(Normalize(-limit, limit), style.cmap)
+    pixels = colours.to_rgba(composite, bytes=True)
+    pixels[np.isnan(composite)] = 0
+    axes.imshow(pixels, origin="lower", extent=extent, interpolation="nearest")
     if style.contours:
         centres_x, centres_y = (np.arange(width) + 0.5) / side, (np.arange(height) + 0.5) / side
         levels = np.linspace(-limit, limit, style.contours + 2)[1:-1]
@@ -280,7 +285,7 @@ def draw_panels(
     axes.set_ylim(extent[2], extent[3] + _GAP_Y)
     axes.set_aspect("equal")
     axes.set_axis_off()
-    return artist
+    return colours
 
 
 def _labels(group_labels: Sequence[str] | None, n_groups: int) -> list[str]:
@@ -358,8 +363,8 @@ def plot_rendered(
     nrows = math.ceil(n_groups / ncols)
     figure = _figure(ncols * style.panel_size * (1 + _GAP_X) + 1.0, nrows * style.panel_size * (1 + _GAP_Y) + 0.5)
     axes = figure.add_subplot()
-    artist = draw_panels(axes, maps, groups, labels, ncols, limit or maps.limit, style)
-    figure.colorbar(artist, ax=axes, shrink=min(0.8, 3 / nrows + 0.3), label=value_label)
+    colours = draw_panels(axes, maps, groups, labels, ncols, limit or maps.limit, style)
+    figure.colorbar(colours, ax=axes, shrink=min(0.8, 3 / nrows + 0.3), label=value_label)
     if title:
         figure.suptitle(title)
     return figure
@@ -402,9 +407,9 @@ def plot_layers(
     columns = figure.subplots(1, len(layers), squeeze=False)[0]
     for column, (axes, (name, (coords, _))) in enumerate(zip(columns, layers.items())):
         maps = style.render(coords, blocks[name])
-        artist = draw_panels(axes, maps, groups, labels if column == 0 else [""] * n_groups, 1, maps.limit, style)
+        colours = draw_panels(axes, maps, groups, labels if column == 0 else [""] * n_groups, 1, maps.limit, style)
         axes.set_title(name, fontsize=9)
-        figure.colorbar(artist, ax=axes, location="bottom", shrink=0.8, label=value_label)
+        figure.colorbar(colours, ax=axes, location="bottom", shrink=0.8, label=value_label)
     if title:
         figure.suptitle(title)
     return figure
