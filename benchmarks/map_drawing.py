@@ -19,7 +19,9 @@ in the layers figure (the rule of ``tmaps-maps``). Both write PNGs through
 :func:`tmaps.introspect.render.save_figure`.
 
 Times are CPU seconds of this process (``time.process_time``), so that other jobs on a
-shared machine distort them less than wall time. The last line is the speed-up of the whole
+shared machine distort them less than wall time. Drawing is single-threaded; thread pools
+(OpenMP, BLAS) are held to one thread while timing, since their idle workers, still spinning
+after the layouts, added seconds of CPU time at random to single calls. The last line is the speed-up of the whole
 figure set; the target is >= 10x.
 """
 
@@ -33,6 +35,7 @@ from pathlib import Path
 
 import numpy as np
 from matplotlib.figure import Figure
+from threadpoolctl import threadpool_limits
 
 from tmaps.introspect.layout import compute_layout
 from tmaps.introspect.maps import LAYER_FIGURE_GROUPS
@@ -116,7 +119,7 @@ def main() -> None:
     counts = np.random.default_rng(0).integers(50, 5000, args.groups)
     shown = np.sort(np.argsort(-counts, kind="stable")[:LAYER_FIGURE_GROUPS])
     totals = {"baseline": 0.0, "composite": 0.0}
-    with tempfile.TemporaryDirectory() as folder:
+    with tempfile.TemporaryDirectory() as folder, threadpool_limits(limits=1):
         out = Path(folder)
         for layout in range(args.layouts):
             for name, (coords, values) in layers.items():
