@@ -26,7 +26,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from tmaps.introspect import compute_layout, plot_maps, save_figure
-from tmaps.introspect.maps import load_profiles
+from tmaps.commands.maps import load_profiles
 from tmaps.introspect.quality import make_planted_profiles
 from tmaps.introspect.render import MapStyle, figure_image, group_order, map_points
 

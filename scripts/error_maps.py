@@ -23,10 +23,10 @@ from pathlib import Path
 
 import torch
 
+from tmaps.checkpoint import load_checkpoint
 from tmaps.data import SpeechDataModule
 from tmaps.introspect import NAP, compute_layout, save_figure
 from tmaps.introspect.errors import collect_outcomes, confusion_counts, outcome_groupings, outcome_table, plot_outcome_maps
-from tmaps.training.checkpoint import load_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -32,14 +32,14 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import open_dict
 from scipy.spatial.distance import cosine
 
+from tmaps.checkpoint import load_checkpoint
+from tmaps.commands.train import train
 from tmaps.data import SpeechDataModule
 from tmaps.data.manifest import read_manifest, write_manifest
 from tmaps.data.synth import synthesize_corpus
 from tmaps.introspect import NAP, MapStyle, compute_layout, save_figure
 from tmaps.introspect.errors import collect_outcomes, confusion_counts
 from tmaps.introspect.render import plot_layers
-from tmaps.training.app import train
-from tmaps.training.checkpoint import load_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 SPLITS = ("train", "dev", "test")

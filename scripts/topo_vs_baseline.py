@@ -4,11 +4,11 @@
         --topo runs/quickstart_topo/checkpoints/last.ckpt [--output-dir DIR] [--permutations 999] \\
         [overrides of conf/introspect.yaml: data=synth_en split=test max_utterances=200 kind=nap ...]
 
-Both checkpoints get phoneme NAPs on the same split (:func:`tmaps.training.introspect.checkpoint_profiles`).
+Both checkpoints get phoneme NAPs on the same split (:func:`tmaps.commands.introspect.checkpoint_profiles`).
 Per layer the script reports
 
 - ``ari_*``: the adjusted Rand index between clusters of the phonemes' profiles and the
-  phoneme classes (:func:`tmaps.training.introspect.cluster_summary`);
+  phoneme classes (:func:`tmaps.introspect.cluster_summary`);
 - on the layers the topographic model was trained on, ``morans_i_*``: the mean over phonemes
   of Moran's I of the phoneme's NAP across units placed on the learned grid
   (:func:`tmaps.introspect.morans_i`, rook neighbours, no wrap-around even on a torus grid).
@@ -34,10 +34,10 @@ from hydra import compose, initialize_config_module
 from matplotlib.figure import Figure
 from omegaconf import OmegaConf
 
-from tmaps.introspect import Profiles, morans_i, save_figure
+from tmaps.checkpoint import load_checkpoint
+from tmaps.commands.introspect import checkpoint_profiles
+from tmaps.introspect import Profiles, cluster_summary, morans_i, save_figure
 from tmaps.topo import Grid
-from tmaps.training.checkpoint import load_checkpoint
-from tmaps.training.introspect import checkpoint_profiles, cluster_summary
 
 MODELS = ("topo", "baseline")
 SIGNIFICANCE = 0.05
@@ -108,7 +108,7 @@ def plot_comparison(table: pd.DataFrame, per_phoneme: dict[str, dict[str, pd.Dat
 def main(argv: Sequence[str] | None = None) -> pd.DataFrame:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--baseline", required=True, help="checkpoint trained without a topographic loss")
-    parser.add_argument("--topo", required=True, help="checkpoint trained with one (e.g. topo=weight_cosine)")
+    parser.add_argument("--topo", required=True, help="checkpoint trained with one (e.g. topo=weight_similarity)")
     parser.add_argument("--output-dir", default="topo_vs_baseline", help="folder for the table, figure and profiles")
     parser.add_argument("--permutations", type=int, default=999, help="random placements per Moran's I p-value")
     parser.add_argument("overrides", nargs="*", help="overrides of conf/introspect.yaml (data=..., split=..., max_utterances=...)")

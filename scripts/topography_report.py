@@ -18,10 +18,10 @@ from pathlib import Path
 import pandas as pd
 from PIL import Image
 
+from tmaps.checkpoint import load_checkpoint
 from tmaps.introspect.render import figure_image
 from tmaps.topo import Grid, filter_map, topography_metrics
 from tmaps.topo.layers import get_layer, weight_module
-from tmaps.training.checkpoint import load_checkpoint
 
 
 def grid_options(checkpoints: dict) -> dict:

@@ -13,7 +13,7 @@ from pytorch_lightning.loggers import TensorBoardLogger
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from tmaps.callbacks import ActivationProfiles, TopographicMaps
-from tmaps.callbacks.topographic_maps import MapCallback, probe_batches
+from tmaps.callbacks.base import MapCallback, probe_batches
 from tmaps.data import SpeechDataModule
 from tmaps.data.manifest import SPLITS
 from tmaps.introspect import NAP, Profiles
@@ -117,7 +117,11 @@ def test_under_fast_dev_run_without_logger_every_callback_writes_its_images(data
 
 
 def test_a_module_without_topographic_layers_gets_profiles_and_ari_but_maps_only_of_the_layers_asked_for(data, tmp_path):
-    callbacks = [TopographicMaps(), ActivationProfiles(every_n_epochs=1, n_probe_utterances=4), ActivationProfiles(every_n_epochs=1, map_layers=["head"], layout="pca", n_probe_utterances=4)]
+    callbacks = [
+        TopographicMaps(),
+        ActivationProfiles(every_n_epochs=1, n_probe_utterances=4),
+        ActivationProfiles(every_n_epochs=1, map_layers=["head"], layout="pca", n_probe_utterances=4),
+    ]
     fit(module(data, topo=None), data, callbacks, tmp_path, fast_dev_run=True)
     drawn = sorted(path.name for path in (tmp_path / "figures").iterdir())
     assert drawn == ["profiles__adjusted_rand", "profiles__map__head"]

@@ -15,12 +15,13 @@ import pytorch_lightning as pl
 from hydra import compose, initialize_config_module
 from PIL import Image
 
+from tmaps.checkpoint import load_checkpoint
 from tmaps.cli.introspect import main as introspect_command
+from tmaps.commands.introspect import Utterances, introspect
 from tmaps.data import SpeechDataModule
 from tmaps.data.manifest import read_manifest, write_manifest
 from tmaps.introspect import NAP, Profiles
-from tmaps.training.checkpoint import load_checkpoint
-from tmaps.training.introspect import Utterances, introspect, leaf_order
+from tmaps.introspect.clustering import leaf_order
 from tmaps.training.module import ASRModule
 
 REPO = Path(__file__).resolve().parents[1]
@@ -159,7 +160,8 @@ def test_character_gradnaps_of_a_corpus_without_segments_come_from_forced_alignm
 
 
 def test_max_utterances_serves_the_same_subset_on_every_pass(synth_corpus_en, tmp_path):
-    data = SpeechDataModule(source={"kind": "manifest", "path": str(synth_corpus_en), "splits": {"train": "train.jsonl"}}, root=str(tmp_path), batching={"max_batch_seconds": 10.0, "num_workers": 0})
+    source = {"kind": "manifest", "path": str(synth_corpus_en), "splits": {"train": "train.jsonl"}}
+    data = SpeechDataModule(source=source, root=str(tmp_path), batching={"max_batch_seconds": 10.0, "num_workers": 0})
     data.prepare_data()
     utterances = Utterances(data.loader("train", shuffle=True), max_utterances=11)
     passes = [[record["id"] for batch in utterances for record in batch["records"]] for _ in range(2)]

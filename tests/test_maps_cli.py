@@ -14,8 +14,9 @@ import torch
 from hydra import compose, initialize_config_module
 from omegaconf import OmegaConf
 
+from tmaps.commands.maps import maps_from_config
 from tmaps.data import SpeechDataModule
-from tmaps.introspect.maps import QUALITY_COLUMNS, maps_from_config
+from tmaps.introspect.maps import QUALITY_COLUMNS
 from tmaps.introspect.nap import NAP, Profiles
 from tmaps.models import Wav2Letter
 from tmaps.text import Alphabet

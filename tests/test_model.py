@@ -1,8 +1,12 @@
+from pathlib import Path
+
 import pytest
 import torch
 import torchaudio
+import yaml
 
-from tmaps.models import Wav2Letter
+import tmaps.conf
+from tmaps.models import Wav2Letter, wav2letter_paper, wav2letter_small
 
 
 def test_default_architecture_is_the_papers_and_torchaudios():
@@ -31,3 +35,12 @@ def test_mismatched_layer_lists_are_refused():
         Wav2Letter(channels=[8, 8], kernel_sizes=[3], strides=[1, 1])
     with pytest.raises(ValueError, match="norm must be"):
         Wav2Letter(channels=[8], kernel_sizes=[3], strides=[1], norm="group")
+
+
+@pytest.mark.parametrize(("builder", "preset"), [(wav2letter_paper, "wav2letter"), (wav2letter_small, "small")])
+def test_the_python_builders_are_the_config_presets(builder, preset):
+    config = yaml.safe_load((Path(tmaps.conf.__file__).parent / "model" / f"{preset}.yaml").read_text())
+    from_config = Wav2Letter(n_features=40, n_classes=29, **config)
+    built = builder(n_features=40, n_classes=29)
+    assert repr(built) == repr(from_config)
+    assert {key: value.shape for key, value in built.state_dict().items()} == {key: value.shape for key, value in from_config.state_dict().items()}

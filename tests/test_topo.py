@@ -311,7 +311,7 @@ def test_layer_and_config_errors_name_what_is_wrong():
         TopographicRegularizer(model, {"conv1": [WeightSimilarity(Grid(24))]})
 
 
-@pytest.mark.parametrize("name", ["none", "weight_cosine", "response_corr", "blur"])
+@pytest.mark.parametrize("name", ["none", "weight_similarity", "response_correlation", "blur_smoothness"])
 def test_every_topo_config_builds_on_the_small_model(name):
     model = Wav2Letter(n_features=40, n_classes=29, **yaml.safe_load((CONF / "model" / "small.yaml").read_text()))
     config = yaml.safe_load((CONF / "topo" / f"{name}.yaml").read_text())
@@ -319,6 +319,7 @@ def test_every_topo_config_builds_on_the_small_model(name):
     if name == "none":
         assert regularizer is None
         return
+    assert config["loss"] == name  # topo=<option> selects the loss of the same name
     assert regularizer.layer_names == config["layers"]
     model(torch.randn(2, 40, 60), torch.tensor([60, 50]))
     total, terms = regularizer.loss(step=10_000)

@@ -14,8 +14,8 @@ from hydra import compose, initialize_config_module
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import OmegaConf, open_dict
 
-from tmaps.training.app import train
-from tmaps.training.checkpoint import CheckpointMismatchError, check_compatible, load_checkpoint, read_checkpoint
+from tmaps.checkpoint import CheckpointMismatchError, check_compatible, load_checkpoint, read_checkpoint
+from tmaps.commands.train import train
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 TINY_CORPUS = [
@@ -173,3 +173,9 @@ def test_a_wrong_config_key_or_value_fails_with_hydras_message(override, message
     assert result.returncode != 0
     assert message in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_a_recipe_without_its_mandatory_checkpoint_names_the_key_to_add(tmp_path, data_dir):
+    cfg = compose_train(["experiment=transfer_de", *TINY_CORPUS], tmp_path, data_dir)
+    with pytest.raises(ValueError, match=r"mandatory config values are not set: \['transfer.init_from'\]; .* transfer.init_from=\.\.\."):
+        train(cfg)

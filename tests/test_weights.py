@@ -13,12 +13,12 @@ import pytest
 import torch
 import torchaudio
 from PIL import Image
+
 # The tiny model, the corpora and the English checkpoint of the transfer tests.
 from test_transfer import LAYERS, TINY, english_checkpoint, english_data, fit, german_data  # noqa: F401
 
 from tmaps.callbacks.transfer import setup_transfer
 from tmaps.callbacks.weight_change import WeightChange
-from tmaps.cli.compare import main as compare_main
 from tmaps.introspect.weights import WeightMismatchError, change_table, filter_change, layer_weights, weight_change
 from tmaps.models import Wav2Letter
 from tmaps.training.module import ASRModule
@@ -158,8 +158,8 @@ def test_compare_refuses_incompatible_checkpoints_naming_the_tensors(english_che
     trainer = fit(wider, english_data, max_steps=1)
     path = tmp_path / "wider.ckpt"
     trainer.save_checkpoint(path, weights_only=True)
-    with pytest.raises(SystemExit) as error:
-        compare_main([str(english_checkpoint), str(path)])
-    message = str(error.value)
+    result = run_compare(f"first={english_checkpoint}", f"second={path}")
+    assert result.returncode == 1
+    message = result.stderr
     assert message.startswith("tmaps-compare: ") and "are different models" in message
     assert "conv8.conv.weight: shape (48, 16, 1)" in message and "conv9.conv.weight: shape (32, 48, 1)" in message

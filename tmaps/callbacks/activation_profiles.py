@@ -14,7 +14,7 @@ import pytorch_lightning as pl
 import torch.distributed as dist
 from torch import nn
 
-from tmaps.callbacks.topographic_maps import MapCallback, n_units, topographic_layers, trained_grid
+from tmaps.callbacks.base import MapCallback, n_units, topographic_layers, trained_grid
 from tmaps.introspect import NAP, GradNAP, Profiles, adjusted_rand_by_layer, plot_adjusted_rand
 from tmaps.introspect.nap import to_model_device
 from tmaps.introspect.quality import layout_quality
@@ -64,7 +64,7 @@ class ActivationProfiles(MapCallback):
             ``"phoneme_class"``, ``"character"``, ``"word"`` or a record field).
         normalize: profile normalization (``"center"``, ``"zscore"`` or ``None``).
         layout, every_n_epochs, n_probe_utterances, probe_batch_size, gif_frame_ms, seed: see
-            :class:`~tmaps.callbacks.topographic_maps.MapCallback`.
+            :class:`~tmaps.callbacks.base.MapCallback`.
     """
 
     def __init__(

@@ -21,7 +21,7 @@ from pytorch_lightning.callbacks import Callback
 from pytorch_lightning.utilities import rank_zero_only
 from torch import Tensor
 
-from tmaps.callbacks.topographic_maps import trained_grids
+from tmaps.callbacks.base import trained_grids
 from tmaps.introspect.render import figure_image, save_gif
 from tmaps.introspect.weights import LayerChange, layer_weights, weight_change
 from tmaps.topo import Grid

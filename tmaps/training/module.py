@@ -11,10 +11,10 @@ from torch import Tensor, nn
 from torchmetrics import MetricCollection
 from torchmetrics.text import CharErrorRate, WordErrorRate
 
+from tmaps.checkpoint import read_checkpoint
 from tmaps.models import Wav2Letter
 from tmaps.text import BLANK, Alphabet
 from tmaps.topo import build_regularizer, topography_metrics
-from tmaps.training.checkpoint import read_checkpoint
 from tmaps.training.loggers import log_table
 
 SCHEDULES = ("constant", "cosine", "onecycle")

@@ -1,10 +1,9 @@
-"""What ``tmaps-train`` and ``tmaps-eval`` do with a composed Hydra config."""
+"""What ``tmaps-train`` does with a composed Hydra config: fit, then test the best checkpoint."""
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping
 from pathlib import Path
 
 import hydra
@@ -16,10 +15,10 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from tmaps.callbacks.transfer import setup_transfer
+from tmaps.checkpoint import check_compatible
+from tmaps.commands.eval import print_summary, test_splits
 from tmaps.commands.report import TEST_RESULTS_FILE, write_report
 from tmaps.data import SpeechDataModule
-from tmaps.training.checkpoint import check_compatible
-from tmaps.text import Alphabet
 from tmaps.training.module import ASRModule
 
 log = logging.getLogger(__name__)
@@ -54,21 +53,6 @@ def build_datamodule(cfg: DictConfig) -> SpeechDataModule:
     return SpeechDataModule(**plain(cfg.data))
 
 
-def checkpoint_datamodule(data: Mapping, alphabet: Alphabet, features: Mapping, checkpoint_path: str | Path) -> SpeechDataModule:
-    """The corpus of a ``data`` config read with a checkpoint's features, for its model.
-
-    Raises:
-        ValueError: the data's language has another alphabet than the checkpoint's output.
-    """
-    datamodule = SpeechDataModule(**{**data, "features": {**(data.get("features") or {}), **features}})
-    if datamodule.alphabet != alphabet:
-        raise ValueError(
-            f"checkpoint {checkpoint_path} predicts the alphabet {alphabet.chars!r}, but data "
-            f"language {data.get('language')!r} uses {datamodule.alphabet.chars!r}"
-        )
-    return datamodule
-
-
 def build_module(cfg: DictConfig, datamodule: SpeechDataModule) -> ASRModule:
     return ASRModule(
         model=plain(cfg.model),
@@ -80,9 +64,17 @@ def build_module(cfg: DictConfig, datamodule: SpeechDataModule) -> ASRModule:
     )
 
 
+def check_complete(cfg: DictConfig) -> None:
+    """Raise ``ValueError`` naming every mandatory value (``???``) that the config leaves unset."""
+    missing = sorted(OmegaConf.missing_keys(cfg))
+    if missing:
+        raise ValueError(f"mandatory config values are not set: {missing}; add them as overrides, e.g. {missing[0]}=...")
+
+
 def train(cfg: DictConfig) -> float | None:
     """Fit, then test the best checkpoint; return the metric named by ``cfg.optimized_metric``."""
     started = time.perf_counter()
+    check_complete(cfg)
     pl.seed_everything(cfg.seed, workers=True)
     datamodule = build_datamodule(cfg)
     module = build_module(cfg, datamodule)
@@ -119,21 +111,6 @@ def train(cfg: DictConfig) -> float | None:
     return metrics.get(cfg.get("optimized_metric")) if cfg.get("optimized_metric") else None
 
 
-def test_splits(trainer: pl.Trainer, module: ASRModule, datamodule: SpeechDataModule, ckpt_path: str | None) -> dict:
-    """WER and CER of every test split (``test``, ``test_unseen``, ...) of the datamodule."""
-    results = {}
-    for split, loader in datamodule.test_loaders().items():
-        (row,) = trainer.test(module, dataloaders=loader, ckpt_path=ckpt_path, verbose=False, weights_only=True)
-        results[split] = {"cer": row["test/cer"], "wer": row["test/wer"], "utterances": len(loader.dataset)}
-    return results
-
-
-def print_summary(results: dict, title: str) -> None:
-    lines = [title, f"{'split':<14}{'utterances':>11}{'CER':>9}{'WER':>9}"]
-    lines += [f"{split:<14}{row['utterances']:>11}{row['cer']:>9.4f}{row['wer']:>9.4f}" for split, row in results.items()]
-    print("\n".join(lines), flush=True)
-
-
 def print_outputs(run_dir: Path, report: Path | None) -> None:
     """Name what the run wrote: checkpoints, the evolution GIF of every map, the profiles and the report."""
     lines = [f"tmaps: outputs in {run_dir}"]
@@ -145,21 +122,6 @@ def print_outputs(run_dir: Path, report: Path | None) -> None:
     if report is not None:
         lines.append(f"  report      {report}")
     print("\n".join(lines), flush=True)
-
-
-def evaluate(cfg: DictConfig) -> dict:
-    """WER and CER of ``cfg.ckpt_path`` on the test splits of ``cfg.data``."""
-    if not cfg.get("ckpt_path"):
-        raise ValueError("tmaps-eval needs ckpt_path=<file.ckpt>")
-    module = ASRModule.from_checkpoint(cfg.ckpt_path)
-    datamodule = checkpoint_datamodule(plain(cfg.data), module.alphabet, module.hparams.features, cfg.ckpt_path)
-    datamodule.output_stride = module.model.stride
-    trainer: pl.Trainer = hydra.utils.instantiate(cfg.trainer, logger=False, callbacks=[], enable_checkpointing=False)
-    datamodule.prepare_data()
-    datamodule.setup("test")
-    results = test_splits(trainer, module, datamodule, ckpt_path=None)
-    print_summary(results, title=f"tmaps: {Path(cfg.ckpt_path).name}")
-    return results
 
 
 def _finish_wandb(loggers: list) -> None:

@@ -8,7 +8,7 @@ same checkpoint (:func:`tmaps.introspect.align`); phoneme groups need the synthe
 ground-truth segments.
 
 :func:`introspect`, the command, also clusters every layer's groups by their profiles
-(:mod:`tmaps.introspect.clustering`) and writes
+(:func:`tmaps.introspect.cluster_summary`) and writes
 
 - ``output`` (``Profiles.save``): the statistics and metadata: checkpoint, model, layers,
   groups, frames per group, normalization, split, utterances, the topographic layers' grids;
@@ -22,39 +22,35 @@ ground-truth segments.
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import torch
-from matplotlib.figure import Figure
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 from torch.utils.data import DataLoader
 
+from tmaps.checkpoint import LoadedCheckpoint, load_checkpoint
+from tmaps.commands.eval import checkpoint_datamodule
 from tmaps.introspect import (
     NAP,
     CharacterGrouping,
     GradNAP,
     Profiles,
     SegmentGrouping,
-    adjusted_rand,
-    cluster,
+    cluster_summary,
     phoneme_class,
     plot_adjusted_rand,
     plot_dendrogram,
+    plot_profile_heatmap,
+    profile_matrix,
     save_figure,
-    silhouette,
 )
 from tmaps.introspect.alignment import align as force_align
-from tmaps.introspect.render import group_order
 from tmaps.introspect.groups import Alignments, Grouping
 from tmaps.topo import Grid, build_regularizer
-from tmaps.training.app import checkpoint_datamodule
-from tmaps.training.checkpoint import LoadedCheckpoint, load_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -179,7 +175,7 @@ def checkpoint_profiles(
     """NAPs or GradNAPs of a checkpoint's layers on one split of a corpus.
 
     Args:
-        checkpoint: from :func:`~tmaps.training.checkpoint.load_checkpoint`.
+        checkpoint: from :func:`~tmaps.checkpoint.load_checkpoint`.
         data: the ``data`` config group as a plain mapping (``SpeechDataModule`` arguments);
             its features are replaced by the checkpoint's.
         split: ``train``, ``dev``, ``test`` or ``test_unseen``.
@@ -243,78 +239,6 @@ def topographic_grids(model: nn.Module, topo: Mapping | None) -> dict[str, Grid]
         return {}
     regularizer.remove()  # response losses hook the model; nothing here trains it
     return regularizer.grids
-
-
-def profile_matrix(profiles: Profiles, layer: str) -> np.ndarray:
-    """Rows ``(G, F)`` to cluster: one per group, ``F`` = units, or units x offsets when time-resolved.
-
-    Offsets without frames count as 0.
-    """
-    mean = profiles[layer].mean
-    return np.ma.filled(mean, 0.0).reshape(len(mean), -1)
-
-
-def leaf_order(rows: np.ndarray) -> np.ndarray:
-    """Indices of ``rows (N, F)`` in the leaf order of their dendrogram; all-zero rows (no cosine distance) last."""
-    active = np.any(rows, axis=1)
-    indices = np.flatnonzero(active)
-    return np.concatenate([indices[group_order(rows[indices])], np.flatnonzero(~active)])
-
-
-def default_n_clusters(groups: Sequence[str], grouping: str | None) -> int:
-    """The phoneme classes present for phoneme groups, else ``round(sqrt(G))``; within ``[2, G - 1]``."""
-    n_clusters = len({phoneme_class(group) for group in groups}) if grouping == "phoneme" else round(math.sqrt(len(groups)))
-    return min(max(n_clusters, 2), len(groups) - 1)
-
-
-def cluster_summary(profiles: Profiles, n_clusters: int | None = None) -> pd.DataFrame:
-    """Per layer: ``units``, ``groups``, ``clusters``, ``silhouette`` and ``adjusted_rand``.
-
-    The groups' profiles (:func:`profile_matrix`) are clustered hierarchically into
-    ``n_clusters`` (``None``: :func:`default_n_clusters`); ``silhouette`` is that clustering's
-    mean silhouette (cosine distance), ``adjusted_rand`` its ARI against phoneme classes
-    (phoneme groups only, with as many clusters as classes). Layers that cannot be clustered
-    (e.g. all profiles zero) get NaN and a logged warning.
-    """
-    grouping = profiles.info.get("grouping")
-    groups = profiles.groups
-    clusters = n_clusters or default_n_clusters(groups, grouping)
-    rows = []
-    for layer in profiles.layers:
-        matrix = profile_matrix(profiles, layer)
-        row = {"layer": layer, "units": profiles.sums[layer].shape[1], "groups": len(groups), "clusters": clusters}
-        row |= {"silhouette": math.nan, "adjusted_rand": math.nan}
-        try:
-            row["silhouette"] = silhouette(matrix, cluster(matrix, clusters))
-            if grouping == "phoneme":
-                row["adjusted_rand"] = adjusted_rand(matrix, groups)
-        except ValueError as error:
-            log.warning("layer %s cannot be clustered: %s", layer, error)
-        rows.append(row)
-    return pd.DataFrame(rows)
-
-
-def plot_profile_heatmap(
-    matrix: np.ndarray, groups: Sequence[str], title: str | None = None, columns: str = "unit", value: str = "profile"
-) -> Figure:
-    """Profiles ``(G, F)`` as a group x unit heatmap, rows and columns in dendrogram leaf order.
-
-    The colour scale is symmetric around 0 (a centred profile's mean over groups).
-    """
-    rows, cols = leaf_order(matrix), leaf_order(matrix.T)
-    ordered = matrix[np.ix_(rows, cols)]
-    limit = float(np.abs(ordered).max()) or 1.0
-    n_groups, n_columns = ordered.shape
-    figure = Figure(figsize=(min(16.0, 5.0 + 0.04 * n_columns), min(14.0, 2.0 + 0.16 * n_groups)), layout="constrained")
-    axes = figure.subplots()
-    image = axes.imshow(ordered, aspect="auto", cmap="RdBu_r", vmin=-limit, vmax=limit, interpolation="nearest")
-    axes.set_yticks(range(n_groups), [groups[i] for i in rows], fontsize=6 if n_groups > 40 else 8)
-    axes.set_xlabel(f"{columns} (dendrogram order)")
-    axes.set_ylabel("group (dendrogram order)")
-    figure.colorbar(image, ax=axes, label=value)
-    if title:
-        axes.set_title(title)
-    return figure
 
 
 def write_figures(profiles: Profiles, summary: pd.DataFrame, figures_dir: str | Path) -> list[Path]:

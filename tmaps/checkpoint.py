@@ -1,4 +1,4 @@
-"""Reading tmaps checkpoints without executing code, and explaining mismatches."""
+"""Reading tmaps checkpoints without executing code, and explaining mismatches (plain PyTorch, no Lightning)."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from torch import Tensor
 
 from tmaps.models import Wav2Letter
 from tmaps.text import Alphabet
@@ -102,3 +103,23 @@ def check_compatible(path: str | os.PathLike, expected: Mapping) -> None:
         raise CheckpointMismatchError(
             f"checkpoint {path} does not match this run's model and alphabet:\n  " + "\n  ".join(differences)
         )
+
+
+def mismatched_tensors(
+    expected: Mapping[str, Tensor], found: Mapping[str, Tensor], expected_as: str = "model", found_as: str = "checkpoint"
+) -> list[str]:
+    """Lines naming every tensor that is missing, unexpected or of another shape.
+
+    Args:
+        expected: the tensors that are wanted (e.g. the model's state dict).
+        found: the tensors at hand (e.g. a checkpoint's).
+        expected_as, found_as: what the two are called in the lines.
+    """
+    lines = [f"{key}: missing from the {found_as}" for key in expected if key not in found]
+    lines += [f"{key}: unexpected, in the {found_as} but not in the {expected_as}" for key in found if key not in expected]
+    lines += [
+        f"{key}: shape {tuple(found[key].shape)} in the {found_as}, {tuple(expected[key].shape)} in the {expected_as}"
+        for key in expected
+        if key in found and found[key].shape != expected[key].shape
+    ]
+    return lines

@@ -1,0 +1,59 @@
+"""What ``tmaps-eval`` does with a composed Hydra config: WER and CER of a checkpoint on a corpus' test splits."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+
+import hydra
+import pytorch_lightning as pl
+from omegaconf import DictConfig, OmegaConf
+
+from tmaps.data import SpeechDataModule
+from tmaps.text import Alphabet
+from tmaps.training.module import ASRModule
+
+
+def checkpoint_datamodule(data: Mapping, alphabet: Alphabet, features: Mapping, checkpoint_path: str | Path) -> SpeechDataModule:
+    """The corpus of a ``data`` config read with a checkpoint's features, for its model.
+
+    Raises:
+        ValueError: the data's language has another alphabet than the checkpoint's output.
+    """
+    datamodule = SpeechDataModule(**{**data, "features": {**(data.get("features") or {}), **features}})
+    if datamodule.alphabet != alphabet:
+        raise ValueError(
+            f"checkpoint {checkpoint_path} predicts the alphabet {alphabet.chars!r}, but data "
+            f"language {data.get('language')!r} uses {datamodule.alphabet.chars!r}"
+        )
+    return datamodule
+
+
+def test_splits(trainer: pl.Trainer, module: ASRModule, datamodule: SpeechDataModule, ckpt_path: str | None) -> dict:
+    """WER and CER of every test split (``test``, ``test_unseen``, ...) of the datamodule."""
+    results = {}
+    for split, loader in datamodule.test_loaders().items():
+        (row,) = trainer.test(module, dataloaders=loader, ckpt_path=ckpt_path, verbose=False, weights_only=True)
+        results[split] = {"cer": row["test/cer"], "wer": row["test/wer"], "utterances": len(loader.dataset)}
+    return results
+
+
+def print_summary(results: dict, title: str) -> None:
+    lines = [title, f"{'split':<14}{'utterances':>11}{'CER':>9}{'WER':>9}"]
+    lines += [f"{split:<14}{row['utterances']:>11}{row['cer']:>9.4f}{row['wer']:>9.4f}" for split, row in results.items()]
+    print("\n".join(lines), flush=True)
+
+
+def evaluate(cfg: DictConfig) -> dict:
+    """WER and CER of ``cfg.ckpt_path`` on the test splits of ``cfg.data``."""
+    if not cfg.get("ckpt_path"):
+        raise ValueError("tmaps-eval needs ckpt_path=<file.ckpt>")
+    module = ASRModule.from_checkpoint(cfg.ckpt_path)
+    datamodule = checkpoint_datamodule(OmegaConf.to_container(cfg.data, resolve=True), module.alphabet, module.hparams.features, cfg.ckpt_path)
+    datamodule.output_stride = module.model.stride
+    trainer: pl.Trainer = hydra.utils.instantiate(cfg.trainer, logger=False, callbacks=[], enable_checkpointing=False)
+    datamodule.prepare_data()
+    datamodule.setup("test")
+    results = test_splits(trainer, module, datamodule, ckpt_path=None)
+    print_summary(results, title=f"tmaps: {Path(cfg.ckpt_path).name}")
+    return results
