@@ -131,7 +131,7 @@ PAGE = """<!DOCTYPE html>
 body {{ font-family: system-ui, sans-serif; margin: 1.5em auto; max-width: 1400px; color: #222; }}
 h1 {{ font-size: 1.4em; }} h2 {{ border-bottom: 1px solid #ccc; margin-top: 2em; }} h3 {{ font-size: 1em; margin: 0.4em 0; }}
 nav a {{ margin-right: 1em; }} .note {{ color: #666; font-size: 0.9em; }}
-.map {{ margin: 1em 0 2em; }} .map img {{ max-width: 100%; border: 1px solid #eee; }}
+img {{ max-width: 100%; }} .map {{ margin: 1em 0 2em; }} .map img {{ border: 1px solid #eee; }}
 .controls {{ display: flex; gap: 0.8em; align-items: center; margin: 0.3em 0; }} .slider {{ width: 320px; }}
 table.table {{ border-collapse: collapse; font-size: 0.85em; }} .table td, .table th {{ padding: 2px 8px; border-bottom: 1px solid #eee; text-align: right; }}
 pre {{ background: #f6f6f6; padding: 0.8em; overflow-x: auto; font-size: 0.85em; }}
