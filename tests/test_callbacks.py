@@ -14,6 +14,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from tmaps.callbacks import ActivationProfiles, TopographicMaps
 from tmaps.callbacks.base import MapCallback, probe_batches
+from tmaps.callbacks.topographic_maps import valid_frame_mean
 from tmaps.data import SpeechDataModule
 from tmaps.data.manifest import SPLITS
 from tmaps.introspect import NAP, Profiles
@@ -193,3 +194,28 @@ def test_map_frames_share_the_colour_scale_of_the_run_in_the_gif(data, tmp_path)
         frames = [colourfulness(frame.convert("RGB")) for frame in ImageSequence.Iterator(gif)]
     assert frames[1] == pytest.approx(second, rel=0.05)
     assert frames[0] < 0.8 * frames[1]  # the GIF draws the 1x epoch on the run's 2x scale: paler
+
+
+def test_activation_maps_average_the_valid_frames_of_the_probe_set_however_it_is_batched(data):
+    """fp32: the grid maps' mean activations over probe batches of 8, 3 and 1 utterances equal the mean over valid frames."""
+    model = module(data).model.eval()
+    layers = ["conv2", "conv9"]
+    means = {}
+    for batch_size in (8, 3, 1):
+        batches = probe_batches(data.loader("dev"), 8, batch_size)
+        profiles = NAP(model, layers).compute(batches, "id")
+        means[batch_size] = {layer: valid_frame_mean(profiles, layer) for layer in layers}
+    batch = probe_batches(data.loader("dev"), 8, 8)[0]
+    assert len(set(batch["feature_lengths"].tolist())) > 1, "the probe batch should be padded"
+    outputs = {}
+    for layer in layers:
+        model.get_submodule(layer).register_forward_hook(lambda _, inputs, output, layer=layer: outputs.__setitem__(layer, output))
+    with torch.no_grad():
+        model(batch["features"], batch["feature_lengths"])
+    lengths = model.conv0.output_length(batch["feature_lengths"])  # stride 1 after conv0
+    for layer in layers:
+        valid = torch.cat([outputs[layer][b, :, :n] for b, n in enumerate(lengths)], dim=1).double()
+        expected = valid.mean(1).numpy()
+        for batch_size in (8, 3, 1):
+            np.testing.assert_allclose(means[batch_size][layer], expected, rtol=1e-5, atol=1e-7)
+        assert not np.allclose(expected, outputs[layer].double().mean((0, 2)).numpy(), rtol=1e-3), "padding would move the mean"

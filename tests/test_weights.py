@@ -135,10 +135,12 @@ def run_compare(*arguments) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "tmaps.cli.compare", *map(str, arguments)], capture_output=True, text=True, timeout=120)
 
 
-def test_compare_prints_the_per_layer_table(german_run, english_checkpoint):
+def test_compare_prints_the_per_layer_table(german_run, english_checkpoint, tmp_path):
     _, german_checkpoint, callback = german_run
-    result = run_compare(english_checkpoint, german_checkpoint)
+    table_file = tmp_path / "change.csv"
+    result = run_compare(english_checkpoint, german_checkpoint, f"csv={table_file}")  # the short form: bare checkpoint paths
     assert result.returncode == 0, result.stderr
+    assert list(pd.read_csv(table_file)["layer"]) == LAYERS
     lines = result.stdout.splitlines()
     assert "head: compared on the blank and the characters both alphabets have" in lines
     header = next(index for index, line in enumerate(lines) if line.split()[:2] == ["layer", "shape"])

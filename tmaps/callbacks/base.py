@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 
 import numpy as np
 import pytorch_lightning as pl
@@ -74,13 +75,11 @@ class MapCallback(Callback):
         self.every_n_epochs = every_n_epochs
         self.n_probe_utterances = n_probe_utterances
         self.probe_batch_size = probe_batch_size
-        self.gif_frame_ms = gif_frame_ms
         self.seed = seed
-        self._probe: list[dict] | None = None
-        self._frames: dict[str, list[np.ndarray]] = {}
-        self._value_frames: dict[str, list[tuple[RenderedMaps, list[str], str, str]]] = {}
-        self._coords: dict[str, np.ndarray] = {}
+        self.gifs = EvolutionGifs(gif_frame_ms)
         self.style = MapStyle()
+        self._probe: list[dict] | None = None
+        self._coords: dict[str, np.ndarray] = {}
 
     def due(self, trainer: pl.Trainer) -> bool:
         """Whether this training epoch gets maps."""
@@ -99,36 +98,66 @@ class MapCallback(Callback):
         return coords
 
     def log_map(self, trainer: pl.Trainer, key: str, figure: Figure) -> None:
-        """Log a picture (rank zero) and keep its PNG as a frame of the key's GIF (drawing is slow: once only)."""
-        path = log_figure(trainer.loggers, key, figure, trainer.global_step, trainer.default_root_dir)
-        with Image.open(path) as image:
-            self._frames.setdefault(key, []).append(np.asarray(image.convert("RGB")))
+        """Log a map figure (rank zero) and keep it as a frame of the key's GIF."""
+        self.gifs.log(trainer, key, figure)
 
     def log_values(
         self, trainer: pl.Trainer, key: str, coords: np.ndarray, values: np.ndarray, labels: Sequence[str], title: str, value_label: str
     ) -> None:
         """Log the maps of ``values (G, U)`` over the layout ``coords (U, 2)``, one panel per label, on
-        the key's colour scale so far; keep them to redraw the GIF on the run's final scale."""
-        maps = self.style.render(coords, values)
-        frames = self._value_frames.setdefault(key, [])
-        frames.append((maps, list(labels), title, value_label))
-        figure = plot_rendered(maps, labels, style=self.style, title=title, limit=max(frame[0].limit for frame in frames), value_label=value_label)
-        log_figure(trainer.loggers, key, figure, trainer.global_step, trainer.default_root_dir)
+        the key's colour scale so far (:meth:`EvolutionGifs.log_values`)."""
+        self.gifs.log_values(trainer, key, self.style.render(coords, values), labels, title, value_label, self.style)
 
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if not trainer.is_global_zero:
-            return
-        frames_by_key = dict(self._frames)
-        for key, frames in self._value_frames.items():
+        if trainer.is_global_zero:
+            self.gifs.write(trainer.default_root_dir)
+
+
+class EvolutionGifs:
+    """Logged map figures, kept as the frames of one GIF per key: ``figures/<key>/evolution.gif``.
+
+    Args:
+        frame_ms: how long each frame shows.
+    """
+
+    def __init__(self, frame_ms: int) -> None:
+        self.frame_ms = frame_ms
+        self.frames: dict[str, list[np.ndarray]] = {}
+        self.value_frames: dict[str, list[tuple[RenderedMaps, list[str], str, str, MapStyle]]] = {}
+
+    def log(self, trainer: pl.Trainer, key: str, figure: Figure) -> None:
+        """Log ``figure`` under ``key`` (:func:`~tmaps.training.loggers.log_figure`) and keep its PNG as a frame
+        (drawing a map is slow: it is rendered once)."""
+        path = log_figure(trainer.loggers, key, figure, trainer.global_step, trainer.default_root_dir)
+        with Image.open(path) as image:
+            self.frames.setdefault(key, []).append(np.asarray(image.convert("RGB")))
+
+    def log_values(
+        self, trainer: pl.Trainer, key: str, maps: RenderedMaps, labels: Sequence[str], title: str, value_label: str, style: MapStyle
+    ) -> None:
+        """Log rendered maps on the largest ``|value|`` of ``key`` so far; keep them to redraw the GIF
+        on the run's largest (:meth:`write`)."""
+        frames = self.value_frames.setdefault(key, [])
+        frames.append((maps, list(labels), title, value_label, style))
+        limit = max(frame[0].limit for frame in frames)
+        figure = plot_rendered(maps, labels, style=style, title=title, limit=limit, value_label=value_label)
+        log_figure(trainer.loggers, key, figure, trainer.global_step, trainer.default_root_dir)
+
+    def write(self, run_dir: str | Path) -> list[Path]:
+        """Every key's frames as ``<run_dir>/figures/<key>/evolution.gif``; the GIF paths."""
+        paths = []
+        frames_by_key = dict(self.frames)
+        for key, frames in self.value_frames.items():
             limit = max(maps.limit for maps, *_ in frames)
             frames_by_key[key] = [
-                figure_image(plot_rendered(maps, labels, style=self.style, title=title, limit=limit, value_label=value_label))
-                for maps, labels, title, value_label in frames
+                figure_image(plot_rendered(maps, labels, style=style, title=title, limit=limit, value_label=value_label))
+                for maps, labels, title, value_label, style in frames
             ]
         for key, frames in frames_by_key.items():
-            path = figure_path(trainer.default_root_dir, key, 0).with_name("evolution.gif")
-            save_gif(frames, path, fps=1000 / self.gif_frame_ms)
+            path = figure_path(run_dir, key, 0).with_name("evolution.gif")
+            paths.append(save_gif(frames, path, fps=1000 / self.frame_ms))
             log.info("%s over the epochs: %s", key, path)
+        return paths
 
 
 def probe_loader(trainer: pl.Trainer) -> DataLoader:
@@ -158,8 +187,8 @@ def probe_batches(loader: DataLoader, n_utterances: int, batch_size: int) -> lis
 
 
 def topographic_layers(pl_module: pl.LightningModule) -> list[str]:
-    """The layers of the module's ``topo`` config (``hparams.topo["layers"]``)."""
-    return list((pl_module.hparams.get("topo") or {}).get("layers") or [])
+    """The layers of the module's topographic loss, in the order of its config."""
+    return list(trained_grids(pl_module))
 
 
 def trained_grids(pl_module: pl.LightningModule) -> dict[str, Grid]:
@@ -168,15 +197,7 @@ def trained_grids(pl_module: pl.LightningModule) -> dict[str, Grid]:
     return regularizer.grids if regularizer is not None else {}
 
 
-def trained_grid(pl_module: pl.LightningModule, layer: str) -> Grid | None:
-    """The grid of ``layer``'s topographic loss, or ``None`` for a plain layer."""
-    return trained_grids(pl_module).get(layer)
-
-
-def n_units(pl_module: pl.LightningModule, layer: str) -> int:
-    return filter_vectors(get_layer(pl_module.model, layer)).shape[0]
-
-
 def layer_grid(pl_module: pl.LightningModule, layer: str) -> Grid:
-    """The grid ``layer`` is trained on, or the nearly square channel-order grid of a plain layer."""
-    return trained_grid(pl_module, layer) or Grid(n_units(pl_module, layer))
+    """The grid ``layer`` is trained on; for a plain layer, its channels in order on ``Grid(n_units)``."""
+    grid = trained_grids(pl_module).get(layer)
+    return grid if grid is not None else Grid(filter_vectors(get_layer(pl_module.model, layer)).shape[0])

@@ -5,14 +5,21 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 
+import numpy as np
 import pytorch_lightning as pl
 
 from tmaps.callbacks.base import MapCallback, layer_grid, topographic_layers
-from tmaps.introspect import NAP
+from tmaps.introspect import NAP, Profiles
 from tmaps.introspect.nap import to_model_device
 from tmaps.topo import filter_map
 
 log = logging.getLogger(__name__)
+
+
+def valid_frame_mean(profiles: Profiles, layer: str) -> np.ndarray:
+    """Each unit's mean activation ``(U,)`` over every frame the profiles counted: the valid frames, never padding."""
+    profile = profiles[layer]
+    return (profile.raw_mean * profile.counts[:, None]).sum(0) / profile.counts.sum()
 
 
 class TopographicMaps(MapCallback):
@@ -67,8 +74,7 @@ class TopographicMaps(MapCallback):
             self.log_map(trainer, f"maps/filters/{layer}", figure)
         profiles = NAP(model, self.layers).compute(batches, "id")
         for layer in self.layers:
-            profile = profiles[layer]
-            mean_activation = (profile.raw_mean * profile.counts[:, None]).sum(0) / profile.counts.sum()
+            mean_activation = valid_frame_mean(profiles, layer)
             options = {"shape": layer_grid(pl_module, layer).shape} if self.layout == "grid" else {}
             coords = self.layout_of(layer, profiles.matrix(layer), **options)
             title = f"{layer}: mean activation on the {self.layout} layout, epoch {epoch}"

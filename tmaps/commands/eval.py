@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -10,8 +11,12 @@ import pytorch_lightning as pl
 from omegaconf import DictConfig, OmegaConf
 
 from tmaps.data import SpeechDataModule
+from tmaps.data.datamodule import skip_report_lines
 from tmaps.text import Alphabet
+from tmaps.training.loggers import log_table
 from tmaps.training.module import ASRModule
+
+log = logging.getLogger(__name__)
 
 
 def checkpoint_datamodule(data: Mapping, alphabet: Alphabet, features: Mapping, checkpoint_path: str | Path) -> SpeechDataModule:
@@ -30,12 +35,31 @@ def checkpoint_datamodule(data: Mapping, alphabet: Alphabet, features: Mapping, 
 
 
 def test_splits(trainer: pl.Trainer, module: ASRModule, datamodule: SpeechDataModule, ckpt_path: str | None) -> dict:
-    """WER and CER of every test split (``test``, ``test_unseen``, ...) of the datamodule."""
+    """WER and CER of every test split (``test``, ``test_unseen``, ...), logged as ``<split>/cer`` and ``<split>/wer``."""
     results = {}
     for split, loader in datamodule.test_loaders().items():
+        module.test_split = split
         (row,) = trainer.test(module, dataloaders=loader, ckpt_path=ckpt_path, verbose=False, weights_only=True)
-        results[split] = {"cer": row["test/cer"], "wer": row["test/wer"], "utterances": len(loader.dataset)}
+        results[split] = {"cer": row[f"{split}/cer"], "wer": row[f"{split}/wer"], "utterances": len(loader.dataset)}
     return results
+
+
+def report_skips(datamodule: SpeechDataModule, trainer: pl.Trainer) -> None:
+    """Print and log the utterances kept and skipped (by reason) of every split the run read."""
+    report = datamodule.skip_report()  # on every rank: it sums the ranks' decoding failures
+    if not trainer.is_global_zero:
+        return
+    lines = skip_report_lines(report)
+    print("\n".join(["tmaps: utterances kept and skipped per split", *lines]), flush=True)
+    log.info("utterances kept and skipped per split:\n%s", "\n".join(lines))
+    rows = [[split, reason, count] for split, row in report.items() for reason, count in [("kept", row["kept"]), *row["skipped"].items()]]
+    log_table(trainer.loggers, "data/utterances", ["split", "reason", "count"], rows, trainer.global_step)
+    counts = {}
+    for split, row in report.items():
+        counts |= {f"data/{split}/kept": row["kept"], f"data/{split}/skipped": sum(row["skipped"].values())}
+    for logger in trainer.loggers:
+        logger.log_metrics(counts, step=trainer.global_step)
+        logger.save()  # the run is over: nothing else would write these out
 
 
 def print_summary(results: dict, title: str) -> None:
@@ -56,4 +80,5 @@ def evaluate(cfg: DictConfig) -> dict:
     datamodule.setup("test")
     results = test_splits(trainer, module, datamodule, ckpt_path=None)
     print_summary(results, title=f"tmaps: {Path(cfg.ckpt_path).name}")
+    report_skips(datamodule, trainer)
     return results

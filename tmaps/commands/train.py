@@ -15,11 +15,13 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from tmaps.callbacks.transfer import setup_transfer
-from tmaps.checkpoint import check_compatible
-from tmaps.commands.eval import print_summary, test_splits
+from tmaps.checkpoint import check_compatible, check_writable
+from tmaps.commands.eval import print_summary, report_skips, test_splits
 from tmaps.commands.report import TEST_RESULTS_FILE, write_report
 from tmaps.data import SpeechDataModule
+from tmaps.training.checkpoint_io import AtomicCheckpointIO
 from tmaps.training.module import ASRModule
+from tmaps.training.schema import check_config_types
 
 log = logging.getLogger(__name__)
 
@@ -72,19 +74,33 @@ def check_complete(cfg: DictConfig) -> None:
 
 
 def train(cfg: DictConfig) -> float | None:
-    """Fit, then test the best checkpoint; return the metric named by ``cfg.optimized_metric``."""
+    """Fit, then test the best checkpoint; return the metric named by ``cfg.optimized_metric``.
+
+    That is ``val/cer_best`` by default: the best validation CER of the run, which a sweep
+    minimizes. Unset mandatory values and config types are checked first; checkpoint folders are checked writable before
+    training. At the end, a table of the utterances kept and skipped per split is printed and
+    logged.
+    """
     started = time.perf_counter()
     check_complete(cfg)
+    check_config_types(cfg)
     pl.seed_everything(cfg.seed, workers=True)
     datamodule = build_datamodule(cfg)
     module = build_module(cfg, datamodule)
     datamodule.output_stride = module.model.stride
     if cfg.get("ckpt_path"):
         check_compatible(cfg.ckpt_path, {"model": module.hparams.model, "alphabet": module.hparams.alphabet})
-    callbacks = instantiate_list(cfg.get("callbacks"))
+    checkpoints = instantiate_list(cfg.get("checkpoints"))
+    for checkpoint in checkpoints:
+        check_writable(checkpoint.dirpath)
+    if not checkpoints:
+        log.warning("checkpoints=none: this run writes no checkpoint, and tests its final weights")
+    callbacks = checkpoints + instantiate_list(cfg.get("callbacks"))
     callbacks += setup_transfer(module, plain(cfg.get("transfer")))
     loggers = instantiate_list(cfg.get("logger"))
-    trainer: pl.Trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    trainer: pl.Trainer = hydra.utils.instantiate(
+        cfg.trainer, callbacks=callbacks, logger=loggers or False, plugins=[AtomicCheckpointIO()], enable_checkpointing=bool(checkpoints)
+    )
     for logger in loggers:
         logger.log_hyperparams(plain(cfg))
     # A W&B run left open would take the next job of a multirun, even after this one failed.
@@ -103,6 +119,7 @@ def train(cfg: DictConfig) -> float | None:
                 )
             for logger in loggers:
                 logger.log_metrics({f"summary/{key}": value for key, value in metrics.items() if key.count("/") == 2})
+        report_skips(datamodule, trainer)
         log.info("run finished in %.1f s; outputs in %s", time.perf_counter() - started, cfg.paths.output_dir)
     finally:
         _finish_wandb(loggers)

@@ -35,10 +35,14 @@ from tmaps.introspect.quality import continuity, distance_correlation, layout_qu
 from tmaps.introspect.render import MapStyle, plot_layers, plot_maps, render_map, save_figure, save_gif
 from tmaps.introspect.weights import LayerChange, WeightMismatchError, change_table, layer_weights, weight_change
 
+# The profile kinds by their config name (``kind=nap`` or ``kind=gradnap``).
+PROFILERS = {"nap": NAP, "gradnap": GradNAP}
+
 __all__ = [
     "LAYOUTS",
     "NAP",
     "PHONEME_CLASSES",
+    "PROFILERS",
     "CharacterGrouping",
     "FrameMap",
     "GradNAP",

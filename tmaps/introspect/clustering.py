@@ -27,6 +27,7 @@ from sklearn.cluster import KMeans
 from sklearn.metrics import adjusted_rand_score, silhouette_score
 from sklearn.preprocessing import normalize
 
+from tmaps.introspect.groups import resolve_grouping
 from tmaps.introspect.nap import Profiles
 from tmaps.introspect.phonemes import phoneme_class
 from tmaps.introspect.render import group_order
@@ -212,9 +213,9 @@ def leaf_order(rows: np.ndarray) -> np.ndarray:
     return np.concatenate([indices[group_order(rows[indices])], np.flatnonzero(~active)])
 
 
-def default_n_clusters(groups: Sequence[str], grouping: str | None) -> int:
-    """The phoneme classes present for phoneme groups, else ``round(sqrt(G))``; within ``[2, G - 1]``."""
-    n_clusters = len({phoneme_class(group) for group in groups}) if grouping == "phoneme" else round(math.sqrt(len(groups)))
+def default_n_clusters(groups: Sequence[str], reference: Callable[[str], str] | None = None) -> int:
+    """The reference classes present (e.g. phoneme classes of phoneme groups), else ``round(sqrt(G))``; within ``[2, G - 1]``."""
+    n_clusters = len({reference(group) for group in groups}) if reference else round(math.sqrt(len(groups)))
     return min(max(n_clusters, 2), len(groups) - 1)
 
 
@@ -223,13 +224,15 @@ def cluster_summary(profiles: Profiles, n_clusters: int | None = None) -> pd.Dat
 
     The groups' profiles (:func:`profile_matrix`) are clustered hierarchically into
     ``n_clusters`` (``None``: :func:`default_n_clusters`); ``silhouette`` is that clustering's
-    mean silhouette (cosine distance), ``adjusted_rand`` its ARI against phoneme classes
-    (phoneme groups only, with as many clusters as classes). Layers that cannot be clustered
+    mean silhouette (cosine distance), ``adjusted_rand`` its ARI against the reference classes
+    of the profiles' grouping (``Grouping.reference``: phoneme classes of phoneme groups; NaN
+    for groupings without), with as many clusters as classes. Layers that cannot be clustered
     (e.g. all profiles zero) get NaN and a logged warning.
     """
     grouping = profiles.info.get("grouping")
+    reference = resolve_grouping(grouping).reference if grouping else None
     groups = profiles.groups
-    clusters = n_clusters or default_n_clusters(groups, grouping)
+    clusters = n_clusters or default_n_clusters(groups, reference)
     rows = []
     for layer in profiles.layers:
         matrix = profile_matrix(profiles, layer)
@@ -237,8 +240,8 @@ def cluster_summary(profiles: Profiles, n_clusters: int | None = None) -> pd.Dat
         row |= {"silhouette": math.nan, "adjusted_rand": math.nan}
         try:
             row["silhouette"] = silhouette(matrix, cluster(matrix, clusters))
-            if grouping == "phoneme":
-                row["adjusted_rand"] = adjusted_rand(matrix, groups)
+            if reference is not None:
+                row["adjusted_rand"] = adjusted_rand(matrix, groups, reference)
         except ValueError as error:
             log.warning("layer %s cannot be clustered: %s", layer, error)
         rows.append(row)

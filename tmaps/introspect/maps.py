@@ -6,7 +6,7 @@
 (:mod:`tmaps.commands.maps`) draws and writes them.
 
 The ``grid`` method needs the ``(rows, cols)`` grid a layer was trained on: it is read from
-the profiles' metadata entry ``grid_shapes`` (``{layer: [rows, cols]}``) when recorded, else
+the profiles' metadata entry ``grids`` (``{layer: Grid.to_dict()}``) when recorded, else
 from the ``grid_shape`` argument. Every error names the source of the profiles and, where it
 applies, the layer and method at fault.
 """
@@ -23,6 +23,7 @@ from numpy.typing import NDArray
 from tmaps.introspect.layout import LAYOUTS, compute_layout
 from tmaps.introspect.nap import Profiles
 from tmaps.introspect.quality import layout_quality
+from tmaps.topo import Grid
 
 QUALITY_COLUMNS = (
     "layer",
@@ -37,11 +38,17 @@ QUALITY_COLUMNS = (
 )
 
 
+def recorded_grids(profiles: Profiles) -> dict[str, Grid]:
+    """The grids the profiles' metadata records (``grids``: ``{layer: Grid.to_dict()}``)."""
+    return {layer: Grid.from_dict(arguments) for layer, arguments in profiles.info.get("grids", {}).items()}
+
+
 def grid_shape_of(profiles: Profiles, layer: str, grid_shape: Sequence[int] | None) -> tuple[int, int] | None:
     """The training grid ``(rows, cols)`` of ``layer``: recorded in the profiles, else ``grid_shape``."""
-    recorded = profiles.info.get("grid_shapes", {}).get(layer)
-    shape = recorded if recorded is not None else grid_shape
-    return None if shape is None else (int(shape[0]), int(shape[1]))
+    recorded = recorded_grids(profiles).get(layer)
+    if recorded is not None:
+        return recorded.shape
+    return None if grid_shape is None else (int(grid_shape[0]), int(grid_shape[1]))
 
 
 def layer_layouts(
@@ -87,7 +94,7 @@ def layer_layouts(
                 options.setdefault("shape", grid_shape_of(profiles, layer, grid_shape))
                 if options["shape"] is None:
                     raise ValueError(
-                        f"{source}: layer {layer!r} has no recorded grid shape (metadata 'grid_shapes'); "
+                        f"{source}: layer {layer!r} has no recorded grid (metadata 'grids'); "
                         "give grid_shape=[rows,cols] or leave 'grid' out of layouts"
                     )
             started = time.perf_counter()
