@@ -8,16 +8,17 @@ import numpy as np
 import pytest
 import pytorch_lightning as pl
 import torch
-from PIL import Image
+from PIL import Image, ImageSequence
 from pytorch_lightning.loggers import TensorBoardLogger
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from tmaps.callbacks import ActivationProfiles, TopographicMaps
-from tmaps.callbacks.base import probe_batches
+from tmaps.callbacks.base import MapCallback, probe_batches
 from tmaps.callbacks.topographic_maps import valid_frame_mean
 from tmaps.data import SpeechDataModule
 from tmaps.data.manifest import SPLITS
 from tmaps.introspect import NAP, Profiles
+from tmaps.introspect.quality import make_planted_profiles
 from tmaps.training.module import ASRModule
 
 TINY = {"channels": [16] * 8 + [32, 32], "kernel_sizes": [11] + [7] * 7 + [1, 1], "strides": [2] + [1] * 9, "norm": "batch", "dropout": 0.1}
@@ -164,6 +165,35 @@ def test_the_probe_set_is_the_utterances_nearest_the_median_duration_in_length_o
 def test_bad_arguments_name_the_value_at_fault(make, message):
     with pytest.raises(ValueError, match=message):
         make()
+
+
+class ScaledMaps(MapCallback):
+    """Maps of one planted profile, scaled by the epoch number: 1x, 2x, ..."""
+
+    def __init__(self) -> None:
+        super().__init__(None, "pca", every_n_epochs=1, n_probe_utterances=1, probe_batch_size=1, gif_frame_ms=100, seed=0)
+        values, self.coords, _ = make_planted_profiles(60, n_groups=2, seed=0)
+        self.values = values.T
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        epoch = trainer.current_epoch
+        self.log_values(trainer, "scaled", self.coords, (epoch + 1) * self.values, ["a", "b"], f"epoch {epoch}", "value")
+
+
+def colourfulness(image: np.ndarray) -> float:
+    """Mean chroma: grey text, white background and the (fixed) colour bar add the same to every frame."""
+    rgb = np.asarray(image, dtype=np.float64)[..., :3]
+    return float((rgb.max(axis=-1) - rgb.min(axis=-1)).mean())
+
+
+def test_map_frames_share_the_colour_scale_of_the_run_in_the_gif(data, tmp_path):
+    fit(module(data), data, [ScaledMaps()], tmp_path, max_epochs=2, limit_train_batches=1, limit_val_batches=0)
+    first, second = (colourfulness(Image.open(path).convert("RGB")) for path in pngs(tmp_path, "scaled"))
+    assert first == pytest.approx(second, rel=0.15)  # each PNG on the scale so far: 1x on 1, 2x on 2
+    with Image.open(tmp_path / "figures" / "scaled" / "evolution.gif") as gif:
+        frames = [colourfulness(frame.convert("RGB")) for frame in ImageSequence.Iterator(gif)]
+    assert frames[1] == pytest.approx(second, rel=0.05)
+    assert frames[0] < 0.8 * frames[1]  # the GIF draws the 1x epoch on the run's 2x scale: paler
 
 
 def test_activation_maps_average_the_valid_frames_of_the_probe_set_however_it_is_batched(data):

@@ -141,6 +141,6 @@ def test_outcome_profiles_and_maps_of_correct_and_wrong_frames(model, test_batch
     assert "e→a" in NAP(model, ["conv2"]).compute(test_batches, confusion).groups
     coords = compute_layout("pca", profiles.matrix("conv2"))
     figure = plot_outcome_maps(coords, profiles, "conv2", ["e"])
-    assert [axes.get_title() for axes in figure.axes[:3]] == ["e correct", "e wrong", "e wrong − correct"]
+    assert [text.get_text() for text in figure.axes[0].texts] == ["e correct", "e wrong", "e wrong − correct"]
     with pytest.raises(ValueError, match=r"characters \['t'\] lack correct or wrong frames"):
         plot_outcome_maps(coords, profiles, "conv2", ["t"])

@@ -123,23 +123,66 @@ def test_saved_png_and_svg_files_are_byte_identical_for_identical_inputs(planted
         save_figure(plot_maps(som_coords, profiles.T), tmp_path / "map.jpg")
 
 
-def test_plot_maps_draws_a_panel_per_group_in_clustered_order(planted, som_coords):
+def panel_titles(axes) -> list[str]:
+    return [text.get_text() for text in axes.texts if text.get_text()]
+
+
+def test_plot_maps_draws_a_panel_per_group_in_clustered_order_with_a_few_artists(planted, som_coords):
     profiles, _ = planted
     labels = [f"g{group}" for group in range(8)]
-    figure = plot_maps(som_coords, profiles.T, labels, ncols=4, style=MapStyle(mask="disc"))
-    titled = [axes.get_title() for axes in figure.axes if axes.get_title()]
-    assert titled == [labels[group] for group in group_order(profiles.T)]
+    figure = plot_maps(som_coords, profiles.T, labels, ncols=4, style=MapStyle(mask="disc"), value_label="NAP")
+    maps, colour_bar = figure.axes
+    assert panel_titles(maps) == [labels[group] for group in group_order(profiles.T)]
+    assert len(maps.images) == 1 and colour_bar.get_ylabel() == "NAP"
+    assert maps.images[0].get_array().shape[:2] == (2 * 96 + round(0.22 * 96), 4 * 96 + 3 * round(0.08 * 96))
     with pytest.raises(ValueError, match="7 group labels for 8 groups"):
         plot_maps(som_coords, profiles.T, labels[:7])
+
+
+def test_contours_units_and_outlines_are_drawn_once_for_all_panels(planted, som_coords):
+    profiles, _ = planted
+    figure = plot_maps(som_coords, profiles.T, style=MapStyle(contours=4))
+    maps = figure.axes[0]
+    (contours,) = [artist for artist in maps.collections if hasattr(artist, "levels")]
+    limit = figure.axes[1].get_ylim()[1]
+    np.testing.assert_allclose(contours.levels, np.linspace(-limit, limit, 6)[1:-1])
+    (dots,) = [artist for artist in maps.collections if artist.get_offsets().shape[0] > 1 and not hasattr(artist, "levels")]
+    assert len(dots.get_offsets()) == 8 * len(som_coords)
+    bare = plot_maps(som_coords, profiles.T, style=MapStyle(contours=0, show_units=False, outline=False)).axes[0]
+    assert not bare.collections
+
+
+def test_a_given_limit_is_the_colour_scale_so_that_frames_compare(planted, som_coords):
+    profiles, _ = planted
+    own = plot_maps(som_coords, profiles.T).axes[1].get_ylim()
+    largest = np.nanmax(np.abs(render_map(som_coords, profiles.T, resolution=96, interpolation="cubic")))
+    assert own == pytest.approx((-largest, largest))
+    shared = plot_maps(som_coords, 0.5 * profiles.T, limit=own[1]).axes[1].get_ylim()
+    assert shared == own
+
+
+def test_the_default_maps_are_smooth_where_linear_ones_are_faceted(planted):
+    _, positions = planted
+    points = map_points(positions)
+    bowl = (points[:, 0] - 0.5) ** 2 + (points[:, 1] - 0.5) ** 2
+    centres = (np.arange(64) + 0.5) / 64
+    expected = (centres[None, :] - 0.5) ** 2 + (centres[:, None] - 0.5) ** 2
+    errors = {}
+    for interpolation in ("linear", MapStyle().interpolation):
+        image = render_map(positions, bowl, resolution=64, interpolation=interpolation)
+        inside = np.isfinite(image)
+        errors[interpolation] = np.abs(image - expected)[inside].max()
+    assert MapStyle().interpolation == "cubic"
+    assert errors["cubic"] < 0.25 * errors["linear"], errors
 
 
 def test_plot_layers_puts_layers_side_by_side(planted, som_coords):
     profiles, positions = planted
     other = make_planted_profiles(90, n_groups=8, seed=6)
     figure = plot_layers({"conv1": (som_coords, profiles.T), "conv5": (other[1], other[0].T)})
-    titles = [axes.get_title() for axes in figure.axes if axes.get_title()]
-    assert titles == ["conv1", "conv5"]
-    assert sum(1 for axes in figure.axes if axes.images) == 16
+    layer_axes = [axes for axes in figure.axes if axes.images]
+    assert [axes.get_title() for axes in layer_axes] == ["conv1", "conv5"]
+    assert len(panel_titles(layer_axes[0])) == 8 and not panel_titles(layer_axes[1])
     with pytest.raises(ValueError, match=r"the same groups; group counts per layer: \{'a': 8, 'b': 7\}"):
         plot_layers({"a": (positions, profiles.T), "b": (positions, profiles.T[:7])})
 

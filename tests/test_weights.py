@@ -7,6 +7,7 @@ import math
 import subprocess
 import sys
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -124,6 +125,9 @@ def test_weight_change_callback_logs_every_epoch_without_a_logger(german_run):
         assert len(list((figures / key).glob("step*.png"))) == 2, key
     gif = Image.open(figures / "weights__change_map__conv5" / "evolution.gif")
     assert gif.n_frames == 2
+    table = pd.read_csv(run_dir / "weight_change.csv")
+    assert list(table.epoch) == [0, 1]
+    np.testing.assert_allclose(table.drop(columns="epoch").to_numpy(), callback.history, rtol=1e-12)
     assert not (figures / "weights__change_map__conv4").exists()  # not a topographic layer
 
 

@@ -7,13 +7,16 @@ import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
 import pytorch_lightning as pl
 import torch.distributed as dist
 from torch import nn
 
 from tmaps.callbacks.base import MapCallback, layer_grid, topographic_layers
-from tmaps.introspect import PROFILERS, Profiles, adjusted_rand_by_layer, plot_adjusted_rand, plot_maps, resolve_grouping
+from tmaps.introspect import PROFILERS, Profiles, adjusted_rand_by_layer, plot_adjusted_rand, resolve_grouping
 from tmaps.introspect.nap import to_model_device
+from tmaps.introspect.quality import layout_quality
 from tmaps.training.loggers import log_figure, log_table
 
 log = logging.getLogger(__name__)
@@ -24,7 +27,7 @@ class ActivationProfiles(MapCallback):
     Each time it logs
 
     - ``profiles/map/<layer>`` for every map layer: one map per group (phoneme, ...) of the
-      layer's profiles (:func:`tmaps.introspect.plot_maps`) on a layout of its units; the
+      layer's profiles (:func:`tmaps.introspect.render.plot_rendered`) on a layout of its units; the
       ``"grid"`` layout is the grid the layer is trained on (for a plain layer, its channels
       in order on ``Grid(n_units)``, see :func:`~tmaps.callbacks.base.layer_grid`), other layouts (:data:`tmaps.introspect.LAYOUTS`) are recomputed from the
       profiles and aligned onto the previous epoch's;
@@ -33,6 +36,9 @@ class ActivationProfiles(MapCallback):
       recover them (:func:`tmaps.introspect.adjusted_rand_by_layer`),
       as a curve over the layers, as scalars ``profiles/adjusted_rand/<layer>`` and as the
       table ``profiles/adjusted_rand_table`` (epoch, layer, ARI) of all epochs so far;
+    - ``profiles/layout_quality``: per map layer, how well its layout keeps the profiles'
+      neighbourhoods and how smooth its maps are (:func:`tmaps.introspect.layout_quality`),
+      a table of all epochs so far, also written as ``<default_root_dir>/profiles/layout_quality.csv``;
     - ``<default_root_dir>/profiles/<kind>_step<step>.npz``: the profiles
       (:meth:`tmaps.introspect.Profiles.save`), for later analysis;
 
@@ -82,16 +88,18 @@ class ActivationProfiles(MapCallback):
         self.groups = groups
         self.normalize = normalize
         self.adjusted_rand_rows: list[list] = []
+        self.layout_quality_rows: list[dict] = []
 
     @property
     def state_key(self) -> str:
         return self._generate_state_key(kind=self.kind, groups=self.groups, layout=self.layout, every_n_epochs=self.every_n_epochs)
 
     def state_dict(self) -> dict:
-        return {"adjusted_rand_rows": self.adjusted_rand_rows}
+        return {"adjusted_rand_rows": self.adjusted_rand_rows, "layout_quality_rows": self.layout_quality_rows}
 
     def load_state_dict(self, state_dict: dict) -> None:
         self.adjusted_rand_rows = state_dict["adjusted_rand_rows"]
+        self.layout_quality_rows = state_dict.get("layout_quality_rows", [])
 
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self.map_layers is None:
@@ -139,7 +147,13 @@ class ActivationProfiles(MapCallback):
             options = {"shape": layer_grid(pl_module, layer).shape} if self.layout == "grid" else {}
             coords = self.layout_of(layer, profiles.matrix(layer), **options)
             title = f"{layer}: {label}s by {self.groups} on a {self.layout} layout, epoch {epoch}"
-            self.log_map(trainer, f"profiles/map/{layer}", plot_maps(coords, profiles[layer].mean, profiles.groups, order=False, title=title))
+            value_label = f"{label} ({self.normalize or 'raw'})"
+            self.log_values(trainer, f"profiles/map/{layer}", coords, profiles[layer].mean, profiles.groups, title, value_label)
+            self.record_layout_quality(epoch, layer, profiles.matrix(layer), coords)
+        if self.map_layers:
+            table = pd.DataFrame(self.layout_quality_rows)
+            table.to_csv(path.parent / "layout_quality.csv", index=False)
+            log_table(trainer.loggers, "profiles/layout_quality", list(table.columns), table.values.tolist(), step)
         reference = resolve_grouping(self.groups).reference
         if reference is None:
             return
@@ -154,3 +168,9 @@ class ActivationProfiles(MapCallback):
         log_figure(trainer.loggers, "profiles/adjusted_rand", plot_adjusted_rand(scores, title), step, run_dir)
         self.adjusted_rand_rows += [[epoch, layer, score] for layer, score in scores.items()]
         log_table(trainer.loggers, "profiles/adjusted_rand_table", ["epoch", "layer", "adjusted_rand"], self.adjusted_rand_rows, step)
+
+    def record_layout_quality(self, epoch: int, layer: str, matrix: np.ndarray, coords: np.ndarray) -> None:
+        """A row of :func:`tmaps.introspect.layout_quality` of ``layer``'s layout (10 neighbours, fewer on a small layer)."""
+        scores = layout_quality(matrix, coords, n_neighbors=max(1, min(10, len(matrix) // 2 - 1)))
+        self.layout_quality_rows.append({"epoch": epoch, "layer": layer, "layout": self.layout} | scores)
+

@@ -1,6 +1,7 @@
 """What the map callbacks share (:class:`MapCallback`): when to draw, the fixed probe set of
-utterances, logging to the active loggers with PNG copies, the GIFs of each map's evolution
-written at the end of ``fit``, and the grids of the module's layers.
+utterances, logging to the active loggers with PNG copies, colour scales shared across
+epochs, the GIFs of each map's evolution written at the end of ``fit``, and the grids of the
+module's layers.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from pytorch_lightning.callbacks import Callback
 from torch.utils.data import DataLoader
 
 from tmaps.introspect import LAYOUTS, compute_layout
-from tmaps.introspect.render import save_gif
+from tmaps.introspect.render import MapStyle, RenderedMaps, figure_image, plot_rendered, save_gif
 from tmaps.topo import Grid
 from tmaps.topo.layers import filter_vectors, get_layer
 from tmaps.training.loggers import figure_path, log_figure
@@ -34,6 +35,10 @@ class MapCallback(Callback):
     ``<default_root_dir>/figures/<key>/step<step>.png``, from rank zero only; without a logger
     only the PNGs are written. At the end of ``fit``, each map's frames become
     ``figures/<key>/evolution.gif``.
+
+    Maps of values (:meth:`log_values`) share one symmetric colour scale across epochs: each
+    epoch's figure uses the largest ``|value|`` of that map so far, and the GIF is redrawn at
+    the end on the largest of the whole run, so that its frames compare directly.
 
     The probe set is ``n_probe_utterances`` utterances of the validation set (of the training
     set when there is none): those nearest to the median duration, so that padding is small,
@@ -72,6 +77,7 @@ class MapCallback(Callback):
         self.probe_batch_size = probe_batch_size
         self.seed = seed
         self.gifs = EvolutionGifs(gif_frame_ms)
+        self.style = MapStyle()
         self._probe: list[dict] | None = None
         self._coords: dict[str, np.ndarray] = {}
 
@@ -95,6 +101,13 @@ class MapCallback(Callback):
         """Log a map figure (rank zero) and keep it as a frame of the key's GIF."""
         self.gifs.log(trainer, key, figure)
 
+    def log_values(
+        self, trainer: pl.Trainer, key: str, coords: np.ndarray, values: np.ndarray, labels: Sequence[str], title: str, value_label: str
+    ) -> None:
+        """Log the maps of ``values (G, U)`` over the layout ``coords (U, 2)``, one panel per label, on
+        the key's colour scale so far (:meth:`EvolutionGifs.log_values`)."""
+        self.gifs.log_values(trainer, key, self.style.render(coords, values), labels, title, value_label, self.style)
+
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.is_global_zero:
             self.gifs.write(trainer.default_root_dir)
@@ -110,6 +123,7 @@ class EvolutionGifs:
     def __init__(self, frame_ms: int) -> None:
         self.frame_ms = frame_ms
         self.frames: dict[str, list[np.ndarray]] = {}
+        self.value_frames: dict[str, list[tuple[RenderedMaps, list[str], str, str, MapStyle]]] = {}
 
     def log(self, trainer: pl.Trainer, key: str, figure: Figure) -> None:
         """Log ``figure`` under ``key`` (:func:`~tmaps.training.loggers.log_figure`) and keep its PNG as a frame
@@ -118,10 +132,28 @@ class EvolutionGifs:
         with Image.open(path) as image:
             self.frames.setdefault(key, []).append(np.asarray(image.convert("RGB")))
 
+    def log_values(
+        self, trainer: pl.Trainer, key: str, maps: RenderedMaps, labels: Sequence[str], title: str, value_label: str, style: MapStyle
+    ) -> None:
+        """Log rendered maps on the largest ``|value|`` of ``key`` so far; keep them to redraw the GIF
+        on the run's largest (:meth:`write`)."""
+        frames = self.value_frames.setdefault(key, [])
+        frames.append((maps, list(labels), title, value_label, style))
+        limit = max(frame[0].limit for frame in frames)
+        figure = plot_rendered(maps, labels, style=style, title=title, limit=limit, value_label=value_label)
+        log_figure(trainer.loggers, key, figure, trainer.global_step, trainer.default_root_dir)
+
     def write(self, run_dir: str | Path) -> list[Path]:
         """Every key's frames as ``<run_dir>/figures/<key>/evolution.gif``; the GIF paths."""
         paths = []
-        for key, frames in self.frames.items():
+        frames_by_key = dict(self.frames)
+        for key, frames in self.value_frames.items():
+            limit = max(maps.limit for maps, *_ in frames)
+            frames_by_key[key] = [
+                figure_image(plot_rendered(maps, labels, style=style, title=title, limit=limit, value_label=value_label))
+                for maps, labels, title, value_label, style in frames
+            ]
+        for key, frames in frames_by_key.items():
             path = figure_path(run_dir, key, 0).with_name("evolution.gif")
             paths.append(save_gif(frames, path, fps=1000 / self.frame_ms))
             log.info("%s over the epochs: %s", key, path)

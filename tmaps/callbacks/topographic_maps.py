@@ -9,9 +9,9 @@ import numpy as np
 import pytorch_lightning as pl
 
 from tmaps.callbacks.base import MapCallback, layer_grid, topographic_layers
-from tmaps.introspect import NAP, Profiles, plot_maps
+from tmaps.introspect import NAP, Profiles
 from tmaps.introspect.nap import to_model_device
-from tmaps.topo import activation_map, filter_map
+from tmaps.topo import filter_map
 
 log = logging.getLogger(__name__)
 
@@ -29,13 +29,11 @@ class TopographicMaps(MapCallback):
 
     - ``maps/filters/<layer>``: :func:`tmaps.topo.filter_map` on the layer's grid (mel
       centre of mass for the first layer, filter PCs as RGB for the others);
-    - ``maps/activations/<layer>``: the mean activation of each unit over the valid (not
-      padded) frames of the probe set (see :class:`MapCallback`), from a ``NAP`` pass grouped
-      by utterance id, in eval mode. With ``layout="grid"`` it is drawn by
-      :func:`tmaps.topo.activation_map` on the learned grid; with another method of
-      :data:`tmaps.introspect.LAYOUTS` the units are laid out by their per-utterance
-      activation profiles (each epoch's layout aligned onto the previous one) and drawn with
-      :func:`tmaps.introspect.plot_maps`;
+    - ``maps/activations/<layer>``: the mean activation of each unit over the valid frames
+      of the probe set (see :class:`MapCallback`; ``NAP`` grouped by utterance id, in eval
+      mode), drawn with :func:`tmaps.introspect.render.plot_rendered` on the learned grid
+      (``layout="grid"``) or on another layout of :data:`tmaps.introspect.LAYOUTS`, computed
+      from the units' per-utterance profiles and aligned onto the previous epoch's;
 
     and a GIF of each map at the end of ``fit``. Everything runs on rank zero only.
 
@@ -77,11 +75,7 @@ class TopographicMaps(MapCallback):
         profiles = NAP(model, self.layers).compute(batches, "id")
         for layer in self.layers:
             mean_activation = valid_frame_mean(profiles, layer)
-            if self.layout == "grid":
-                figure = activation_map(mean_activation, layer_grid(pl_module, layer), layer)
-                figure.axes[0].set_title(f"{figure.axes[0].get_title()}, epoch {epoch}")
-            else:
-                coords = self.layout_of(layer, profiles.matrix(layer))
-                title = f"{layer}: mean activation on a {self.layout} layout, epoch {epoch}"
-                figure = plot_maps(coords, mean_activation[None], ["probe set"], order=False, title=title)
-            self.log_map(trainer, f"maps/activations/{layer}", figure)
+            options = {"shape": layer_grid(pl_module, layer).shape} if self.layout == "grid" else {}
+            coords = self.layout_of(layer, profiles.matrix(layer), **options)
+            title = f"{layer}: mean activation on the {self.layout} layout, epoch {epoch}"
+            self.log_values(trainer, f"maps/activations/{layer}", coords, mean_activation[None], ["probe set"], title, "activation")

@@ -8,9 +8,11 @@ alphabet), so the figures show which layers the new language changes and which i
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 
 import matplotlib
 import numpy as np
+import pandas as pd
 import pytorch_lightning as pl
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
@@ -34,6 +36,7 @@ class WeightChange(Callback):
     - ``weights/change_lines``: relative change against epoch, one line per layer;
     - ``weights/filter_cosine``: per layer, the distribution of each filter's cosine
       similarity to its start;
+    - ``<default_root_dir>/weight_change.csv``: the relative change by epoch and layer;
     - ``weights/change_map/<layer>`` for every topographic layer (the grids of ``pl_module.topo``):
       each filter's relative change at its grid cell;
 
@@ -81,6 +84,7 @@ class WeightChange(Callback):
             logger.log_metrics({f"weights/relative_change/{name}": change.relative_change for name, change in changes.items()}, step=step)
         names = list(changes)
         run_dir = trainer.default_root_dir
+        self.table(names).to_csv(Path(run_dir) / "weight_change.csv", index=False)
         log_figure(trainer.loggers, "weights/change_heatmap", self.heatmap(names), step, run_dir)
         log_figure(trainer.loggers, "weights/change_lines", self.lines(names), step, run_dir)
         log_figure(trainer.loggers, "weights/filter_cosine", cosine_distributions(changes, epoch), step, run_dir)
@@ -92,6 +96,10 @@ class WeightChange(Callback):
     @rank_zero_only
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self.gifs.write(trainer.default_root_dir)
+
+    def table(self, layer_names: Sequence[str]) -> pd.DataFrame:
+        """Relative change ``||W - W0|| / ||W0||``, one row per logged epoch, one column per layer."""
+        return pd.DataFrame(self.history, columns=list(layer_names)).assign(epoch=self.epochs).set_index("epoch").reset_index()
 
     def heatmap(self, layer_names: Sequence[str]) -> Figure:
         """Relative change, layers (rows) x logged epochs (columns)."""

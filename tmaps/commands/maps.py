@@ -7,7 +7,10 @@ from their profiles (:func:`~tmaps.introspect.layout.compute_layout`), scores th
 (:func:`~tmaps.introspect.render.plot_layers`). It writes into ``output_dir``:
 
 - ``maps/<layer>__<method>.<format>``: one panel per group;
-- ``layers__<method>.<format>``: layers side by side, one row per group;
+- ``layers__<method>.<format>``: layers side by side, one row per group, for a readable few
+  groups: those named by ``layer_groups``, else the :data:`LAYER_FIGURE_GROUPS` groups with
+  the most frames (the best-estimated profiles); the full set is in ``maps/`` and on the
+  report page;
 - ``coords.npz`` (arrays ``<layer>__<method>`` of shape ``(n_units, 2)``) and ``coords.csv``
   (columns ``layer, method, unit, x, y``);
 - ``quality.csv`` and ``quality.md``: one row per layer and method.
@@ -30,6 +33,8 @@ from numpy.typing import NDArray
 from tmaps.introspect.maps import layer_layouts, quality_table
 from tmaps.introspect.nap import Profiles
 from tmaps.introspect.render import MapStyle, plot_layers, plot_maps, save_figure
+
+LAYER_FIGURE_GROUPS = 12
 
 
 def load_profiles(path: str | os.PathLike) -> Profiles:
@@ -58,25 +63,50 @@ def write_coords(coords: Mapping[str, Mapping[str, NDArray[np.float64]]], output
     return npz_path, csv_path
 
 
+def layer_figure_groups(profiles: Profiles, layer_groups: Sequence[str] | int = LAYER_FIGURE_GROUPS) -> list[int]:
+    """Indices into ``profiles.groups`` of the rows of the layers figure, in the file's order.
+
+    ``layer_groups`` names the groups, or is how many to take: those with the most frames
+    (summed over layers; ties by the file's order), whose profiles are the best estimated.
+
+    Raises:
+        ValueError: a named group is not in the profiles.
+    """
+    groups = profiles.groups
+    if isinstance(layer_groups, int):
+        frames = sum(profiles[layer].counts for layer in profiles.layers)
+        return sorted(np.argsort(-frames, kind="stable")[:layer_groups].tolist())
+    unknown = [group for group in layer_groups if group not in groups]
+    if unknown:
+        raise ValueError(f"layer_groups {unknown} are not groups of the profiles; they are {groups}")
+    return [groups.index(group) for group in layer_groups]
+
+
 def write_figures(
     profiles: Profiles,
     coords: Mapping[str, Mapping[str, NDArray[np.float64]]],
     output_dir: Path,
     formats: Sequence[str] = ("png",),
     style: MapStyle = MapStyle(),
+    layer_groups: Sequence[str] | int = LAYER_FIGURE_GROUPS,
 ) -> list[Path]:
-    """Per layer and method a :func:`plot_maps` figure; per method a :func:`plot_layers` figure."""
+    """Per layer and method a :func:`plot_maps` figure of every group; per method a
+    :func:`plot_layers` figure of the groups :func:`layer_figure_groups` picks."""
     written = []
     labels = profiles.groups
+    value_label = f"{profiles.info.get('kind', 'profile')} ({profiles.normalize or 'raw'})"
     methods = list(dict.fromkeys(method for by_method in coords.values() for method in by_method))
     for layer, by_method in coords.items():
         values = profiles.matrix(layer).T
         for method, points in by_method.items():
-            figure = plot_maps(points, values, labels, style=style, title=f"{layer}: {method} layout")
+            figure = plot_maps(points, values, labels, style=style, title=f"{layer}: {method} layout", value_label=value_label)
             written += [save_figure(figure, output_dir / "maps" / f"{layer}__{method}.{suffix}") for suffix in formats]
+    rows = layer_figure_groups(profiles, layer_groups)
+    rule = "chosen" if not isinstance(layer_groups, int) else "with the most frames"
     for method in methods:
-        layers = {layer: (by_method[method], profiles.matrix(layer).T) for layer, by_method in coords.items()}
-        figure = plot_layers(layers, labels, style=replace(style, show_units=False), title=f"{method} layouts")
+        layers = {layer: (by_method[method], profiles.matrix(layer).T[rows]) for layer, by_method in coords.items()}
+        title = f"{method} layouts: {len(rows)} of {len(labels)} groups ({rule}); all in maps/"
+        figure = plot_layers(layers, [labels[row] for row in rows], style=replace(style, show_units=False), title=title, value_label=value_label)
         written += [save_figure(figure, output_dir / f"layers__{method}.{suffix}") for suffix in formats]
     return written
 
@@ -95,6 +125,7 @@ def make_maps(
     formats: Sequence[str] = ("png",),
     style: MapStyle = MapStyle(),
     quality: Mapping | None = None,
+    layer_groups: Sequence[str] | int = LAYER_FIGURE_GROUPS,
 ) -> pd.DataFrame:
     """Layouts, maps, coordinates and the quality table of a profiles file (see the module notes).
 
@@ -107,6 +138,7 @@ def make_maps(
         formats: figure formats, ``"png"`` and/or ``"svg"``.
         style: how maps are drawn.
         quality: ``n_neighbors`` and ``resolution`` of :func:`quality_table`.
+        layer_groups: the rows of the layers figures (see :func:`layer_figure_groups`).
 
     Returns:
         The quality table (also written as ``quality.csv`` and ``quality.md``).
@@ -132,7 +164,7 @@ def make_maps(
         source=source,
     )
     write_coords(coords, output_dir)
-    write_figures(profiles, coords, output_dir, formats, style)
+    write_figures(profiles, coords, output_dir, formats, style, layer_groups)
     table = quality_table(profiles, coords, seconds, metric=metric, **dict(quality or {}))
     table.to_csv(output_dir / "quality.csv", index=False)
     (output_dir / "quality.md").write_text(markdown(table) + "\n")
@@ -154,6 +186,7 @@ def maps_from_config(config: Mapping) -> pd.DataFrame:
         formats=config.get("formats", ("png",)),
         style=MapStyle(**config.get("style", {})),
         quality=config.get("quality"),
+        layer_groups=config.get("layer_groups") or LAYER_FIGURE_GROUPS,
     )
 
 

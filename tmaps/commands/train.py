@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 
 import hydra
+import pandas as pd
 import pytorch_lightning as pl
 import torch
 from hydra.core.hydra_config import HydraConfig
@@ -16,6 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 from tmaps.callbacks.transfer import setup_transfer
 from tmaps.checkpoint import check_compatible, check_writable
 from tmaps.commands.eval import print_summary, report_skips, test_splits
+from tmaps.commands.report import TEST_RESULTS_FILE, write_report
 from tmaps.data import SpeechDataModule
 from tmaps.training.checkpoint_io import AtomicCheckpointIO
 from tmaps.training.module import ASRModule
@@ -113,13 +115,32 @@ def train(cfg: DictConfig) -> float | None:
             results = test_splits(trainer, module, datamodule, ckpt_path=best or None)
             metrics.update({f"{split}/{name}": value for split, row in results.items() for name, value in row.items()})
             print_summary(results, title=f"tmaps: test results of {best or 'the final weights'}")
+            if trainer.is_global_zero:
+                pd.DataFrame.from_dict(results, orient="index").rename_axis("split").reset_index().to_csv(
+                    Path(cfg.paths.output_dir) / TEST_RESULTS_FILE, index=False
+                )
             for logger in loggers:
                 logger.log_metrics({f"summary/{key}": value for key, value in metrics.items() if key.count("/") == 2})
         report_skips(datamodule, trainer)
         log.info("run finished in %.1f s; outputs in %s", time.perf_counter() - started, cfg.paths.output_dir)
     finally:
         _finish_wandb(loggers)
+    if trainer.is_global_zero:  # after W&B's closing lines, so that the last lines name the files
+        print_outputs(Path(cfg.paths.output_dir), write_report(cfg.paths.output_dir) if cfg.get("report") else None)
     return metrics.get(cfg.get("optimized_metric")) if cfg.get("optimized_metric") else None
+
+
+def print_outputs(run_dir: Path, report: Path | None) -> None:
+    """Name what the run wrote: checkpoints, the evolution GIF of every map, the profiles and the report."""
+    lines = [f"tmaps: outputs in {run_dir}"]
+    lines += [f"  checkpoint  {path}" for path in sorted(run_dir.glob("checkpoints/*.ckpt"))]
+    lines += [f"  map         {path}" for path in sorted(run_dir.glob("figures/*/evolution.gif"))]
+    profiles = sorted(run_dir.glob("profiles/*.npz"))
+    if profiles:
+        lines.append(f"  profiles    {profiles[-1]} (and {len(profiles) - 1} earlier)")
+    if report is not None:
+        lines.append(f"  report      {report}")
+    print("\n".join(lines), flush=True)
 
 
 def _finish_wandb(loggers: list) -> None:
