@@ -196,6 +196,9 @@ class SpeechDataModule(pl.LightningDataModule):
     def test_dataloader(self) -> list[DataLoader]:
         return list(self.test_loaders().values())
 
+    def predict_dataloader(self) -> DataLoader:
+        return self.loader("test")
+
 
 def _with_defaults(group: str, options: Mapping | None, defaults: Mapping) -> dict:
     unknown = set(options or {}) - set(defaults)

@@ -11,6 +11,7 @@ from torch import Tensor, nn
 from torchmetrics import MetricCollection
 from torchmetrics.text import CharErrorRate, WordErrorRate
 
+from tmaps.inference.decoding import GreedyDecoder
 from tmaps.models import Wav2Letter
 from tmaps.text import BLANK, Alphabet
 from tmaps.topo import build_regularizer, topography_metrics
@@ -39,7 +40,9 @@ class ASRModule(pl.LightningModule):
         train_metrics_every_n_steps: how often training WER/CER are computed (decoding costs time).
 
     A batch is the dict of docs/design.md; ``forward(features, lengths)`` returns the
-    model's ``(log_probs (B, T', n_classes), output_lengths (B,))``.
+    model's ``(log_probs (B, T', n_classes), output_lengths (B,))``. ``decoder`` (greedy unless
+    set to another of :mod:`tmaps.inference.decoding`) turns them into text for the error rates
+    and for ``predict_step``, so ``trainer.predict`` yields ``{"id", "audio", "text"}`` per utterance.
     """
 
     def __init__(
@@ -78,6 +81,7 @@ class ASRModule(pl.LightningModule):
             MetricCollection({"cer": CharErrorRate(), "wer": WordErrorRate()}, prefix=f"{stage}/")
             for stage in ("train", "val", "test")
         )
+        self.decoder = GreedyDecoder(self.alphabet)
         self._examples: list[list[str]] = []
 
     @classmethod
@@ -96,8 +100,7 @@ class ASRModule(pl.LightningModule):
         return self.ctc(log_probs.transpose(0, 1).float(), batch["targets"], output_lengths, batch["target_lengths"])
 
     def decode(self, log_probs: Tensor, output_lengths: Tensor) -> list[str]:
-        best = log_probs.argmax(dim=-1).cpu()
-        return [self.alphabet.decode_ctc(best[i, : int(n)].tolist()) for i, n in enumerate(output_lengths)]
+        return self.decoder(log_probs, output_lengths)
 
     def training_step(self, batch: Mapping, batch_idx: int) -> Tensor:
         log_probs, output_lengths = self(batch["features"], batch["feature_lengths"])
@@ -141,6 +144,11 @@ class ASRModule(pl.LightningModule):
         log_probs, output_lengths = self(batch["features"], batch["feature_lengths"])
         self._update_error_rates(self.test_error_rates, log_probs, output_lengths, batch)
         self.log_dict(self.test_error_rates, batch_size=len(batch["records"]))
+
+    def predict_step(self, batch: Mapping, batch_idx: int, dataloader_idx: int = 0) -> list[dict]:
+        log_probs, output_lengths = self(batch["features"], batch["feature_lengths"])
+        hypotheses = self.decode(log_probs, output_lengths)
+        return [{"id": record["id"], "audio": record["audio"], "text": text} for record, text in zip(batch["records"], hypotheses)]
 
     def _update_error_rates(
         self, error_rates: MetricCollection, log_probs: Tensor, output_lengths: Tensor, batch: Mapping
