@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import pytest
 import torch
+from hydra import compose, initialize_config_module
 
+from test_introspect_cli import TINY_SYNTH, train_checkpoint
 from tmaps.inference.decoding import BeamSearchDecoder, GreedyDecoder, build_decoder
 from tmaps.inference.lm import BOS, UNK, arpa_probability, kneser_ney, read_sentences, write_kneser_ney_arpa
 from tmaps.text import Alphabet
+from tmaps.training.app import evaluate
 
 ENGLISH = Alphabet.for_language("en")
 SENTENCES = ["the cat sat on the mat", "the dog sat on the log", "a cat saw the dog", "the cat ran", "a dog ran on the mat"]
@@ -109,3 +112,17 @@ def test_read_sentences_names_a_file_without_sentences(tmp_path):
     empty.write_text("\n  \n")
     with pytest.raises(ValueError, match=str(empty)):
         read_sentences(empty)
+
+
+def test_eval_with_beam_search_scores_every_test_split(synth_corpus_en, synth_data_dir, tmp_path):
+    checkpoint = train_checkpoint(synth_corpus_en, tmp_path / "model")
+    with initialize_config_module(config_module="tmaps.conf", version_base="1.3"):
+        cfg = compose(
+            config_name="eval",
+            overrides=[f"ckpt_path={checkpoint}", "decoder=beam", "decoder.lm_order=2", "decoder.beam_size=8", *TINY_SYNTH,
+                       f"paths.output_dir={tmp_path / 'eval'}", f"paths.data_dir={synth_data_dir}", "trainer.enable_progress_bar=false"],
+        )
+    results = evaluate(cfg)
+    assert set(results) == {"test", "test_unseen"}
+    assert all(0 <= row["cer"] and 0 <= row["wer"] for row in results.values())
+    assert (tmp_path / "eval" / "lm.arpa").is_file() and (tmp_path / "eval" / "lexicon.txt").is_file()

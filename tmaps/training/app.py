@@ -16,6 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from tmaps.callbacks.transfer import setup_transfer
 from tmaps.data import SpeechDataModule
+from tmaps.inference.decoding import build_decoder
 from tmaps.training.checkpoint import check_compatible
 from tmaps.text import Alphabet
 from tmaps.training.module import ASRModule
@@ -89,6 +90,8 @@ def train(cfg: DictConfig) -> float | None:
         check_compatible(cfg.ckpt_path, {"model": module.hparams.model, "alphabet": module.hparams.alphabet})
     callbacks = instantiate_list(cfg.get("callbacks"))
     callbacks += setup_transfer(module, plain(cfg.get("transfer")))
+    if cfg.get("rich_progress_bar") and cfg.trainer.get("enable_progress_bar", True):
+        callbacks.append(pl.callbacks.RichProgressBar())
     loggers = instantiate_list(cfg.get("logger"))
     trainer: pl.Trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
     for logger in loggers:
@@ -127,7 +130,8 @@ def print_summary(results: dict, title: str) -> None:
 
 
 def evaluate(cfg: DictConfig) -> dict:
-    """WER and CER of ``cfg.ckpt_path`` on the test splits of ``cfg.data``."""
+    """WER and CER of ``cfg.ckpt_path`` on the test splits of ``cfg.data``, decoded by ``cfg.decoder``
+    (a beam search's lexicon and LM come from the corpus' train transcripts unless ``decoder.text`` is set)."""
     if not cfg.get("ckpt_path"):
         raise ValueError("tmaps-eval needs ckpt_path=<file.ckpt>")
     module = ASRModule.from_checkpoint(cfg.ckpt_path)
@@ -136,6 +140,8 @@ def evaluate(cfg: DictConfig) -> dict:
     trainer: pl.Trainer = hydra.utils.instantiate(cfg.trainer, logger=False, callbacks=[], enable_checkpointing=False)
     datamodule.prepare_data()
     datamodule.setup("test")
+    train_text = datamodule.manifest_path("train")
+    module.decoder = build_decoder(plain(cfg.get("decoder")), module.alphabet, cfg.paths.output_dir, train_text if train_text.is_file() else None)
     results = test_splits(trainer, module, datamodule, ckpt_path=None)
     print_summary(results, title=f"tmaps: {Path(cfg.ckpt_path).name}")
     return results
