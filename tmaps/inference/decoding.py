@@ -67,7 +67,9 @@ class BeamSearchDecoder:
         beam_threshold: float = 25.0,
         work_dir: str | os.PathLike = ".",
     ) -> None:
-        ctc_decoder = require("torchaudio.models.decoder", extra="decode", feature="beam search decoding").ctc_decoder
+        require("flashlight.lib.text", extra="decode", feature="beam search decoding (decoder=beam)")
+        from torchaudio.models.decoder import ctc_decoder
+
         self.alphabet = alphabet
         tokens = [BLANK_TOKEN, *(WORD_SEPARATOR if char == " " else char for char in alphabet.chars)]
         lexicon_path = None
