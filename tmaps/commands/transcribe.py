@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
 from tmaps.inference import Transcriber, audio_files, build_decoder
-from tmaps.progress import progress
+from tmaps.progress import progress_bar, set_progress_bars
 from tmaps.training.checkpoint import load_checkpoint
 
 log = logging.getLogger(__name__)
@@ -39,10 +39,11 @@ def transcribe(config: Mapping) -> list[dict]:
     transcriber = Transcriber(
         checkpoint.model, checkpoint.alphabet, checkpoint.features, decoder, chunk_s=config.get("chunk_s"), device=config.get("device", "cpu")
     )
+    set_progress_bars(config.get("progress"))
     files, problems = audio_files(inputs)
     results = []
     with _writer(output, timings=bool(config.get("timings"))) as write:
-        for path in progress(files, "transcribing", enabled=config.get("progress")):
+        for path in progress_bar(files, "transcribing"):
             try:
                 result = transcriber.transcribe_file(path, timings=bool(config.get("timings")))
             except ValueError as error:

@@ -34,6 +34,7 @@ from tmaps.introspect.layout import LAYOUTS, compute_layout
 from tmaps.introspect.nap import Profiles
 from tmaps.introspect.quality import layout_quality
 from tmaps.introspect.render import MapStyle, plot_layers, plot_maps, save_figure
+from tmaps.progress import progress_bar
 
 QUALITY_COLUMNS = (
     "layer",
@@ -100,7 +101,7 @@ def layer_layouts(
     method_options = method_options or {}
     coords: dict[str, dict[str, NDArray[np.float64]]] = {}
     seconds: dict[str, dict[str, float]] = {}
-    for layer in layers:
+    for layer in progress_bar(layers, "layouts"):
         matrix = layer_matrix(profiles, layer, source)
         coords[layer], seconds[layer] = {}, {}
         for method in methods:

@@ -39,6 +39,7 @@ from torch import Tensor, nn
 import tmaps
 from tmaps.introspect.frames import FrameMap, TimeAxisProbe
 from tmaps.introspect.groups import Alignments, CharacterGrouping, Grouping, resolve_grouping
+from tmaps.progress import progress_bar
 
 ForwardFn = Callable[[nn.Module, Mapping], "Tensor | tuple[Tensor, Tensor]"]
 NORMALIZATIONS = ("center", "zscore", None)
@@ -474,7 +475,7 @@ class NAP:
         accumulator = _Accumulator(grouping, window, self.frame_rate)
         self._frame_maps = {}
         with evaluating(self.model):
-            for batch in loader:
+            for batch in progress_bar(loader, f"{self.kind} pass"):
                 batch = to_model_device(self.model, batch)
                 accumulator.start_batch(batch["records"], batch["feature_lengths"])
                 # The frame maps come from the first batch; later batches skip the probe's hooks.

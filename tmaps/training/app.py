@@ -18,6 +18,7 @@ from tmaps.callbacks.transfer import setup_transfer
 from tmaps.data import SpeechDataModule
 from tmaps.inference.decoding import build_decoder
 from tmaps.training.checkpoint import check_compatible
+from tmaps.progress import set_progress_bars
 from tmaps.text import Alphabet
 from tmaps.training.module import ASRModule
 
@@ -82,6 +83,7 @@ def build_module(cfg: DictConfig, datamodule: SpeechDataModule) -> ASRModule:
 def train(cfg: DictConfig) -> float | None:
     """Fit, then test the best checkpoint; return the metric named by ``cfg.optimized_metric``."""
     started = time.perf_counter()
+    set_progress_bars(None if cfg.trainer.get("enable_progress_bar", True) else False)
     pl.seed_everything(cfg.seed, workers=True)
     datamodule = build_datamodule(cfg)
     module = build_module(cfg, datamodule)
@@ -134,6 +136,7 @@ def evaluate(cfg: DictConfig) -> dict:
     (a beam search's lexicon and LM come from the corpus' train transcripts unless ``decoder.text`` is set)."""
     if not cfg.get("ckpt_path"):
         raise ValueError("tmaps-eval needs ckpt_path=<file.ckpt>")
+    set_progress_bars(None if cfg.trainer.get("enable_progress_bar", True) else False)
     module = ASRModule.from_checkpoint(cfg.ckpt_path)
     datamodule = checkpoint_datamodule(plain(cfg.data), module.alphabet, module.hparams.features, cfg.ckpt_path)
     datamodule.output_stride = module.model.stride
