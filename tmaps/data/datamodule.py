@@ -70,8 +70,8 @@ class SpeechDataModule(pl.LightningDataModule):
         output_stride: int | None = None,
     ) -> None:
         super().__init__()
-        if source.get("kind") not in ("synth", "librispeech", "commonvoice", "manifest"):
-            raise ValueError(f"data.source.kind must be synth, librispeech, commonvoice or manifest, got {source.get('kind')!r}")
+        if source.get("kind") not in ("synth", "librispeech", "commonvoice", "manifest", "hf"):
+            raise ValueError(f"data.source.kind must be synth, librispeech, commonvoice, manifest or hf, got {source.get('kind')!r}")
         if source["kind"] == "synth" and source.get("language", language) != language:
             raise ValueError(f"data.source.language {source['language']!r} differs from data.language {language!r}, which selects the alphabet")
         if not 0 < train_fraction <= 1:
