@@ -1,6 +1,6 @@
 """Wall time per epoch of quickstart-like training with callbacks=default against callbacks=none.
 
-    python benchmarks/callback_overhead.py [--train N] [--epochs E] [extra Hydra overrides, e.g. topo=weight_cosine]
+    python benchmarks/callback_overhead.py [--train N] [--epochs E] [extra Hydra overrides, e.g. topo=weight_similarity]
 
 Both runs train the quickstart's model on the same synthetic corpus (the quickstart's dev set,
 a smaller train set so that the benchmark takes minutes), without loggers. An epoch is timed
@@ -22,7 +22,7 @@ import hydra
 import pytorch_lightning as pl
 from hydra import compose, initialize_config_module
 
-from tmaps.training.app import build_datamodule, build_module, instantiate_list
+from tmaps.commands.train import build_datamodule, build_module, instantiate_list
 
 QUICKSTART_TRAIN = 3000
 

@@ -23,9 +23,9 @@ from pathlib import Path
 import torch
 from torchmetrics.functional.text import char_error_rate, word_error_rate
 
+from tmaps.checkpoint import load_checkpoint
 from tmaps.data import SpeechDataModule
 from tmaps.inference.decoding import build_decoder
-from tmaps.training.checkpoint import load_checkpoint
 
 SPLITS = ("dev", "test", "test_unseen")
 
@@ -84,7 +84,7 @@ def main() -> None:
         f"beam + lexicon + {args.lm_order}-gram LM (weight {best_weight:g})": lm_decoder(best_weight),
     }
     rows = {}
-    print(f"\n| decoder | split | utterances | WER | CER | utterances/s |\n|---|---|---|---|---|---|")
+    print("\n| decoder | split | utterances | WER | CER | utterances/s |\n|---|---|---|---|---|---|")
     for name, decoder in decoders.items():
         for split in ("test", "test_unseen"):
             batches, references = outputs[split]

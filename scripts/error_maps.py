@@ -23,10 +23,10 @@ from pathlib import Path
 
 import torch
 
-from tmaps.data import SpeechDataModule
+from tmaps.checkpoint import load_checkpoint
+from tmaps.data import manifest_loader
 from tmaps.introspect import NAP, compute_layout, save_figure
 from tmaps.introspect.errors import collect_outcomes, confusion_counts, outcome_groupings, outcome_table, plot_outcome_maps
-from tmaps.training.checkpoint import load_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -46,14 +46,7 @@ def main() -> None:
 
     loaded = load_checkpoint(arguments.checkpoint)
     layer = arguments.layer or loaded.model.layer_names[-2]
-    data = SpeechDataModule(
-        source={"kind": "manifest", "path": str(arguments.corpus), "splits": {arguments.split: f"{arguments.split}.jsonl"}},
-        root=str(arguments.cache),
-        features=loaded.features,
-        batching={"max_batch_seconds": 60, "num_workers": 0},
-    )
-    data.prepare_data()
-    loader = data.loader(arguments.split, shuffle=False)
+    loader = manifest_loader(arguments.corpus, arguments.split, loaded.features, arguments.cache)
 
     by_record = collect_outcomes(loaded.model, loader, loaded.alphabet)
     outcome, _ = outcome_groupings(by_record)

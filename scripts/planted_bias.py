@@ -32,14 +32,14 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import open_dict
 from scipy.spatial.distance import cosine
 
-from tmaps.data import SpeechDataModule
+from tmaps.checkpoint import load_checkpoint
+from tmaps.commands.train import train
+from tmaps.data import manifest_loader
 from tmaps.data.manifest import read_manifest, write_manifest
 from tmaps.data.synth import synthesize_corpus
 from tmaps.introspect import NAP, MapStyle, compute_layout, save_figure
 from tmaps.introspect.errors import collect_outcomes, confusion_counts
 from tmaps.introspect.render import plot_layers
-from tmaps.training.app import train
-from tmaps.training.checkpoint import load_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 SPLITS = ("train", "dev", "test")
@@ -104,22 +104,11 @@ def train_model(corpus: Path, run_dir: Path, minutes: float, channels: list[int]
     return checkpoint
 
 
-def test_loader(checkpoint_features: dict, corpus: Path, cache: Path):
-    data = SpeechDataModule(
-        source={"kind": "manifest", "path": str(corpus), "splits": {"test": "test.jsonl"}},
-        root=str(cache),
-        features=checkpoint_features,
-        batching={"max_batch_seconds": 40, "num_workers": 0},
-    )
-    data.prepare_data()
-    return data.loader("test", shuffle=False)
-
-
 def analyse(checkpoint: Path, corpus: Path, cache: Path, layers: list[str], source: str, target: str) -> dict:
     """Character profiles, source/target similarity per layer, the target output unit's response to the
     source and the source→target rate of one model on the clean test split."""
     loaded = load_checkpoint(checkpoint)
-    loader = test_loader(loaded.features, corpus, cache)
+    loader = manifest_loader(corpus, "test", loaded.features, cache, max_batch_seconds=40)
     profiles = NAP(loaded.model, layers).compute(loader, "character")
     groups = profiles.groups
     similarity = {

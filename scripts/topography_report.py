@@ -3,9 +3,9 @@
     python scripts/topography_report.py baseline=logs/quickstart/.../last.ckpt topo=logs/.../last.ckpt \
         --layers conv2 conv3 --output docs/figures
 
-Every checkpoint's layers are put on the grid of the topographic checkpoint's ``topo`` config
-(the same shape, boundary and neighbourhood for all, so a baseline is measured on the grid it
-would have had). Prints a Markdown table of ``tmaps.topo.topography_metrics`` (ratio,
+Every checkpoint's layers are put on the grids of the topographic checkpoint's ``topo`` config
+(:func:`tmaps.topo.topographic_grids`: the same shape, boundary and neighbourhood for all, so a
+baseline is measured on the grid it would have had). Prints a Markdown table of ``tmaps.topo.topography_metrics`` (ratio,
 smoothness, neighbour and shuffled cosine) per checkpoint and layer, and writes one filter-map
 PNG per checkpoint: the layers side by side.
 """
@@ -18,19 +18,18 @@ from pathlib import Path
 import pandas as pd
 from PIL import Image
 
+from tmaps.checkpoint import LoadedCheckpoint, load_checkpoint
 from tmaps.introspect.render import figure_image
-from tmaps.topo import Grid, filter_map, topography_metrics
-from tmaps.topo.layers import get_layer, weight_module
-from tmaps.training.checkpoint import load_checkpoint
+from tmaps.topo import filter_map, topographic_grids, topography_metrics
 
 
-def grid_options(checkpoints: dict) -> dict:
-    """The ``grid`` of the first checkpoint trained with a topographic loss (flat defaults otherwise)."""
-    for loaded in checkpoints.values():
-        topo = loaded.hyper_parameters.get("topo") or {}
-        if topo.get("layers"):
-            return dict(topo.get("grid") or {})
-    return {}
+def reference_topo(checkpoints: dict[str, LoadedCheckpoint], layers: list[str]) -> dict:
+    """The ``topo`` config of the first checkpoint trained with a topographic loss, on ``layers``.
+
+    Without one, ``layers`` on the default flat grids.
+    """
+    configs = [loaded.hyper_parameters["topo"] for loaded in checkpoints.values() if loaded.grids]
+    return {**(configs[0] if configs else {}), "layers": layers}
 
 
 def main() -> None:
@@ -41,11 +40,11 @@ def main() -> None:
     arguments = parser.parse_args()
     named = dict(item.split("=", 1) for item in arguments.checkpoints)
     checkpoints = {name: load_checkpoint(path) for name, path in named.items()}
-    options = grid_options(checkpoints)
+    topo = reference_topo(checkpoints, arguments.layers)
     rows = []
     arguments.output.mkdir(parents=True, exist_ok=True)
     for name, loaded in checkpoints.items():
-        grids = {layer: Grid(weight_module(get_layer(loaded.model, layer)).weight.shape[0], **options) for layer in arguments.layers}
+        grids = topographic_grids(loaded.model, topo)
         metrics = topography_metrics(loaded.model, arguments.layers, grids)
         for layer in arguments.layers:
             rows.append({"model": name, "layer": layer, **{key.split("/", 1)[1]: value for key, value in metrics.items() if key.startswith(f"{layer}/")}})

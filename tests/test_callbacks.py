@@ -13,7 +13,8 @@ from pytorch_lightning.loggers import TensorBoardLogger
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from tmaps.callbacks import ActivationProfiles, TopographicMaps
-from tmaps.callbacks.topographic_maps import probe_batches
+from tmaps.callbacks.base import probe_batches
+from tmaps.callbacks.topographic_maps import valid_frame_mean
 from tmaps.data import SpeechDataModule
 from tmaps.data.manifest import SPLITS
 from tmaps.introspect import NAP, Profiles
@@ -116,7 +117,11 @@ def test_under_fast_dev_run_without_logger_every_callback_writes_its_images(data
 
 
 def test_a_module_without_topographic_layers_gets_profiles_and_ari_but_maps_only_of_the_layers_asked_for(data, tmp_path):
-    callbacks = [TopographicMaps(), ActivationProfiles(every_n_epochs=1, n_probe_utterances=4), ActivationProfiles(every_n_epochs=1, map_layers=["head"], layout="pca", n_probe_utterances=4)]
+    callbacks = [
+        TopographicMaps(),
+        ActivationProfiles(every_n_epochs=1, n_probe_utterances=4),
+        ActivationProfiles(every_n_epochs=1, map_layers=["head"], layout="pca", n_probe_utterances=4),
+    ]
     fit(module(data, topo=None), data, callbacks, tmp_path, fast_dev_run=True)
     drawn = sorted(path.name for path in (tmp_path / "figures").iterdir())
     assert drawn == ["profiles__adjusted_rand", "profiles__map__head"]
@@ -159,3 +164,28 @@ def test_the_probe_set_is_the_utterances_nearest_the_median_duration_in_length_o
 def test_bad_arguments_name_the_value_at_fault(make, message):
     with pytest.raises(ValueError, match=message):
         make()
+
+
+def test_activation_maps_average_the_valid_frames_of_the_probe_set_however_it_is_batched(data):
+    """fp32: the grid maps' mean activations over probe batches of 8, 3 and 1 utterances equal the mean over valid frames."""
+    model = module(data).model.eval()
+    layers = ["conv2", "conv9"]
+    means = {}
+    for batch_size in (8, 3, 1):
+        batches = probe_batches(data.loader("dev"), 8, batch_size)
+        profiles = NAP(model, layers).compute(batches, "id")
+        means[batch_size] = {layer: valid_frame_mean(profiles, layer) for layer in layers}
+    batch = probe_batches(data.loader("dev"), 8, 8)[0]
+    assert len(set(batch["feature_lengths"].tolist())) > 1, "the probe batch should be padded"
+    outputs = {}
+    for layer in layers:
+        model.get_submodule(layer).register_forward_hook(lambda _, inputs, output, layer=layer: outputs.__setitem__(layer, output))
+    with torch.no_grad():
+        model(batch["features"], batch["feature_lengths"])
+    lengths = model.conv0.output_length(batch["feature_lengths"])  # stride 1 after conv0
+    for layer in layers:
+        valid = torch.cat([outputs[layer][b, :, :n] for b, n in enumerate(lengths)], dim=1).double()
+        expected = valid.mean(1).numpy()
+        for batch_size in (8, 3, 1):
+            np.testing.assert_allclose(means[batch_size][layer], expected, rtol=1e-5, atol=1e-7)
+        assert not np.allclose(expected, outputs[layer].double().mean((0, 2)).numpy(), rtol=1e-3), "padding would move the mean"

@@ -14,7 +14,7 @@ import torch
 import torchaudio
 from omegaconf import OmegaConf
 
-from tmaps.data import SpeechDataModule
+from tmaps.data import SpeechDataModule, manifest_loader
 from tmaps.data.dataset import DurationBatchSampler, ctc_frames_needed, filter_records, load_audio
 from tmaps.data.features import num_frames
 from tmaps.data.manifest import SPLITS, read_manifest, write_manifest
@@ -245,7 +245,7 @@ def test_an_empty_dataset_is_an_error_naming_the_manifest(damaged, tmp_path):
     write_manifest(read_manifest(folder / "dev.jsonl"), tmp_path / "corpus" / "dev.jsonl")
     module = datamodule(tmp_path / "corpus", tmp_path / "cache")
     module.prepare_data()
-    with pytest.raises(ValueError, match=r"no utterances of .*train\.jsonl"):
+    with pytest.raises(ValueError, match=r"split train is empty: no utterance of .*train\.jsonl is left"):
         module.setup("fit")
 
 
@@ -303,7 +303,7 @@ def test_bad_configuration_is_named(synth_corpus_en, tmp_path):
         datamodule(synth_corpus_en, tmp_path, batching={"max_batch_second": 10})
     with pytest.raises(ValueError, match="train_fraction"):
         datamodule(synth_corpus_en, tmp_path, train_fraction=0.0)
-    with pytest.raises(ValueError, match="source.kind"):
+    with pytest.raises(ValueError, match=r"source.kind must be one of \['synth', 'librispeech', 'commonvoice', 'manifest'.*got 'timit'"):
         SpeechDataModule(source={"kind": "timit"}, root=str(tmp_path))
 
 
@@ -316,3 +316,11 @@ def test_every_data_config_builds_a_datamodule(config, tmp_path):
     module = SpeechDataModule(**OmegaConf.to_container(cfg, resolve=True))
     assert module.alphabet == Alphabet.for_language(cfg.language)
     assert module.feature_config["n_mels"] == cfg.features.n_mels
+
+
+def test_a_manifest_loader_serves_every_utterance_of_a_split_with_the_given_features_in_the_same_order_twice(synth_corpus_en, tmp_path):
+    loader = manifest_loader(synth_corpus_en, "test", {"n_mels": 24}, tmp_path, max_batch_seconds=10.0)
+    first = [record["id"] for batch in loader for record in batch["records"]]
+    assert sorted(first) == sorted(record["id"] for record in read_manifest(synth_corpus_en / "test.jsonl"))
+    assert [record["id"] for batch in loader for record in batch["records"]] == first
+    assert next(iter(loader))["features"].shape[1] == 24

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tmaps.callbacks.topographic_maps import probe_batches
+from tmaps.callbacks.base import probe_batches
 from tmaps.data import SpeechDataModule
 from tmaps.data.manifest import SPLITS
 from tmaps.introspect import NAP, Profiles
@@ -31,7 +31,7 @@ def ddp_run(synth_corpus_en: Path, tmp_path_factory) -> tuple[Path, dict]:
         "trainer.max_epochs=2", "+trainer.limit_train_batches=2", "+trainer.limit_val_batches=1", "test=false",
         "data=manifest", f"data.source.path={synth_corpus_en}", f"data.source.splits={{{split_list}}}", f"paths.data_dir={root / 'data'}",
         "data.batching.num_workers=0", "data.batching.max_batch_seconds=12",
-        "model.channels=[16,16,16,16,16,16,16,16,32,32]", "topo=weight_cosine", "topo.layers=[conv2]",
+        "model.channels=[16,16,16,16,16,16,16,16,32,32]", "topo=weight_similarity", "topo.layers=[conv2]",
         "logger=csv", "callbacks.activation_profiles.every_n_epochs=1",
         *(f"callbacks.activation_profiles.{key}={value}" for key, value in PROBE.items()),
         "hydra.run.dir=run",

@@ -5,12 +5,12 @@ from __future__ import annotations
 import pytest
 import torch
 from hydra import compose, initialize_config_module
-
 from test_introspect_cli import TINY_SYNTH, train_checkpoint
+
+from tmaps.commands.eval import evaluate
 from tmaps.inference.decoding import BeamSearchDecoder, GreedyDecoder, build_decoder
 from tmaps.inference.lm import BOS, UNK, arpa_probability, kneser_ney, read_sentences, write_kneser_ney_arpa
 from tmaps.text import Alphabet
-from tmaps.training.app import evaluate
 
 ENGLISH = Alphabet.for_language("en")
 SENTENCES = ["the cat sat on the mat", "the dog sat on the log", "a cat saw the dog", "the cat ran", "a dog ran on the mat"]

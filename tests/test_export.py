@@ -10,12 +10,12 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from test_introspect_cli import train_checkpoint
+
+from tmaps.checkpoint import load_checkpoint
 from tmaps.commands.export import export
 from tmaps.data import SpeechDataModule
 from tmaps.inference.export import FORMATS, run_exported
-from tmaps.training.checkpoint import load_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
 

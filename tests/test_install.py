@@ -8,11 +8,11 @@ import importlib.metadata
 import json
 import re
 import sys
-import tomllib
 from pathlib import Path
 
 import numpy as np
 import pytest
+import tomllib
 import torch
 
 from tmaps.extras import MissingExtraError

@@ -15,12 +15,14 @@ import pytorch_lightning as pl
 from hydra import compose, initialize_config_module
 from PIL import Image
 
+from tmaps.checkpoint import load_checkpoint
 from tmaps.cli.introspect import main as introspect_command
+from tmaps.commands.introspect import Utterances, introspect
 from tmaps.data import SpeechDataModule
 from tmaps.data.manifest import read_manifest, write_manifest
 from tmaps.introspect import NAP, Profiles
-from tmaps.training.checkpoint import load_checkpoint
-from tmaps.training.introspect import Utterances, introspect, leaf_order
+from tmaps.introspect.clustering import leaf_order
+from tmaps.topo import Grid
 from tmaps.training.module import ASRModule
 
 REPO = Path(__file__).resolve().parents[1]
@@ -94,7 +96,7 @@ def test_profiles_file_records_checkpoint_groups_counts_and_normalization(phonem
         counts = metadata["group_counts"][layer]
         assert all(counts[group] > 0 for group in stored.groups)
         assert counts == dict(zip(stored.all_groups, stored.counts[layer].tolist()))
-    assert metadata["grid_shapes"] == {}
+    assert metadata["grids"] == {}
 
 
 def test_profiles_equal_a_direct_nap_of_the_checkpoint(phoneme_run, checkpoint, synth_corpus_en, tmp_path):
@@ -159,7 +161,8 @@ def test_character_gradnaps_of_a_corpus_without_segments_come_from_forced_alignm
 
 
 def test_max_utterances_serves_the_same_subset_on_every_pass(synth_corpus_en, tmp_path):
-    data = SpeechDataModule(source={"kind": "manifest", "path": str(synth_corpus_en), "splits": {"train": "train.jsonl"}}, root=str(tmp_path), batching={"max_batch_seconds": 10.0, "num_workers": 0})
+    source = {"kind": "manifest", "path": str(synth_corpus_en), "splits": {"train": "train.jsonl"}}
+    data = SpeechDataModule(source=source, root=str(tmp_path), batching={"max_batch_seconds": 10.0, "num_workers": 0})
     data.prepare_data()
     utterances = Utterances(data.loader("train", shuffle=True), max_utterances=11)
     passes = [[record["id"] for batch in utterances for record in batch["records"]] for _ in range(2)]
@@ -216,6 +219,17 @@ def test_topo_vs_baseline_reports_adjusted_rand_and_morans_i(checkpoint, topo_ch
     assert table[["ari_topo", "ari_baseline"]].apply(lambda column: column.between(-1, 1)).all().all()
     markdown = (report / "topo_vs_baseline.md").read_text()
     assert markdown.count("| conv") == 10 and "nan" not in markdown and markdown in capsys.readouterr().out
-    assert Profiles.load(report / "profiles_topo.npz").info["grid_shapes"] == {"conv2": [2, 8], "conv3": [2, 8]}
+    grids = Profiles.load(report / "profiles_topo.npz").info["grids"]
+    assert grids == {layer: Grid(16, shape=(2, 8)).to_dict() for layer in ("conv2", "conv3")}
     with Image.open(report / "topo_vs_baseline.png") as image:
         assert np.asarray(image.convert("L"), dtype=float).std() > 10
+
+
+def test_a_checkpoint_gives_its_full_grids_and_the_module_it_rebuilds_trains_on_them(topo_checkpoint):
+    loaded = load_checkpoint(topo_checkpoint)
+    assert {layer: grid.to_dict() for layer, grid in loaded.grids.items()} == {
+        layer: {"n_units": 16, "shape": [2, 8], "boundary": "flat", "neighbourhood": "4", "sigma": 1.0} for layer in ("conv2", "conv3")
+    }
+    module = ASRModule.from_checkpoint(topo_checkpoint)
+    assert module.hparams.topo == TOPO
+    assert {layer: grid.to_dict() for layer, grid in module.topo.grids.items()} == {layer: grid.to_dict() for layer, grid in loaded.grids.items()}

@@ -14,11 +14,13 @@ import torch
 from hydra import compose, initialize_config_module
 from omegaconf import OmegaConf
 
+from tmaps.commands.maps import maps_from_config
 from tmaps.data import SpeechDataModule
-from tmaps.introspect.maps import QUALITY_COLUMNS, maps_from_config
+from tmaps.introspect.maps import QUALITY_COLUMNS
 from tmaps.introspect.nap import NAP, Profiles
 from tmaps.models import Wav2Letter
 from tmaps.text import Alphabet
+from tmaps.topo import Grid
 
 LAYERS = ("conv1", "conv2")
 CHANNELS = [24, 36, 40]
@@ -39,7 +41,7 @@ def profiles_file(synth_corpus_en, tmp_path_factory) -> Path:
     alphabet = Alphabet.for_language("en")
     model = Wav2Letter(n_features=40, n_classes=alphabet.n_classes, channels=CHANNELS, kernel_sizes=[11, 7, 7], strides=[2, 1, 1])
     profiles = NAP(model, list(LAYERS)).compute(data.loader("train", shuffle=False), "phoneme_class")
-    profiles.info["grid_shapes"] = GRID_SHAPES
+    profiles.info["grids"] = {layer: Grid(rows * cols, shape=(rows, cols)).to_dict() for layer, (rows, cols) in GRID_SHAPES.items()}
     return profiles.save(tmp_path_factory.mktemp("profiles") / "naps.npz")
 
 

@@ -1,8 +1,21 @@
+"""The Wav2Letter model: architecture, presets, lengths, padding invariance, loading pre-masking checkpoints."""
+
+from pathlib import Path
+
+import numpy as np
 import pytest
 import torch
 import torchaudio
+import yaml
 
-from tmaps.models import Wav2Letter
+import tmaps.conf
+from tmaps.checkpoint import load_checkpoint
+from tmaps.data import SpeechDataModule
+from tmaps.data.dataset import collate
+from tmaps.models import Wav2Letter, wav2letter_paper, wav2letter_small
+from tmaps.text import Alphabet
+
+ENGLISH = Alphabet.for_language("en")
 
 
 def test_default_architecture_is_the_papers_and_torchaudios():
@@ -31,3 +44,97 @@ def test_mismatched_layer_lists_are_refused():
         Wav2Letter(channels=[8, 8], kernel_sizes=[3], strides=[1, 1])
     with pytest.raises(ValueError, match="norm must be"):
         Wav2Letter(channels=[8], kernel_sizes=[3], strides=[1], norm="group")
+
+
+@pytest.mark.parametrize(("builder", "preset"), [(wav2letter_paper, "wav2letter"), (wav2letter_small, "small")])
+def test_the_python_builders_are_the_config_presets(builder, preset):
+    config = yaml.safe_load((Path(tmaps.conf.__file__).parent / "model" / f"{preset}.yaml").read_text())
+    from_config = Wav2Letter(n_features=40, n_classes=29, **config)
+    built = builder(n_features=40, n_classes=29)
+    assert repr(built) == repr(from_config)
+    assert {key: value.shape for key, value in built.state_dict().items()} == {key: value.shape for key, value in from_config.state_dict().items()}
+
+
+# ---------------------------------------------------------------- padding invariance (fp32)
+
+PRE_MASKING = Path(__file__).parent / "data" / "pre_masking"
+
+
+@pytest.fixture(scope="module")
+def utterances(synth_corpus_en, tmp_path_factory):
+    """The shortest, a middle and the longest utterance of the tiny corpus, alone and as one padded batch."""
+    datamodule = SpeechDataModule(
+        source={"kind": "manifest", "path": str(synth_corpus_en), "splits": {"train": "train.jsonl"}},
+        root=str(tmp_path_factory.mktemp("cache")),
+    )
+    datamodule.prepare_data()
+    dataset = datamodule.dataset("train")
+    by_duration = np.argsort(dataset.durations)
+    chosen = [by_duration[0], by_duration[len(by_duration) // 2], by_duration[-1]]
+    alone = [collate([dataset[int(i)]]) for i in chosen]
+    batch = collate([dataset[int(i)] for i in chosen])
+    lengths = batch["feature_lengths"].tolist()
+    assert lengths[-1] > 2 * lengths[0], f"the utterances should differ in length: {lengths}"
+    return alone, batch
+
+
+def tiny_model(norm: str, n_features: int) -> Wav2Letter:
+    torch.manual_seed(0)
+    return Wav2Letter(n_features, ENGLISH.n_classes, channels=[32, 32, 32, 48], kernel_sizes=[11, 7, 7, 1], strides=[2, 1, 1, 1], norm=norm)
+
+
+@pytest.mark.parametrize("norm", ["none", "batch", "layer"])
+def test_an_utterance_decodes_alone_as_inside_a_padded_batch(utterances, norm):
+    """fp32, eval mode: log-probabilities alone and batched agree to 1e-4 on every valid frame, transcripts are equal."""
+    alone, batch = utterances
+    model = tiny_model(norm, batch["features"].shape[1])
+    with torch.no_grad():
+        model.train()
+        for _ in range(3):  # BatchNorm running statistics away from their initial 0 and 1
+            model(batch["features"], batch["feature_lengths"])
+        model.eval()
+        log_probs, output_lengths = model(batch["features"], batch["feature_lengths"])
+        for b, single in enumerate(alone):
+            expected, (length,) = model(single["features"], single["feature_lengths"])
+            assert output_lengths[b] == length == expected.shape[1]
+            torch.testing.assert_close(log_probs[b, :length], expected[0], rtol=0, atol=1e-4)
+            assert greedy(log_probs[b, :length]) == greedy(expected[0])
+
+
+def greedy(log_probs: torch.Tensor) -> str:
+    return ENGLISH.decode_ctc(log_probs.argmax(-1).tolist())
+
+
+def test_batchnorm_statistics_in_training_are_those_of_the_valid_frames(utterances):
+    """fp32, train mode: batch mean, unbiased running variance and normalized output of conv1 come from valid frames only."""
+    _, batch = utterances
+    model = tiny_model("batch", batch["features"].shape[1]).train()
+    seen = {}
+    model.conv1.conv.register_forward_hook(lambda module, inputs, output: seen.update(pre_norm=output.detach().double()))
+    model.conv1.register_forward_hook(lambda module, inputs, output: seen.update(output=output.detach().double()))
+    with torch.no_grad():
+        model(batch["features"], batch["feature_lengths"])
+    lengths = model.conv0.output_length(batch["feature_lengths"])
+    valid = torch.cat([seen["pre_norm"][b, :, :n] for b, n in enumerate(lengths)], dim=1)  # (channels, valid frames)
+    mean, variance = valid.mean(1), valid.var(1, correction=0)
+    norm = model.conv1.norm
+    momentum = norm.momentum
+    torch.testing.assert_close(norm.running_mean.double(), momentum * mean, rtol=1e-5, atol=1e-6)
+    unbiased = variance * valid.shape[1] / (valid.shape[1] - 1)
+    torch.testing.assert_close(norm.running_var.double(), (1 - momentum) + momentum * unbiased, rtol=1e-5, atol=1e-6)
+    weight, bias = norm.weight.detach().double()[:, None], norm.bias.detach().double()[:, None]
+    for b, n in enumerate(lengths):
+        expected = torch.relu((seen["pre_norm"][b, :, :n] - mean[:, None]) / torch.sqrt(variance[:, None] + norm.eps) * weight + bias)
+        torch.testing.assert_close(seen["output"][b, :, :n], expected, rtol=1e-4, atol=1e-5)
+        assert not seen["output"][b, :, n:].any(), "padded frames of a block's output are 0"
+
+
+@pytest.mark.parametrize("norm", ["batch", "layer"])
+def test_checkpoints_saved_before_padding_masks_load_and_give_their_old_outputs(norm):
+    """fp32: a checkpoint written by tmaps 5927a59 (tests/data/pre_masking/make.py) loads with its keys unchanged, and
+    on an unpadded utterance the masked model gives the log-probabilities the old code gave."""
+    loaded = load_checkpoint(PRE_MASKING / f"{norm}.ckpt")
+    reference = torch.load(PRE_MASKING / f"{norm}_reference.pt", weights_only=True)
+    with torch.no_grad():
+        log_probs, _ = loaded.model(reference["features"], torch.tensor([reference["features"].shape[-1]]))
+    torch.testing.assert_close(log_probs, reference["log_probs"], rtol=0, atol=1e-5)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -11,6 +12,7 @@ import torchaudio
 from captum.attr import LayerGradientXActivation
 
 from tmaps.data import SpeechDataModule
+from tmaps.data.dataset import collate
 from tmaps.data.manifest import read_manifest, write_manifest
 from tmaps.introspect.groups import CharacterGrouping, RecordGrouping, SegmentGrouping, resolve_grouping
 from tmaps.introspect.nap import NAP, GradNAP, Profiles
@@ -276,6 +278,21 @@ def test_gradnap_equals_captum_per_group_means(model, batches, target, multiply)
             np.testing.assert_allclose(profiles[layer].raw_mean[row], expected, rtol=1e-5, atol=1e-7 * np.abs(expected).max())
 
 
+def test_another_attribution_replaces_only_attribute_and_is_aggregated_alike(model, batches):
+    class GradientOnly(GradNAP):
+        def attribute(self, batch, probe=None):
+            activations, result = self.layer_activations(batch, probe)
+            gradients = torch.autograd.grad(self.objective(batch, result, probe), [activations[layer] for layer in self.layers])
+            return dict(zip(self.layers, gradients))
+
+    layers = ["conv0", "conv2"]
+    mine = GradientOnly(model, layers, target="predicted").compute(batches, "phoneme", normalize=None)
+    builtin = GradNAP(model, layers, target="predicted", multiply_by_activation=False).compute(batches, "phoneme", normalize=None)
+    for layer in layers:
+        np.testing.assert_allclose(mine[layer].raw_mean, builtin[layer].raw_mean, rtol=1e-6, atol=1e-9)
+        assert np.abs(mine[layer].raw_mean).max() > 0
+
+
 def test_gradnap_on_torchaudio_equals_captum(torchaudio_model, single_batches):
     layer = "acoustic_model.1"
     profiles = GradNAP(torchaudio_model, [layer], target="predicted").compute(single_batches, "word", normalize=None)
@@ -360,7 +377,8 @@ def test_linear_layer_takes_utterance_level_groups_only(batches):
             return self.linear(self.conv(features).mean(-1))[..., None]
 
     model = Pooled()
-    profiles = NAP(model, ["linear"]).compute(batches, "speaker", normalize=None)
+    with pytest.warns(UserWarning, match="Pooled is not padding-invariant"):  # its mean runs over the padding too
+        profiles = NAP(model, ["linear"]).compute(batches, "speaker", normalize=None)
     outputs = [model.linear(model.conv(b["features"]).mean(-1)).detach() for b in batches]
     speakers = [r["speaker"] for b in batches for r in b["records"]]
     stacked = torch.cat(outputs)
@@ -403,3 +421,91 @@ def test_frozen_parameters_and_training_mode(batches):
     frozen = GradNAP(model, ["conv0", "conv1"], target="predicted").compute(batches, "phoneme")
     for layer in ("conv0", "conv1"):
         np.testing.assert_allclose(frozen[layer].mean, trainable[layer].mean, rtol=1e-9)
+
+
+# ---------------------------------------------------------------- padding: invariance, detection, exact mode (fp32)
+
+
+@pytest.fixture(scope="module")
+def batchings(synth_corpus_en, tmp_path_factory):
+    """The same 8 utterances as one padded batch, as three padded batches of mixed lengths, and one by one."""
+    records = read_manifest(synth_corpus_en / "train.jsonl")[:8]
+    dataset = SpeechDataModule(
+        source={"kind": "manifest", "path": str(synth_corpus_en), "splits": {"train": "train.jsonl"}},
+        root=str(tmp_path_factory.mktemp("batchings")),
+    )
+    dataset.prepare_data()
+    dataset = dataset.dataset("train")
+    items = [dataset[i] for i in range(len(records))]
+    by_length = np.argsort([item["features"].shape[-1] for item in items])
+    batchings = {
+        "one batch": [collate(items)],
+        "three batches": [collate([items[i] for i in by_length[start::3]]) for start in range(3)],
+        "one by one": [collate([item]) for item in items],
+    }
+    assert all(len(set(batch["feature_lengths"].tolist())) > 1 for batch in batchings["three batches"])
+    return batchings
+
+
+@pytest.mark.parametrize("kind", [NAP, GradNAP])
+def test_profiles_of_a_masked_model_do_not_depend_on_the_batching(model, batchings, kind):
+    """fp32: tmaps' Wav2Letter gives the same NAPs and GradNAPs over one batch, three batches and one utterance at a time."""
+    layers = ["conv0", "conv2", "head"]
+    profiles = {name: kind(model, layers).compute(batches, "phoneme", normalize=None) for name, batches in batchings.items()}
+    alone = profiles["one by one"]
+    assert alone.info["padding_invariant"] is None  # no batch was padded: nothing to check
+    for name in ("one batch", "three batches"):
+        assert profiles[name].info["padding_invariant"] is True and not profiles[name].info["exact"]
+        for layer in layers:
+            np.testing.assert_array_equal(profiles[name].counts[layer], alone.counts[layer])
+            expected = alone[layer].raw_mean
+            np.testing.assert_allclose(profiles[name][layer].raw_mean, expected, rtol=1e-4, atol=1e-6 * np.abs(expected).max())
+
+
+def test_a_model_that_lets_padding_leak_is_detected_and_exact_mode_equals_brute_force(torchaudio_model, model, batchings, tmp_path):
+    """fp32: torchaudio's Wav2Letter does not mask padding: the first padded batch says so (warning and metadata), and
+    exact mode runs every utterance alone, giving the profiles of stored per-utterance activations."""
+    layers = list(TORCHAUDIO_LAYERS)
+    with pytest.warns(UserWarning, match=r"Wav2Letter is not padding-invariant.*acoustic_model.17.*exact=True"):
+        batched = NAP(torchaudio_model, layers).compute(batchings["one batch"], "word", normalize=None)
+    assert batched.info["padding_invariant"] is False and batched.info["padding_differences"]["acoustic_model.17"] > 0.1
+    saved = Profiles.load(batched.save(tmp_path / "profiles.npz"))
+    assert saved.info["padding_invariant"] is False
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message=".*padding-invariant")
+        NAP(model, ["conv0"]).compute(batchings["one batch"], "word")
+
+    alone = []  # (outputs of every layer, batch of one) per utterance, without padding
+    for batch in batchings["one by one"]:
+        alone.append((stored_outputs(torchaudio_model, layers, batch, lambda b: torchaudio_model(b["features"])), batch))
+    grouping = resolve_grouping("word")
+    for name in ("one batch", "three batches"):
+        exact = NAP(torchaudio_model, layers, exact=True).compute(batchings[name], "word", normalize=None)
+        assert exact.info["exact"] is True
+        for layer, (stride, offset) in TORCHAUDIO_LAYERS.items():
+            collected = brute_force([outputs[layer] for outputs, _ in alone], [batch for _, batch in alone], grouping, stride, offset, full_length)
+            for row, group in enumerate(exact.groups):
+                np.testing.assert_allclose(exact[layer].raw_mean[row], torch.stack(collected[group]).mean(0).numpy(), rtol=1e-5, atol=1e-6)
+    deep = "acoustic_model.17"
+    leak = np.abs(batched[deep].raw_mean - exact[deep].raw_mean).max() / np.abs(exact[deep].raw_mean).max()
+    assert leak > 0.01, f"without exact mode the padding should move the profiles, by {leak:.2%} here"
+
+
+def test_gradnap_in_exact_mode_equals_gradnap_one_utterance_at_a_time(batchings):
+    """fp32: on a plain conv stack whose padding leaks, exact GradNAPs of padded batches are those without padding."""
+    torch.manual_seed(0)
+    leaky = torch.nn.Sequential(
+        torch.nn.Conv1d(40, 16, 11, stride=2, padding=5), torch.nn.ReLU(),
+        torch.nn.Conv1d(16, 16, 7, padding=3), torch.nn.ReLU(),
+        torch.nn.Conv1d(16, ENGLISH.n_classes, 1),
+    ).eval()
+    layers = ["1", "3"]
+    alone = GradNAP(leaky, layers, target="predicted").compute(batchings["one by one"], "phoneme", normalize=None)
+    with pytest.warns(UserWarning, match="Sequential is not padding-invariant"):
+        batched = GradNAP(leaky, layers, target="predicted").compute(batchings["three batches"], "phoneme", normalize=None)
+    exact = GradNAP(leaky, layers, target="predicted", exact=True).compute(batchings["three batches"], "phoneme", normalize=None)
+    assert exact.info["exact"] is True and batched.info["padding_invariant"] is False
+    for layer in layers:
+        expected = alone[layer].raw_mean
+        np.testing.assert_allclose(exact[layer].raw_mean, expected, rtol=1e-4, atol=1e-6 * np.abs(expected).max())
+    assert not np.allclose(batched["3"].raw_mean, alone["3"].raw_mean, rtol=1e-3, atol=1e-3 * np.abs(alone["3"].raw_mean).max())

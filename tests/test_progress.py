@@ -14,7 +14,11 @@ from tmaps.progress import set_progress_bars
 def nap_pass():
     model = Wav2Letter(n_features=8, n_classes=5, channels=[4, 4], kernel_sizes=[3, 1], strides=[1, 1])
     batches = [
-        {"features": torch.randn(2, 8, 30), "feature_lengths": torch.tensor([30, 20]), "records": [{"id": f"u{i}a", "speaker": "x"}, {"id": f"u{i}b", "speaker": "y"}]}
+        {
+            "features": torch.randn(2, 8, 30),
+            "feature_lengths": torch.tensor([30, 20]),
+            "records": [{"id": f"u{i}a", "speaker": "x"}, {"id": f"u{i}b", "speaker": "y"}],
+        }
         for i in range(3)
     ]
     yield lambda: NAP(model, ["conv1"]).compute(batches, groups="speaker")

@@ -13,7 +13,6 @@ import soundfile
 
 from tmaps.data.manifest import read_manifest
 from tmaps.data.readers import build_corpus
-from tmaps.text import normalize
 
 SPLIT_PARTS = {"train": "train-clean-100", "dev": "dev-clean", "test": "test-clean"}
 CHAPTERS = {"train": "1", "dev": "2", "test": "3"}

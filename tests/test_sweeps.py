@@ -84,7 +84,7 @@ def wandb_runs(job_dir: Path) -> list[dict]:
 
 
 def test_a_multirun_gives_one_finished_wandb_run_per_job_in_one_group_per_sweep(corpus_overrides, tmp_path):
-    sweep(*corpus_overrides, *TINY_RUN, "topo=weight_cosine", "topo.weight=0.1,1.0", "logger=wandb", cwd=tmp_path)
+    sweep(*corpus_overrides, *TINY_RUN, "topo=weight_similarity", "topo.weight=0.1,1.0", "logger=wandb", cwd=tmp_path)
     runs = [run for job in ("0", "1") for run in wandb_runs(tmp_path / "sweep" / job)]
     assert len(runs) == 2 and runs[0]["run_id"] != runs[1]["run_id"]
     assert runs[0]["group"] == runs[1]["group"] == "train-sweep"

@@ -13,7 +13,7 @@ import pytest
 import soundfile
 from hydra import compose, initialize_config_module
 
-from tmaps.cli.synth import synthesize
+from tmaps.commands.synth import synthesize
 from tmaps.data.manifest import SPLITS, read_manifest
 from tmaps.data.synth import (
     AlignmentError,

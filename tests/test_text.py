@@ -42,6 +42,6 @@ def test_encode_decode_round_trip_and_unknown_characters_are_named():
 
 def test_ctc_collapse_keeps_doubled_letters_separated_by_blank():
     en = Alphabet.for_language("en")
-    l, o = en.index("l"), en.index("o")
-    frames = [BLANK, en.index("h"), en.index("h"), BLANK, l, l, BLANK, l, o, o, BLANK]
+    h, l_, o = en.index("h"), en.index("l"), en.index("o")
+    frames = [BLANK, h, h, BLANK, l_, l_, BLANK, l_, o, o, BLANK]
     assert en.decode_ctc(frames) == "hllo"

@@ -20,6 +20,7 @@ from tmaps.topo import (
     BlurSmoothness,
     Grid,
     ResponseCorrelation,
+    TopoConfig,
     TopographicRegularizer,
     WeightSimilarity,
     activation_map,
@@ -293,6 +294,26 @@ def test_warm_up_scales_the_total_linearly_and_terms_stay_unweighted():
         assert step_terms.keys() == terms.keys()
 
 
+def test_a_typed_config_builds_the_regularizer_its_mapping_builds():
+    model = small_wav2letter()
+    mapping = {"layers": ["conv1", "conv2"], "loss": "weight_similarity", "weight": 0.5, "grid": {"boundary": "torus", "neighbourhood": "8"}}
+    config = TopoConfig(layers=["conv1", "conv2"], loss="weight_similarity", weight=0.5, grid={"boundary": "torus", "neighbourhood": "8"})
+    typed = build_regularizer(model, config)
+    from_mapping = build_regularizer(model, mapping)
+    assert TopoConfig.from_dict(mapping) == TopoConfig(**mapping)
+    assert {layer: grid.to_dict() for layer, grid in typed.grids.items()} == {layer: grid.to_dict() for layer, grid in from_mapping.grids.items()}
+    assert typed.grids["conv1"].to_dict() == {"n_units": 30, "shape": [5, 6], "boundary": "torus", "neighbourhood": "8", "sigma": 1.0}
+    torch.testing.assert_close(typed.loss(step=0)[0], from_mapping.loss(step=0)[0])
+    assert build_regularizer(model, TopoConfig(layers=[], loss="weight_similarity")) is None
+
+
+def test_a_grid_rebuilds_from_its_dict():
+    grid = Grid(48, shape=(6, 8), boundary="torus", neighbourhood="gaussian", sigma=0.7)
+    rebuilt = Grid.from_dict(grid.to_dict())
+    assert rebuilt.to_dict() == grid.to_dict()
+    torch.testing.assert_close(rebuilt.neighbour_weights, grid.neighbour_weights)
+
+
 def test_layer_and_config_errors_name_what_is_wrong():
     model = small_wav2letter()
     with pytest.raises(ValueError, match=r"no layer 'conv7'.*valid layer names: \['conv0', 'conv0.conv', 'conv1'"):
@@ -311,7 +332,7 @@ def test_layer_and_config_errors_name_what_is_wrong():
         TopographicRegularizer(model, {"conv1": [WeightSimilarity(Grid(24))]})
 
 
-@pytest.mark.parametrize("name", ["none", "weight_cosine", "response_corr", "blur"])
+@pytest.mark.parametrize("name", ["none", "weight_similarity", "response_correlation", "blur_smoothness"])
 def test_every_topo_config_builds_on_the_small_model(name):
     model = Wav2Letter(n_features=40, n_classes=29, **yaml.safe_load((CONF / "model" / "small.yaml").read_text()))
     config = yaml.safe_load((CONF / "topo" / f"{name}.yaml").read_text())
@@ -319,6 +340,7 @@ def test_every_topo_config_builds_on_the_small_model(name):
     if name == "none":
         assert regularizer is None
         return
+    assert config["loss"] == name  # topo=<option> selects the loss of the same name
     assert regularizer.layer_names == config["layers"]
     model(torch.randn(2, 40, 60), torch.tensor([60, 50]))
     total, terms = regularizer.loss(step=10_000)
@@ -381,16 +403,13 @@ def test_filter_maps_colour_the_first_layer_by_mel_band_and_deeper_ones_by_pca()
     np.testing.assert_allclose(colours.max(0), 1)
 
 
-def test_activation_map_shows_the_mean_activation_of_each_channel_with_symmetric_limits():
-    model = small_wav2letter().eval()
-    features, lengths = torch.randn(2, 40, 80), torch.tensor([80, 80])
-    figure = activation_map(model, "conv1.conv", features, lengths, grid=Grid(30, (5, 6)))
-    with torch.no_grad():
-        expected = model.conv1.conv(model.conv0(features)).mean(dim=(0, 2)).reshape(5, 6)
+def test_activation_map_draws_each_units_mean_at_its_cell_with_symmetric_limits():
+    mean_activation = torch.linspace(-0.5, 2.0, 30)
+    figure = activation_map(mean_activation, Grid(30, (5, 6)), "conv1")
     image = figure.axes[0].images[0]
-    np.testing.assert_allclose(image.get_array(), expected.numpy(), rtol=1e-5, atol=1e-6)
-    low, high = image.get_clim()
-    assert low == -high == pytest.approx(-float(expected.abs().max()))
+    np.testing.assert_allclose(image.get_array(), mean_activation.reshape(5, 6).numpy())
+    assert image.get_clim() == pytest.approx((-2.0, 2.0))
+    assert figure.axes[0].get_title() == "conv1: mean activation"
 
 
 # ---------------------------------------------------------------- training on real audio

@@ -16,14 +16,14 @@ import pytorch_lightning as pl
 import soundfile
 import torch
 import torchaudio
-
 from test_introspect_cli import train_checkpoint
+
+from tmaps.checkpoint import load_checkpoint
 from tmaps.commands.transcribe import transcribe
 from tmaps.data import SpeechDataModule
 from tmaps.data.manifest import read_manifest
 from tmaps.inference import Transcriber
 from tmaps.inference.transcriber import read_audio
-from tmaps.training.checkpoint import load_checkpoint
 from tmaps.training.module import ASRModule
 
 REPO = Path(__file__).resolve().parents[1]

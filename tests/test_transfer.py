@@ -9,12 +9,12 @@ import pytorch_lightning as pl
 import torch
 
 from tmaps.callbacks.transfer import TransferLearning, setup_transfer
+from tmaps.checkpoint import CheckpointMismatchError, load_checkpoint
 from tmaps.data import SpeechDataModule
 from tmaps.data.manifest import SPLITS
 from tmaps.introspect.weights import layer_weights
 from tmaps.models import Wav2Letter
 from tmaps.text import Alphabet
-from tmaps.training.checkpoint import CheckpointMismatchError, load_checkpoint
 from tmaps.training.module import ASRModule
 from tmaps.transfer import (
     TransferConfig,
@@ -273,8 +273,3 @@ def test_gradual_unfreezing_adds_one_layer_every_n_epochs_at_its_discriminative_
         assert recorder.groups[4]["conv6"] == pytest.approx(1e-3 * decay**4)
     else:
         assert recorder.groups[4]["head"] < recorder.groups[2]["head"]  # the cosine schedule moves the new groups too
-
-
-def test_a_recipe_without_its_mandatory_checkpoint_says_what_to_add():
-    with pytest.raises(ValueError, match=r"transfer.init_from is mandatory in this recipe: add transfer.init_from=<path"):
-        TransferConfig.from_dict({"init_from": "???", "freeze_first": 8})

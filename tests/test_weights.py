@@ -7,16 +7,17 @@ import math
 import subprocess
 import sys
 
+import pandas as pd
 import pytest
 import torch
 import torchaudio
 from PIL import Image
+
 # The tiny model, the corpora and the English checkpoint of the transfer tests.
 from test_transfer import LAYERS, TINY, english_checkpoint, english_data, fit, german_data  # noqa: F401
 
 from tmaps.callbacks.transfer import setup_transfer
 from tmaps.callbacks.weight_change import WeightChange
-from tmaps.cli.compare import main as compare_main
 from tmaps.introspect.weights import WeightMismatchError, change_table, filter_change, layer_weights, weight_change
 from tmaps.models import Wav2Letter
 from tmaps.training.module import ASRModule
@@ -130,10 +131,12 @@ def run_compare(*arguments) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "tmaps.cli.compare", *map(str, arguments)], capture_output=True, text=True, timeout=120)
 
 
-def test_compare_prints_the_per_layer_table(german_run, english_checkpoint):
+def test_compare_prints_the_per_layer_table(german_run, english_checkpoint, tmp_path):
     _, german_checkpoint, callback = german_run
-    result = run_compare(english_checkpoint, german_checkpoint)
+    table_file = tmp_path / "change.csv"
+    result = run_compare(english_checkpoint, german_checkpoint, f"csv={table_file}")  # the short form: bare checkpoint paths
     assert result.returncode == 0, result.stderr
+    assert list(pd.read_csv(table_file)["layer"]) == LAYERS
     lines = result.stdout.splitlines()
     assert "head: compared on the blank and the characters both alphabets have" in lines
     header = next(index for index, line in enumerate(lines) if line.split()[:2] == ["layer", "shape"])
@@ -153,8 +156,8 @@ def test_compare_refuses_incompatible_checkpoints_naming_the_tensors(english_che
     trainer = fit(wider, english_data, max_steps=1)
     path = tmp_path / "wider.ckpt"
     trainer.save_checkpoint(path, weights_only=True)
-    with pytest.raises(SystemExit) as error:
-        compare_main([str(english_checkpoint), str(path)])
-    message = str(error.value)
+    result = run_compare(f"first={english_checkpoint}", f"second={path}")
+    assert result.returncode == 1
+    message = result.stderr
     assert message.startswith("tmaps-compare: ") and "are different models" in message
     assert "conv8.conv.weight: shape (48, 16, 1)" in message and "conv9.conv.weight: shape (32, 48, 1)" in message

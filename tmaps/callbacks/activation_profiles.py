@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import math
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -12,15 +11,12 @@ import pytorch_lightning as pl
 import torch.distributed as dist
 from torch import nn
 
-from tmaps.callbacks.topographic_maps import MapCallback, n_units, topographic_layers, trained_grid
-from tmaps.introspect import NAP, GradNAP, Profiles, adjusted_rand_by_layer, plot_adjusted_rand, plot_maps
+from tmaps.callbacks.base import MapCallback, layer_grid, topographic_layers
+from tmaps.introspect import PROFILERS, Profiles, adjusted_rand_by_layer, plot_adjusted_rand, plot_maps, resolve_grouping
 from tmaps.introspect.nap import to_model_device
 from tmaps.training.loggers import log_figure, log_table
 
 log = logging.getLogger(__name__)
-
-KINDS = {"nap": NAP, "gradnap": GradNAP}
-
 
 class ActivationProfiles(MapCallback):
     """NAPs or GradNAPs of a probe set every ``every_n_epochs`` epochs, with their maps and ARIs.
@@ -30,10 +26,11 @@ class ActivationProfiles(MapCallback):
     - ``profiles/map/<layer>`` for every map layer: one map per group (phoneme, ...) of the
       layer's profiles (:func:`tmaps.introspect.plot_maps`) on a layout of its units; the
       ``"grid"`` layout is the grid the layer is trained on (for a plain layer, its channels
-      in order on the squarest grid that holds them), other layouts (:data:`tmaps.introspect.LAYOUTS`) are recomputed from the
+      in order on ``Grid(n_units)``, see :func:`~tmaps.callbacks.base.layer_grid`), other layouts (:data:`tmaps.introspect.LAYOUTS`) are recomputed from the
       profiles and aligned onto the previous epoch's;
-    - with phoneme groups, ``profiles/adjusted_rand``: how well clusters of each layer's
-      profiles recover the phoneme classes (:func:`tmaps.introspect.adjusted_rand_by_layer`),
+    - with groups that have reference classes (``Grouping.reference``: phoneme classes of
+      phoneme groups), ``profiles/adjusted_rand``: how well clusters of each layer's profiles
+      recover them (:func:`tmaps.introspect.adjusted_rand_by_layer`),
       as a curve over the layers, as scalars ``profiles/adjusted_rand/<layer>`` and as the
       table ``profiles/adjusted_rand_table`` (epoch, layer, ARI) of all epochs so far;
     - ``<default_root_dir>/profiles/<kind>_step<step>.npz``: the profiles
@@ -58,7 +55,7 @@ class ActivationProfiles(MapCallback):
             ``"phoneme_class"``, ``"character"``, ``"word"`` or a record field).
         normalize: profile normalization (``"center"``, ``"zscore"`` or ``None``).
         layout, every_n_epochs, n_probe_utterances, probe_batch_size, gif_frame_ms, seed: see
-            :class:`~tmaps.callbacks.topographic_maps.MapCallback`.
+            :class:`~tmaps.callbacks.base.MapCallback`.
     """
 
     def __init__(
@@ -76,8 +73,8 @@ class ActivationProfiles(MapCallback):
         seed: int = 0,
     ) -> None:
         super().__init__(layers, layout, every_n_epochs, n_probe_utterances, probe_batch_size, gif_frame_ms, seed)
-        if kind not in KINDS:
-            raise ValueError(f"ActivationProfiles kind must be one of {sorted(KINDS)}, got {kind!r}")
+        if kind not in PROFILERS:
+            raise ValueError(f"ActivationProfiles kind must be one of {sorted(PROFILERS)}, got {kind!r}")
         self.map_layers = list(map_layers) if map_layers is not None else None
         self.kind = kind
         self.groups = groups
@@ -126,7 +123,7 @@ class ActivationProfiles(MapCallback):
         with warnings.catch_warnings():
             # Groups that the probe set lacks are expected on a small probe set.
             warnings.filterwarnings("ignore", message="groups without frames")
-            profiles = KINDS[self.kind](model, self.layers).compute(shard, self.groups, normalize=self.normalize)
+            profiles = PROFILERS[self.kind](model, self.layers).compute(shard, self.groups, normalize=self.normalize)
         return profiles.all_reduce()
 
     def log_profiles(self, trainer: pl.Trainer, pl_module: pl.LightningModule, profiles: Profiles) -> None:
@@ -134,33 +131,23 @@ class ActivationProfiles(MapCallback):
         path = Path(run_dir) / "profiles" / f"{self.kind}_step{step:07d}.npz"
         path.parent.mkdir(parents=True, exist_ok=True)
         profiles.save(path)
-        label = "GradNAP" if self.kind == "gradnap" else "NAP"
+        label = PROFILERS[self.kind].kind
         for layer in self.map_layers:
-            options = {"shape": grid_shape(pl_module, layer)} if self.layout == "grid" else {}
+            options = {"shape": layer_grid(pl_module, layer).shape} if self.layout == "grid" else {}
             coords = self.layout_of(layer, profiles.matrix(layer), **options)
             title = f"{layer}: {label}s by {self.groups} on a {self.layout} layout, epoch {epoch}"
             self.log_map(trainer, f"profiles/map/{layer}", plot_maps(coords, profiles[layer].mean, profiles.groups, order=False, title=title))
-        if self.groups != "phoneme":
+        reference = resolve_grouping(self.groups).reference
+        if reference is None:
             return
         try:
-            scores = adjusted_rand_by_layer(profiles)
+            scores = adjusted_rand_by_layer(profiles, reference)
         except ValueError as error:  # e.g. a layer whose profiles are all zero before it learned anything
             log.warning("ActivationProfiles: no adjusted Rand index at epoch %d: %s", epoch, error)
             return
         for logger in trainer.loggers:
             logger.log_metrics({f"profiles/adjusted_rand/{layer}": score for layer, score in scores.items()}, step=step)
-        title = f"{label} clusters vs phoneme classes, epoch {epoch}"
+        title = f"{label} clusters vs the reference classes of {self.groups}s, epoch {epoch}"
         log_figure(trainer.loggers, "profiles/adjusted_rand", plot_adjusted_rand(scores, title), step, run_dir)
         self.adjusted_rand_rows += [[epoch, layer, score] for layer, score in scores.items()]
         log_table(trainer.loggers, "profiles/adjusted_rand_table", ["epoch", "layer", "adjusted_rand"], self.adjusted_rand_rows, step)
-
-
-def grid_shape(pl_module: pl.LightningModule, layer: str) -> tuple[int, int]:
-    """``(rows, cols)`` of the grid ``layer`` is trained on, or for a plain layer the squarest
-    grid that holds its units in channel order (a prime count would otherwise make one line)."""
-    grid = trained_grid(pl_module, layer)
-    if grid is not None:
-        return grid.shape
-    units = n_units(pl_module, layer)
-    cols = math.ceil(math.sqrt(units))
-    return math.ceil(units / cols), cols

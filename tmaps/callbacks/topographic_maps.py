@@ -1,172 +1,25 @@
-"""Filter maps and activation maps of the topographic layers, logged as training goes on.
-
-Also home of :class:`MapCallback`, what the map callbacks share: when to draw, the fixed
-probe set of utterances, logging to the active loggers with PNG copies, and the GIFs of each
-map's evolution written at the end of ``fit``.
-"""
+"""Filter maps and activation maps of the topographic layers, logged as training goes on."""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import pytorch_lightning as pl
-import torch
-from matplotlib.figure import Figure
-from PIL import Image
-from pytorch_lightning.callbacks import Callback
-from torch import nn
-from torch.utils.data import DataLoader
 
-from tmaps.introspect import LAYOUTS, NAP, compute_layout, plot_maps
-from tmaps.introspect.nap import evaluating, to_model_device
-from tmaps.introspect.render import save_gif
-from tmaps.topo import Grid, activation_map, filter_map
-from tmaps.topo.layers import filter_vectors, get_layer
-from tmaps.training.loggers import figure_path, log_figure
+from tmaps.callbacks.base import MapCallback, layer_grid, topographic_layers
+from tmaps.introspect import NAP, Profiles, plot_maps
+from tmaps.introspect.nap import to_model_device
+from tmaps.topo import activation_map, filter_map
 
 log = logging.getLogger(__name__)
 
 
-class MapCallback(Callback):
-    """Base of the map callbacks: schedule, probe set, logging and GIFs.
-
-    Maps are drawn at the end of every ``every_n_epochs``-th training epoch (so never during
-    the sanity check, which only validates). Figures go to every logger of the trainer
-    (W&B ``log_image``, TensorBoard ``add_image``) and, as PNG, to
-    ``<default_root_dir>/figures/<key>/step<step>.png``, from rank zero only; without a logger
-    only the PNGs are written. At the end of ``fit``, each map's frames become
-    ``figures/<key>/evolution.gif``.
-
-    The probe set is ``n_probe_utterances`` utterances of the validation set (of the training
-    set when there is none): those nearest to the median duration, so that padding is small,
-    in batches of ``probe_batch_size`` of similar length. It is chosen at the first map and
-    kept for the whole run, so that every frame of a GIF shows the same inputs.
-
-    Args:
-        layers: the layers to draw.
-        layout: ``"grid"`` or another key of :data:`tmaps.introspect.LAYOUTS`.
-        every_n_epochs: draw every this many training epochs.
-        n_probe_utterances: utterances of the probe set.
-        probe_batch_size: utterances per probe batch.
-        gif_frame_ms: how long each frame shows in the GIFs.
-        seed: seed of stochastic layouts.
-    """
-
-    def __init__(
-        self,
-        layers: Sequence[str] | None,
-        layout: str,
-        every_n_epochs: int,
-        n_probe_utterances: int,
-        probe_batch_size: int,
-        gif_frame_ms: int,
-        seed: int,
-    ) -> None:
-        for name, value in (("every_n_epochs", every_n_epochs), ("n_probe_utterances", n_probe_utterances), ("probe_batch_size", probe_batch_size)):
-            if value < 1:
-                raise ValueError(f"{type(self).__name__} {name} must be >= 1, got {value}")
-        if layout not in LAYOUTS:
-            raise ValueError(f"{type(self).__name__} layout must be one of {sorted(LAYOUTS)}, got {layout!r}")
-        self.layers = list(layers) if layers is not None else None
-        self.layout = layout
-        self.every_n_epochs = every_n_epochs
-        self.n_probe_utterances = n_probe_utterances
-        self.probe_batch_size = probe_batch_size
-        self.gif_frame_ms = gif_frame_ms
-        self.seed = seed
-        self._probe: list[dict] | None = None
-        self._frames: dict[str, list[np.ndarray]] = {}
-        self._coords: dict[str, np.ndarray] = {}
-
-    def due(self, trainer: pl.Trainer) -> bool:
-        """Whether this training epoch gets maps."""
-        return not trainer.sanity_checking and (trainer.current_epoch + 1) % self.every_n_epochs == 0
-
-    def probe_batches(self, trainer: pl.Trainer) -> list[dict]:
-        """The probe set as batch dicts (docs/design.md), chosen on the first call."""
-        if self._probe is None:
-            self._probe = probe_batches(probe_loader(trainer), self.n_probe_utterances, self.probe_batch_size)
-        return self._probe
-
-    def layout_of(self, layer: str, profiles: np.ndarray, **options) -> np.ndarray:
-        """``layout`` of ``layer``'s units ``(U, 2)`` from ``profiles (U, G)``, aligned onto its previous layout."""
-        coords = compute_layout(self.layout, profiles, reference=self._coords.get(layer), seed=self.seed, **options)
-        self._coords[layer] = coords
-        return coords
-
-    def log_map(self, trainer: pl.Trainer, key: str, figure: Figure) -> None:
-        """Log a map figure (rank zero) and keep its PNG as a frame of the key's GIF (drawing maps is slow: once only)."""
-        path = log_figure(trainer.loggers, key, figure, trainer.global_step, trainer.default_root_dir)
-        with Image.open(path) as image:
-            self._frames.setdefault(key, []).append(np.asarray(image.convert("RGB")))
-
-    def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if not trainer.is_global_zero:
-            return
-        for key, frames in self._frames.items():
-            path = figure_path(trainer.default_root_dir, key, 0).with_name("evolution.gif")
-            save_gif(frames, path, fps=1000 / self.gif_frame_ms)
-            log.info("%s over the epochs: %s", key, path)
-
-
-def probe_loader(trainer: pl.Trainer) -> DataLoader:
-    """The validation loader of the run, or its training loader when it has none."""
-    for loaders in (trainer.val_dataloaders, trainer.train_dataloader):
-        if isinstance(loaders, Mapping):
-            loaders = next(iter(loaders.values()), None)
-        elif isinstance(loaders, Sequence):
-            loaders = loaders[0] if loaders else None
-        if isinstance(loaders, DataLoader):
-            return loaders
-    raise RuntimeError("the map callbacks take their probe utterances from the trainer's data loaders, and it has none yet")
-
-
-def probe_batches(loader: DataLoader, n_utterances: int, batch_size: int) -> list[dict]:
-    """``n_utterances`` of ``loader``'s dataset nearest to its median duration, collated in batches.
-
-    Utterances are sorted by duration before batching, so that each batch holds similar
-    lengths. Datasets without ``durations`` give their first ``n_utterances``.
-    """
-    dataset = loader.dataset
-    n_utterances = min(n_utterances, len(dataset))
-    durations = np.asarray(getattr(dataset, "durations", np.zeros(len(dataset))), dtype=np.float64)
-    nearest = np.argsort(np.abs(durations - np.median(durations)), kind="stable")[:n_utterances]
-    chosen = nearest[np.argsort(durations[nearest], kind="stable")].tolist()
-    return [loader.collate_fn([dataset[i] for i in chosen[start : start + batch_size]]) for start in range(0, len(chosen), batch_size)]
-
-
-def topographic_layers(pl_module: pl.LightningModule) -> list[str]:
-    """The layers of the module's ``topo`` config (``hparams.topo["layers"]``)."""
-    return list((pl_module.hparams.get("topo") or {}).get("layers") or [])
-
-
-def trained_grids(pl_module: pl.LightningModule) -> dict[str, Grid]:
-    """The grid of every layer of the module's topographic loss (``pl_module.topo``); none without one."""
-    regularizer = getattr(pl_module, "topo", None)
-    return regularizer.grids if regularizer is not None else {}
-
-
-def trained_grid(pl_module: pl.LightningModule, layer: str) -> Grid | None:
-    """The grid of ``layer``'s topographic loss, or ``None`` for a plain layer."""
-    return trained_grids(pl_module).get(layer)
-
-
-def n_units(pl_module: pl.LightningModule, layer: str) -> int:
-    return filter_vectors(get_layer(pl_module.model, layer)).shape[0]
-
-
-def layer_grid(pl_module: pl.LightningModule, layer: str) -> Grid:
-    """The grid ``layer`` is trained on, or the nearly square channel-order grid of a plain layer."""
-    return trained_grid(pl_module, layer) or Grid(n_units(pl_module, layer))
-
-
-def concatenated(batches: Sequence[dict]) -> tuple[torch.Tensor, torch.Tensor]:
-    """``features (B, n_mels, T_max)`` and ``feature_lengths (B,)`` of all batches, zero padded to one length."""
-    longest = max(batch["features"].shape[-1] for batch in batches)
-    features = torch.cat([nn.functional.pad(batch["features"], (0, longest - batch["features"].shape[-1])) for batch in batches])
-    return features, torch.cat([batch["feature_lengths"] for batch in batches])
+def valid_frame_mean(profiles: Profiles, layer: str) -> np.ndarray:
+    """Each unit's mean activation ``(U,)`` over every frame the profiles counted: the valid frames, never padding."""
+    profile = profiles[layer]
+    return (profile.raw_mean * profile.counts[:, None]).sum(0) / profile.counts.sum()
 
 
 class TopographicMaps(MapCallback):
@@ -176,14 +29,13 @@ class TopographicMaps(MapCallback):
 
     - ``maps/filters/<layer>``: :func:`tmaps.topo.filter_map` on the layer's grid (mel
       centre of mass for the first layer, filter PCs as RGB for the others);
-    - ``maps/activations/<layer>``: the mean activation of each unit over the probe set
-      (see :class:`MapCallback`), in eval mode. With ``layout="grid"`` it is
-      :func:`tmaps.topo.activation_map` on the learned grid (a mean over the padded probe
-      batch, which the choice of similar-length probes keeps close to the mean over speech);
-      with another method of :data:`tmaps.introspect.LAYOUTS` the units are laid out by their
-      per-utterance activation profiles over the probe set (``NAP`` grouped by utterance id,
-      each epoch's layout aligned onto the previous one) and the mean over the valid frames
-      is drawn with :func:`tmaps.introspect.plot_maps`;
+    - ``maps/activations/<layer>``: the mean activation of each unit over the valid (not
+      padded) frames of the probe set (see :class:`MapCallback`), from a ``NAP`` pass grouped
+      by utterance id, in eval mode. With ``layout="grid"`` it is drawn by
+      :func:`tmaps.topo.activation_map` on the learned grid; with another method of
+      :data:`tmaps.introspect.LAYOUTS` the units are laid out by their per-utterance
+      activation profiles (each epoch's layout aligned onto the previous one) and drawn with
+      :func:`tmaps.introspect.plot_maps`;
 
     and a GIF of each map at the end of ``fit``. Everything runs on rank zero only.
 
@@ -222,17 +74,14 @@ class TopographicMaps(MapCallback):
             figure = filter_map(model, layer, layer_grid(pl_module, layer))
             figure.axes[0].set_title(f"{figure.axes[0].get_title()}, epoch {epoch}")
             self.log_map(trainer, f"maps/filters/{layer}", figure)
-        if self.layout == "grid":
-            with evaluating(model):
-                for layer in self.layers:
-                    figure = activation_map(model, layer, *concatenated(batches), grid=layer_grid(pl_module, layer))
-                    figure.axes[0].set_title(f"{figure.axes[0].get_title()}, epoch {epoch}")
-                    self.log_map(trainer, f"maps/activations/{layer}", figure)
-            return
         profiles = NAP(model, self.layers).compute(batches, "id")
         for layer in self.layers:
-            profile = profiles[layer]
-            mean_activation = (profile.raw_mean * profile.counts[:, None]).sum(0) / profile.counts.sum()
-            coords = self.layout_of(layer, profiles.matrix(layer))
-            title = f"{layer}: mean activation on a {self.layout} layout, epoch {epoch}"
-            self.log_map(trainer, f"maps/activations/{layer}", plot_maps(coords, mean_activation[None], ["probe set"], order=False, title=title))
+            mean_activation = valid_frame_mean(profiles, layer)
+            if self.layout == "grid":
+                figure = activation_map(mean_activation, layer_grid(pl_module, layer), layer)
+                figure.axes[0].set_title(f"{figure.axes[0].get_title()}, epoch {epoch}")
+            else:
+                coords = self.layout_of(layer, profiles.matrix(layer))
+                title = f"{layer}: mean activation on a {self.layout} layout, epoch {epoch}"
+                figure = plot_maps(coords, mean_activation[None], ["probe set"], order=False, title=title)
+            self.log_map(trainer, f"maps/activations/{layer}", figure)

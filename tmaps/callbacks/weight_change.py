@@ -7,7 +7,6 @@ alphabet), so the figures show which layers the new language changes and which i
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Sequence
 
 import matplotlib
@@ -19,13 +18,10 @@ from pytorch_lightning.callbacks import Callback
 from pytorch_lightning.utilities import rank_zero_only
 from torch import Tensor
 
-from tmaps.callbacks.topographic_maps import trained_grids
-from tmaps.introspect.render import figure_image, save_gif
+from tmaps.callbacks.base import EvolutionGifs, trained_grids
 from tmaps.introspect.weights import LayerChange, layer_weights, weight_change
 from tmaps.topo import Grid
-from tmaps.training.loggers import figure_path, log_figure
-
-log = logging.getLogger(__name__)
+from tmaps.training.loggers import log_figure
 
 
 class WeightChange(Callback):
@@ -56,11 +52,10 @@ class WeightChange(Callback):
             raise ValueError(f"WeightChange every_n_epochs must be >= 1, got {every_n_epochs}")
         self.layer_names = list(layer_names) if layer_names else None
         self.every_n_epochs = every_n_epochs
-        self.gif_frame_ms = gif_frame_ms
+        self.gifs = EvolutionGifs(gif_frame_ms)
         self.initial: dict[str, Tensor] | None = None
         self.epochs: list[int] = []
         self.history: list[list[float]] = []
-        self._frames: dict[str, list[np.ndarray]] = {}
 
     def state_dict(self) -> dict:
         return {"initial": self.initial, "epochs": self.epochs, "history": self.history}
@@ -92,16 +87,11 @@ class WeightChange(Callback):
         for name, grid in trained_grids(pl_module).items():
             if name not in changes:
                 continue
-            figure = change_map(name, changes[name], grid, epoch)
-            self._frames.setdefault(name, []).append(figure_image(figure))
-            log_figure(trainer.loggers, f"weights/change_map/{name}", figure, step, run_dir)
+            self.gifs.log(trainer, f"weights/change_map/{name}", change_map(name, changes[name], grid, epoch))
 
     @rank_zero_only
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        for name, frames in self._frames.items():
-            path = figure_path(trainer.default_root_dir, f"weights/change_map/{name}", 0).with_name("evolution.gif")
-            save_gif(frames, path, fps=1000 / self.gif_frame_ms)
-            log.info("weight change map of %s over the epochs: %s", name, path)
+        self.gifs.write(trainer.default_root_dir)
 
     def heatmap(self, layer_names: Sequence[str]) -> Figure:
         """Relative change, layers (rows) x logged epochs (columns)."""

@@ -3,7 +3,7 @@
 import hydra
 from omegaconf import DictConfig
 
-from tmaps.training.app import evaluate
+from tmaps.commands.eval import evaluate
 
 
 @hydra.main(version_base="1.3", config_path="pkg://tmaps.conf", config_name="eval")

@@ -7,7 +7,7 @@ import sys
 import hydra
 from omegaconf import DictConfig
 
-from tmaps.training.introspect import introspect
+from tmaps.commands.introspect import introspect
 
 
 @hydra.main(version_base="1.3", config_path="pkg://tmaps.conf", config_name="introspect")

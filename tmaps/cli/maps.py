@@ -7,7 +7,7 @@ import sys
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from tmaps.introspect.maps import maps_from_config, markdown
+from tmaps.commands.maps import maps_from_config, markdown
 
 
 @hydra.main(version_base="1.3", config_path="pkg://tmaps.conf", config_name="maps")

@@ -1,1 +1,4 @@
-"""What each command does with its composed config; ``tmaps.cli`` holds the thin Hydra entry points."""
+"""What each command does, one module per command (``tmaps-train`` is :mod:`tmaps.commands.train`, ...).
+
+``tmaps.cli`` holds the thin Hydra entry points that call these functions.
+"""

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from pathlib import Path
 
 import torch
 
+from tmaps.checkpoint import load_checkpoint
 from tmaps.inference.export import example_inputs, export_model, run_exported
-from tmaps.training.checkpoint import load_checkpoint
 
 
 def export(config: Mapping) -> dict[str, float]:

@@ -10,9 +10,9 @@ import sys
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
+from tmaps.checkpoint import load_checkpoint
 from tmaps.inference import Transcriber, audio_files, build_decoder
 from tmaps.progress import progress_bar, set_progress_bars
-from tmaps.training.checkpoint import load_checkpoint
 
 log = logging.getLogger(__name__)
 

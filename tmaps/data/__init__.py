@@ -8,6 +8,7 @@ from importlib import import_module
 
 _EXPORTS = {
     "SpeechDataModule": "datamodule",
+    "manifest_loader": "datamodule",
     "DurationBatchSampler": "dataset",
     "SpeechDataset": "dataset",
     "check_records": "dataset",

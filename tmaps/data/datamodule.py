@@ -14,17 +14,21 @@ from torch.utils.data import DataLoader
 from tmaps.data.dataset import DurationBatchSampler, SpeechDataset, check_records, collate, filter_records
 from tmaps.data.features import LogMel, SpecAugment
 from tmaps.data.manifest import SPLITS, read_manifest
-from tmaps.data.readers import build_corpus
+from tmaps.data.readers import READERS, build_corpus
 from tmaps.data.synth import synthesize_corpus
 from tmaps.text import Alphabet
 
 log = logging.getLogger(__name__)
 
+# The synthetic corpus, and every corpus reader of tmaps.data.readers.
+SOURCE_KINDS = ("synth", *READERS)
 FEATURE_DEFAULTS = {"n_mels": 40, "log_floor": 1e-6, "cache": False}
 SPEC_AUGMENT_DEFAULTS = {"freq_masks": 2, "freq_width": 8, "time_masks": 2, "time_width": 20}
 BATCHING_DEFAULTS = {"max_batch_seconds": 160.0, "max_duration_s": 16.0, "num_workers": 2, "seed": 0}
-STAGE_SPLITS = {"fit": ("train", "dev"), "validate": ("dev",), "test": ("test", "test_unseen"), "predict": ("test",)}
 TEST_SPLITS = ("test", "test_unseen")
+# A fit checks the test splits as well, so that one left empty is found before training, not after it.
+STAGE_SPLITS = {"fit": SPLITS, "validate": ("dev",), "test": TEST_SPLITS, "predict": ("test",)}
+EMPTY_SPLIT_POLICIES = ("error", "skip")
 
 
 class SpeechDataModule(pl.LightningDataModule):
@@ -35,7 +39,8 @@ class SpeechDataModule(pl.LightningDataModule):
     manifests, checks the files (``on_error``), drops training utterances that are too long or
     too short for CTC at ``output_stride`` and logs what it dropped. Set ``output_stride`` from
     the model (``model.stride``) before ``setup``. Evaluation splits are not filtered, so that
-    error rates cover every utterance of a test set.
+    error rates cover every utterance of a test set. :meth:`skip_report` counts, per split,
+    the utterances kept and those skipped by reason, files that failed to decode included.
 
     Args:
         source: the corpus: ``kind`` ``"synth"`` (the rest is the config of
@@ -46,6 +51,8 @@ class SpeechDataModule(pl.LightningDataModule):
         language: selects the alphabet (``Alphabet.for_language``).
         oov: ``"error"`` or ``"drop"`` for real-corpus transcripts with characters outside the alphabet.
         on_error: ``"skip"`` or ``"error"`` for missing, unreadable or empty-transcript utterances.
+        empty_split: ``"error"`` or ``"skip"`` for a test split with no utterance left (an
+            empty ``train`` or ``dev`` split is always an error).
         features: ``n_mels``, ``log_floor`` (see :class:`LogMel`) and ``cache`` (keep computed
             features on disk next to the manifests).
         spec_augment: :class:`SpecAugment` arguments for training batches; ``None`` for none.
@@ -63,6 +70,7 @@ class SpeechDataModule(pl.LightningDataModule):
         language: str = "en",
         oov: str = "error",
         on_error: str = "skip",
+        empty_split: str = "error",
         features: Mapping | None = None,
         spec_augment: Mapping | None = None,
         batching: Mapping | None = None,
@@ -70,10 +78,12 @@ class SpeechDataModule(pl.LightningDataModule):
         output_stride: int | None = None,
     ) -> None:
         super().__init__()
-        if source.get("kind") not in ("synth", "librispeech", "commonvoice", "manifest", "hf"):
-            raise ValueError(f"data.source.kind must be synth, librispeech, commonvoice, manifest or hf, got {source.get('kind')!r}")
+        if source.get("kind") not in SOURCE_KINDS:
+            raise ValueError(f"data.source.kind must be one of {list(SOURCE_KINDS)}, got {source.get('kind')!r}")
         if source["kind"] == "synth" and source.get("language", language) != language:
             raise ValueError(f"data.source.language {source['language']!r} differs from data.language {language!r}, which selects the alphabet")
+        if empty_split not in EMPTY_SPLIT_POLICIES:
+            raise ValueError(f"data.empty_split must be one of {EMPTY_SPLIT_POLICIES}, got {empty_split!r}")
         if not 0 < train_fraction <= 1:
             raise ValueError(f"data.train_fraction must be in (0, 1], got {train_fraction}")
         self.source = dict(source)
@@ -82,6 +92,7 @@ class SpeechDataModule(pl.LightningDataModule):
         self.alphabet = Alphabet.for_language(language)
         self.oov = oov
         self.on_error = on_error
+        self.empty_split = empty_split
         feature_options = _with_defaults("features", features, FEATURE_DEFAULTS)
         self.cache_features = bool(feature_options.pop("cache"))
         self.log_mel = LogMel(**feature_options)
@@ -136,8 +147,17 @@ class SpeechDataModule(pl.LightningDataModule):
             self._datasets[split] = self._build_dataset(split)
         return self._datasets[split]
 
+    def split_setting(self, split: str) -> str:
+        """The config key that gives the corpus its ``split``."""
+        return f"data.source.n_utterances.{split}" if self.source["kind"] == "synth" else f"data.source.splits.{split}"
+
     def _build_dataset(self, split: str) -> SpeechDataset:
         manifest = self.manifest_path(split)
+        if split not in TEST_SPLITS and not manifest.is_file():
+            raise FileNotFoundError(
+                f"training needs a {split} split, and the corpus {self.source.get('path', self.corpus_dir)} has none: "
+                f"set {self.split_setting(split)}"
+            )
         records = read_manifest(manifest)
         if split == "train" and self.train_fraction < 1:
             keep = numpy.random.default_rng(self.batching["seed"]).permutation(len(records))[: round(self.train_fraction * len(records))]
@@ -154,7 +174,12 @@ class SpeechDataModule(pl.LightningDataModule):
         }
         log.info("%s: %s", split, self.reports[split])
         if not kept:
-            raise ValueError(f"no utterances of {manifest} are left to use: {self.reports[split]}")
+            empty = f"split {split} is empty: no utterance of {manifest} is left ({self.reports[split]})"
+            if split not in TEST_SPLITS:
+                raise ValueError(f"{empty}; training needs it (see {self.split_setting(split)} and data.on_error)")
+            if self.empty_split == "error":
+                raise ValueError(f"{empty}; data.empty_split=skip leaves it out of testing")
+            log.warning("%s; it is left out of testing (data.empty_split=skip)", empty)
         return SpeechDataset(
             kept,
             self.alphabet,
@@ -163,6 +188,25 @@ class SpeechDataModule(pl.LightningDataModule):
             on_error=self.on_error,
             feature_cache=self.corpus_dir / "features" if self.cache_features else None,
         )
+
+    def skip_report(self) -> dict[str, dict]:
+        """Per split read so far: ``manifest`` (utterances listed), ``kept`` and ``skipped`` ``{reason: count}``.
+
+        Reasons are the checks of :func:`~tmaps.data.dataset.check_records`, the filters of
+        :func:`~tmaps.data.dataset.filter_records` and ``"cannot decode"`` for files that failed
+        when read so far (all ranks counted under ``torch.distributed``).
+        """
+        report = {}
+        for split, counts in self.reports.items():
+            undecodable = self._datasets[split].undecodable.clone() if split in self._datasets else torch.zeros(0, dtype=torch.bool)
+            if torch.distributed.is_available() and torch.distributed.is_initialized() and len(undecodable):
+                undecodable = undecodable.to(torch.uint8)
+                torch.distributed.all_reduce(undecodable, op=torch.distributed.ReduceOp.MAX)
+            skipped = {**counts["skipped"], **counts["filtered"]}
+            if undecodable.any():
+                skipped["cannot decode"] = int(undecodable.sum())
+            report[split] = {"manifest": counts["manifest"], "kept": counts["manifest"] - sum(skipped.values()), "skipped": skipped}
+        return report
 
     def loader(self, split: str, shuffle: bool | None = None) -> DataLoader:
         """Batches of any split; shuffled by default for ``train`` only."""
@@ -190,14 +234,47 @@ class SpeechDataModule(pl.LightningDataModule):
         return self.loader("dev")
 
     def test_loaders(self) -> dict[str, DataLoader]:
-        """``{"test": ..., "test_unseen": ...}`` for the test splits the corpus has."""
-        return {split: self.loader(split) for split in TEST_SPLITS if self.manifest_path(split).is_file()}
+        """``{"test": ..., "test_unseen": ...}`` for the test splits the corpus has (and that are not empty)."""
+        return {split: self.loader(split) for split in TEST_SPLITS if self.manifest_path(split).is_file() and len(self.dataset(split))}
 
     def test_dataloader(self) -> list[DataLoader]:
         return list(self.test_loaders().values())
 
     def predict_dataloader(self) -> DataLoader:
         return self.loader("test")
+
+
+def skip_report_lines(report: Mapping[str, Mapping]) -> list[str]:
+    """:meth:`SpeechDataModule.skip_report` as a table of lines: split, manifest, kept, skipped by reason."""
+    lines = [f"{'split':<14}{'manifest':>9}{'kept':>7}  skipped"]
+    for split, row in report.items():
+        skipped = "; ".join(f"{reason}: {count}" for reason, count in row["skipped"].items()) or "none"
+        lines.append(f"{split:<14}{row['manifest']:>9}{row['kept']:>7}  {skipped}")
+    return lines
+
+
+def manifest_loader(
+    corpus: str | Path, split: str, features: Mapping, cache: str | Path, language: str = "en", max_batch_seconds: float = 60.0
+) -> DataLoader:
+    """Batches of one split (``<corpus>/<split>.jsonl``) of a folder of manifests, in a fixed order.
+
+    Args:
+        corpus: the folder of manifests.
+        split: the split, e.g. ``"test"``.
+        features: the feature config (a checkpoint's ``LoadedCheckpoint.features``).
+        cache: where the data module keeps its copy of the manifests.
+        language: the transcripts' language (selects the alphabet).
+        max_batch_seconds: audio per batch.
+    """
+    data = SpeechDataModule(
+        source={"kind": "manifest", "path": str(corpus), "splits": {split: f"{split}.jsonl"}},
+        root=str(cache),
+        language=language,
+        features=features,
+        batching={"max_batch_seconds": max_batch_seconds, "num_workers": 0},
+    )
+    data.prepare_data()
+    return data.loader(split, shuffle=False)
 
 
 def _with_defaults(group: str, options: Mapping | None, defaults: Mapping) -> dict:

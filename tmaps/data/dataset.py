@@ -121,7 +121,9 @@ class SpeechDataset(Dataset):
     Audio is read with soundfile and resampled to 16 kHz; features are computed in the
     DataLoader worker or read from ``feature_cache``. Run :func:`check_records` first: a file
     that fails only when decoded is named in the log and skipped (``on_error="skip"``, item
-    ``None``, which :func:`collate` drops) or raises (``"error"``).
+    ``None``, which :func:`collate` drops) or raises (``"error"``). Skipped utterances are
+    marked in ``undecodable``, a mask in shared memory that DataLoader workers write to.
+    A cached feature file that cannot be read is named in the log and computed anew.
 
     Args:
         records: manifest records with ``duration`` (see :func:`check_records`).
@@ -152,6 +154,7 @@ class SpeechDataset(Dataset):
         self.features = features
         self.augment = augment
         self.on_error = on_error
+        self.undecodable = torch.zeros(len(self.records), dtype=torch.bool).share_memory_()
         self.feature_cache = None
         if feature_cache is not None:
             config_key = hashlib.sha1(json.dumps(features.config, sort_keys=True).encode()).hexdigest()[:10]
@@ -173,6 +176,7 @@ class SpeechDataset(Dataset):
             if self.on_error == "error":
                 raise RuntimeError(f"cannot decode {record['audio']} (utterance {record['id']}): {error}") from error
             log.warning("skipped %s (utterance %s): cannot decode it: %s", record["audio"], record["id"], error)
+            self.undecodable[index] = True
             return None
         if self.augment is not None:
             features = self.augment(features)
@@ -187,7 +191,14 @@ class SpeechDataset(Dataset):
         key = f"{record['id']}|{record['audio']}|{stat.st_size}|{stat.st_mtime_ns}"
         cached = self.feature_cache / f"{hashlib.sha1(key.encode()).hexdigest()}.pt"
         if cached.is_file():
-            return torch.load(cached, weights_only=True)
+            try:
+                features = torch.load(cached, weights_only=True)
+            except Exception as error:  # whatever a damaged file makes torch.load raise
+                log.warning("feature cache file %s (utterance %s) cannot be read (%s); computing it anew", cached, record["id"], error)
+            else:
+                if isinstance(features, Tensor) and features.dim() == 2 and features.shape[0] == self.features.n_mels:
+                    return features
+                log.warning("feature cache file %s (utterance %s) holds no (n_mels, frames) tensor; computing it anew", cached, record["id"])
         features = self.features(load_audio(record["audio"]))
         temporary = cached.with_name(f"{cached.name}.{os.getpid()}.tmp")
         torch.save(features, temporary)

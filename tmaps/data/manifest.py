@@ -25,12 +25,25 @@ def read_manifest(path: str | os.PathLike) -> list[dict]:
                 record = json.loads(line)
             except json.JSONDecodeError as error:
                 raise ValueError(f"{path}:{line_number}: not valid JSON ({error.msg})") from None
+            if not isinstance(record, dict):
+                raise ValueError(f"{path}:{line_number}: a record is a JSON object, this line holds {json_type(record)}")
             missing = [field for field in REQUIRED_FIELDS if field not in record]
             if missing:
                 raise ValueError(f"{path}:{line_number}: record lacks the fields {missing}")
+            not_text = [f"{field} is {json_type(record[field])}" for field in REQUIRED_FIELDS if not isinstance(record[field], str)]
+            if not_text:
+                raise ValueError(f"{path}:{line_number}: {', '.join(not_text)}; {', '.join(REQUIRED_FIELDS)} must be strings")
             record["audio"] = str((path.parent / record["audio"]).resolve())
             records.append(record)
     return records
+
+
+def json_type(value: object) -> str:
+    """What a parsed JSON value is, in JSON's words (``null``, ``an array``, ...), for error messages."""
+    if value is None:
+        return "null"
+    names = {dict: "an object", list: "an array", str: "a string", bool: "a boolean", int: "a number", float: "a number"}
+    return names.get(type(value), type(value).__name__)
 
 
 def write_manifest(records: Iterable[dict], path: str | os.PathLike) -> Path:

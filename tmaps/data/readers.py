@@ -22,7 +22,7 @@ from pathlib import Path
 
 import soundfile
 
-from tmaps.data.manifest import SPLITS, write_manifest
+from tmaps.data.manifest import SPLITS, json_type, write_manifest
 from tmaps.extras import require
 from tmaps.text import Alphabet, normalize
 
@@ -220,24 +220,39 @@ def _hugging_face_record(row: dict, source: str, text_column: str | None) -> dic
 
 
 def _read_table(path: Path, required: Sequence[str], quoting: int = csv.QUOTE_MINIMAL) -> list[dict]:
-    """Rows of a ``.jsonl``, ``.csv`` or ``.tsv`` file; raises naming the file and missing columns."""
+    """Rows of a ``.jsonl``, ``.csv`` or ``.tsv`` file.
+
+    Raises naming the file and line of a row that is not an object, lacks a ``required``
+    column or holds something other than text in one (a JSON ``null``, a CSV row cut short):
+    a missing transcript must never become the text "none".
+    """
     if not path.is_file():
         raise FileNotFoundError(f"corpus table {path} does not exist")
     with path.open(encoding="utf-8", newline="") as lines:
         if path.suffix == ".jsonl":
-            try:
-                rows = [json.loads(line) for line in lines if line.strip()]
-            except json.JSONDecodeError as error:
-                raise ValueError(f"{path}: not valid JSON lines ({error})") from None
+            numbered = []
+            for line_number, line in enumerate(lines, start=1):
+                if not line.strip():
+                    continue
+                try:
+                    numbered.append((line_number, json.loads(line)))
+                except json.JSONDecodeError as error:
+                    raise ValueError(f"{path}:{line_number}: not valid JSON ({error.msg})") from None
         elif path.suffix in (".csv", ".tsv"):
-            rows = list(csv.DictReader(lines, delimiter="\t" if path.suffix == ".tsv" else ",", quoting=quoting))
+            reader = csv.DictReader(lines, delimiter="\t" if path.suffix == ".tsv" else ",", quoting=quoting)
+            numbered = [(reader.line_num, row) for row in reader]
         else:
             raise ValueError(f"{path}: manifests must be .jsonl, .csv or .tsv")
-    for row_number, row in enumerate(rows, start=1):
+    for line_number, row in numbered:
+        if not isinstance(row, dict):
+            raise ValueError(f"{path}:{line_number}: a row is a JSON object, this line holds {json_type(row)}")
         missing = [column for column in required if column not in row]
         if missing:
-            raise ValueError(f"{path}: row {row_number} lacks the columns {missing}")
-    return rows
+            raise ValueError(f"{path}:{line_number}: the row lacks the columns {missing}")
+        for column in required:
+            if not isinstance(row[column], str):
+                raise ValueError(f"{path}:{line_number}: column {column!r} holds {json_type(row[column])}, not text")
+    return [row for _, row in numbered]
 
 
 def _split_parts(splits: SplitMapping | None) -> dict[str, list[str]]:

@@ -22,9 +22,9 @@ from torch import Tensor, nn
 
 from tmaps.data.dataset import load_audio
 from tmaps.data.features import FRAME_RATE, SAMPLE_RATE, LogMel
+from tmaps.inference.decoding import GreedyDecoder
 from tmaps.introspect.alignment import align_utterance
 from tmaps.introspect.frames import FrameMap, window_of
-from tmaps.inference.decoding import GreedyDecoder
 from tmaps.text import Alphabet
 
 log = logging.getLogger(__name__)

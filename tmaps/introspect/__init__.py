@@ -3,7 +3,8 @@
 - profiles: ``NAP(model, layers).compute(loader, groups)`` and :class:`GradNAP` return
   :class:`Profiles` (one ``(units, groups)`` matrix per layer);
 - groups: phonemes, phoneme classes, characters, words, speakers, or any record key;
-- clustering of profiles, and their agreement with phoneme classes (ARI) and grids (Moran's I);
+- clustering of profiles (:func:`cluster_summary`, :func:`plot_profile_heatmap`), and their
+  agreement with phoneme classes (ARI) and grids (Moran's I);
 - layouts: every method in :data:`LAYOUTS` is ``layout(profiles) -> coords``;
 - maps: :func:`render_map`, :func:`plot_maps`, :func:`plot_layers`, :func:`save_gif`;
 - weight change between two models or checkpoints.
@@ -15,11 +16,14 @@ from tmaps.introspect.clustering import (
     adjusted_rand,
     adjusted_rand_by_layer,
     cluster,
+    cluster_summary,
     grid_adjacency,
     linkage,
     morans_i,
     plot_adjusted_rand,
     plot_dendrogram,
+    plot_profile_heatmap,
+    profile_matrix,
     silhouette,
 )
 from tmaps.introspect.frames import FrameMap
@@ -31,10 +35,14 @@ from tmaps.introspect.quality import continuity, distance_correlation, layout_qu
 from tmaps.introspect.render import MapStyle, plot_layers, plot_maps, render_map, save_figure, save_gif
 from tmaps.introspect.weights import LayerChange, WeightMismatchError, change_table, layer_weights, weight_change
 
+# The profile kinds by their config name (``kind=nap`` or ``kind=gradnap``).
+PROFILERS = {"nap": NAP, "gradnap": GradNAP}
+
 __all__ = [
     "LAYOUTS",
     "NAP",
     "PHONEME_CLASSES",
+    "PROFILERS",
     "CharacterGrouping",
     "FrameMap",
     "GradNAP",
@@ -54,6 +62,7 @@ __all__ = [
     "align_utterance",
     "change_table",
     "cluster",
+    "cluster_summary",
     "compute_layout",
     "continuity",
     "distance_correlation",
@@ -64,10 +73,12 @@ __all__ = [
     "map_smoothness",
     "morans_i",
     "phoneme_class",
+    "profile_matrix",
     "plot_adjusted_rand",
     "plot_dendrogram",
     "plot_layers",
     "plot_maps",
+    "plot_profile_heatmap",
     "remove_overlaps",
     "render_map",
     "resolve_grouping",

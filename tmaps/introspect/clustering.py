@@ -11,11 +11,14 @@ per-unit value (e.g. how much a unit responds to vowels) is spatially grouped on
 
 from __future__ import annotations
 
+import logging
+import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import matplotlib.figure
 import numpy as np
+import pandas as pd
 from scipy.cluster import hierarchy
 from scipy.sparse import coo_matrix
 from scipy.spatial import cKDTree
@@ -24,8 +27,12 @@ from sklearn.cluster import KMeans
 from sklearn.metrics import adjusted_rand_score, silhouette_score
 from sklearn.preprocessing import normalize
 
+from tmaps.introspect.groups import resolve_grouping
 from tmaps.introspect.nap import Profiles
 from tmaps.introspect.phonemes import phoneme_class
+from tmaps.introspect.render import group_order
+
+log = logging.getLogger(__name__)
 
 METHODS = ("hierarchical", "kmeans")
 NEIGHBOURHOODS = {"rook": 1, "queen": np.inf}  # Minkowski p of a grid step of length 1
@@ -188,3 +195,77 @@ def morans_i(
     null = scale * np.einsum("pn,pn->p", shuffled, (adjacency @ shuffled.T).T)
     p_value = (1 + np.count_nonzero(null >= statistic)) / (permutations + 1)
     return MoransI(float(statistic), -1.0 / (len(values) - 1), float(p_value), permutations)
+
+
+def profile_matrix(profiles: Profiles, layer: str) -> np.ndarray:
+    """Rows ``(G, F)`` to cluster: one per group, ``F`` = units, or units x offsets when time-resolved.
+
+    Offsets without frames count as 0.
+    """
+    mean = profiles[layer].mean
+    return np.ma.filled(mean, 0.0).reshape(len(mean), -1)
+
+
+def leaf_order(rows: np.ndarray) -> np.ndarray:
+    """Indices of ``rows (N, F)`` in the leaf order of their dendrogram; all-zero rows (no cosine distance) last."""
+    active = np.any(rows, axis=1)
+    indices = np.flatnonzero(active)
+    return np.concatenate([indices[group_order(rows[indices])], np.flatnonzero(~active)])
+
+
+def default_n_clusters(groups: Sequence[str], reference: Callable[[str], str] | None = None) -> int:
+    """The reference classes present (e.g. phoneme classes of phoneme groups), else ``round(sqrt(G))``; within ``[2, G - 1]``."""
+    n_clusters = len({reference(group) for group in groups}) if reference else round(math.sqrt(len(groups)))
+    return min(max(n_clusters, 2), len(groups) - 1)
+
+
+def cluster_summary(profiles: Profiles, n_clusters: int | None = None) -> pd.DataFrame:
+    """Per layer: ``units``, ``groups``, ``clusters``, ``silhouette`` and ``adjusted_rand``.
+
+    The groups' profiles (:func:`profile_matrix`) are clustered hierarchically into
+    ``n_clusters`` (``None``: :func:`default_n_clusters`); ``silhouette`` is that clustering's
+    mean silhouette (cosine distance), ``adjusted_rand`` its ARI against the reference classes
+    of the profiles' grouping (``Grouping.reference``: phoneme classes of phoneme groups; NaN
+    for groupings without), with as many clusters as classes. Layers that cannot be clustered
+    (e.g. all profiles zero) get NaN and a logged warning.
+    """
+    grouping = profiles.info.get("grouping")
+    reference = resolve_grouping(grouping).reference if grouping else None
+    groups = profiles.groups
+    clusters = n_clusters or default_n_clusters(groups, reference)
+    rows = []
+    for layer in profiles.layers:
+        matrix = profile_matrix(profiles, layer)
+        row = {"layer": layer, "units": profiles.sums[layer].shape[1], "groups": len(groups), "clusters": clusters}
+        row |= {"silhouette": math.nan, "adjusted_rand": math.nan}
+        try:
+            row["silhouette"] = silhouette(matrix, cluster(matrix, clusters))
+            if reference is not None:
+                row["adjusted_rand"] = adjusted_rand(matrix, groups, reference)
+        except ValueError as error:
+            log.warning("layer %s cannot be clustered: %s", layer, error)
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def plot_profile_heatmap(
+    matrix: np.ndarray, groups: Sequence[str], title: str | None = None, columns: str = "unit", value: str = "profile"
+) -> matplotlib.figure.Figure:
+    """Profiles ``(G, F)`` as a group x unit heatmap, rows and columns in dendrogram leaf order.
+
+    The colour scale is symmetric around 0 (a centred profile's mean over groups).
+    """
+    rows, cols = leaf_order(matrix), leaf_order(matrix.T)
+    ordered = matrix[np.ix_(rows, cols)]
+    limit = float(np.abs(ordered).max()) or 1.0
+    n_groups, n_columns = ordered.shape
+    figure = matplotlib.figure.Figure(figsize=(min(16.0, 5.0 + 0.04 * n_columns), min(14.0, 2.0 + 0.16 * n_groups)), layout="constrained")
+    axes = figure.subplots()
+    image = axes.imshow(ordered, aspect="auto", cmap="RdBu_r", vmin=-limit, vmax=limit, interpolation="nearest")
+    axes.set_yticks(range(n_groups), [groups[i] for i in rows], fontsize=6 if n_groups > 40 else 8)
+    axes.set_xlabel(f"{columns} (dendrogram order)")
+    axes.set_ylabel("group (dendrogram order)")
+    figure.colorbar(image, ax=axes, label=value)
+    if title:
+        axes.set_title(title)
+    return figure

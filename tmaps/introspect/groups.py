@@ -16,6 +16,10 @@ Built-in names (``resolve_grouping``):
   among its characters;
 - any other name: that record field, utterance-level.
 
+Each grouping declares the record ``fields`` it reads, whether forced alignment can supply
+them (``alignable``) and the ``reference`` classes its groups are scored against (phoneme
+classes for phonemes), so that no caller tests grouping names.
+
 Custom groupings subclass ``Grouping`` or pass a ``label`` callable to the classes below (for
 example phoneme classes of your own, or correct-vs-wrong utterances).
 """
@@ -41,11 +45,20 @@ class Grouping(ABC):
             segment stands for the whole utterance.
         labels: groups known in advance; they appear in the profiles even without frames
             (reported as empty). Labels met in the data are added after them.
+        fields: the record fields the groups come from; a record needs any one of them.
+        alignable: whether CTC forced alignment (:mod:`tmaps.introspect.alignment`) can supply
+            ``fields`` for records that lack them (characters and words can, phonemes cannot).
+        reference: the reference class of a group (e.g. :func:`phoneme_class` of a phoneme),
+            against which clusters of the groups' profiles are scored (ARI); ``None``: no
+            reference classes.
     """
 
     name: str
     frame_level: bool = True
     labels: tuple[str, ...] = ()
+    fields: tuple[str, ...] = ()
+    alignable: bool = False
+    reference: Callable[[str], str] | None = None
 
     @abstractmethod
     def segments(self, record: Mapping) -> list[Segment]:
@@ -69,6 +82,7 @@ class SegmentGrouping(Grouping):
         alignments: segments by record id (``tmaps.introspect.alignment.align`` output),
             used instead of the records' own.
         name: the grouping's name; ``field`` if not given.
+        alignable, reference: see :class:`Grouping`.
     """
 
     def __init__(
@@ -78,12 +92,17 @@ class SegmentGrouping(Grouping):
         labels: Sequence[str] = (),
         alignments: Alignments | None = None,
         name: str | None = None,
+        alignable: bool = False,
+        reference: Callable[[str], str] | None = None,
     ) -> None:
         self.field = field
+        self.fields = (field,)
         self.label = label
         self.labels = tuple(labels)
         self.alignments = alignments
         self.name = name or field
+        self.alignable = alignable
+        self.reference = reference
 
     def _source(self, record: Mapping) -> Mapping:
         if self.alignments is None:
@@ -122,7 +141,8 @@ class CharacterGrouping(SegmentGrouping):
         alignments: Alignments | None = None,
         name: str = "character",
     ) -> None:
-        super().__init__("characters", label, labels, alignments, name)
+        super().__init__("characters", label, labels, alignments, name, alignable=True)
+        self.fields = ("characters", "words")
 
     def _raw_segments(self, record: Mapping) -> list[Segment]:
         source = self._source(record)
@@ -162,6 +182,7 @@ class RecordGrouping(Grouping):
         if (field is None) == (label is None):
             raise ValueError("give either a record field or a label function")
         self.field = field
+        self.fields = () if field is None else (field,)
         self.label = label
         self.labels = tuple(labels)
         self.name = name or field or getattr(label, "__name__", "label")
@@ -177,15 +198,21 @@ class RecordGrouping(Grouping):
         return [(str(record[self.field]), 0.0, math.inf)]
 
 
-def resolve_grouping(groups: str | Grouping) -> Grouping:
-    """The ``Grouping`` for a built-in name or record field (see the module docstring)."""
+def resolve_grouping(groups: str | Grouping, alignments: Alignments | None = None) -> Grouping:
+    """The ``Grouping`` for a built-in name or record field (see the module docstring); the only factory.
+
+    Args:
+        groups: a name, or a ``Grouping`` (returned as it is).
+        alignments: forced-alignment segments by record id; the alignable groupings
+            (``character``, ``word``) read their segments from them instead of the records.
+    """
     if isinstance(groups, Grouping):
         return groups
     builtin = {
-        "phoneme": lambda: SegmentGrouping("phonemes", name="phoneme"),
+        "phoneme": lambda: SegmentGrouping("phonemes", name="phoneme", reference=phoneme_class),
         "phoneme_class": lambda: SegmentGrouping("phonemes", label=phoneme_class, labels=PHONEME_CLASSES, name="phoneme_class"),
-        "word": lambda: SegmentGrouping("words", name="word"),
-        "character": CharacterGrouping,
+        "word": lambda: SegmentGrouping("words", name="word", alignments=alignments, alignable=True),
+        "character": lambda: CharacterGrouping(alignments=alignments),
     }
     if groups in builtin:
         return builtin[groups]()

@@ -17,7 +17,9 @@ Plain PyTorch/NumPy: works on any ``nn.Module``. ``layers`` are module names
   units are ``channels * height``.
 
 Frames are matched to segments as described in ``tmaps.introspect.frames``; padded frames
-beyond an utterance's valid length never count.
+beyond an utterance's valid length never count. Whether the padding reached the valid frames
+depends on the model: the pass checks it on its first padded batch, and ``exact=True`` runs
+utterances without padding (``tmaps.introspect.padding``).
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ import inspect
 import json
 import os
 import warnings
+import zipfile
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,6 +42,7 @@ from torch import Tensor, nn
 import tmaps
 from tmaps.introspect.frames import FrameMap, TimeAxisProbe
 from tmaps.introspect.groups import Alignments, CharacterGrouping, Grouping, resolve_grouping
+from tmaps.introspect.padding import PaddingCheck, is_padded, unpadded
 from tmaps.progress import progress_bar
 
 ForwardFn = Callable[[nn.Module, Mapping], "Tensor | tuple[Tensor, Tensor]"]
@@ -255,14 +259,23 @@ class Profiles:
     @classmethod
     def load(cls, path: str | os.PathLike) -> Profiles:
         """Profiles written by ``save`` (loaded with ``allow_pickle=False``)."""
+        if not zipfile.is_zipfile(path):
+            raise ValueError(f"{path} is not a tmaps profiles file: profiles are NPZ (zip) archives, and this file is not one")
         with np.load(path, allow_pickle=False) as stored:
+
+            def entry(name: str) -> np.ndarray:
+                try:
+                    return stored[name]
+                except ValueError:  # numpy's message suggests allow_pickle, which would run code from the file
+                    raise ValueError(f"{path} is not a tmaps profiles file: its entry {name!r} holds Python objects, not numbers or text") from None
+
             if "metadata" not in stored:
                 raise ValueError(f"{path} is not a tmaps profiles file: it has no 'metadata' entry")
-            metadata = json.loads(str(stored["metadata"]))
+            metadata = json.loads(str(entry("metadata")))
             if metadata.get("format_version") != FORMAT_VERSION:
                 raise ValueError(f"{path} has profiles format {metadata.get('format_version')!r}; this tmaps reads {FORMAT_VERSION}")
             layers = metadata["layers"]
-            stats = [{layer: stored[f"{kind}_{i}"] for i, layer in enumerate(layers)} for kind in ("sums", "squares", "counts")]
+            stats = [{layer: entry(f"{kind}_{i}") for i, layer in enumerate(layers)} for kind in ("sums", "squares", "counts")]
         derived = ("format_version", "layers", "groups", "window", "normalize", "group_counts", "empty_groups")
         info = {key: value for key, value in metadata.items() if key not in derived}
         return cls(metadata["groups"], *stats, window=metadata["window"], normalize=metadata["normalize"], info=info)
@@ -417,6 +430,16 @@ class NAP:
         forward: ``(model, batch) -> log_probs (B, T', C)`` or ``(log_probs, output_lengths)``
             to run models that ``default_forward`` does not cover.
         frame_rate: feature frames per second (``tmaps.data.features.FRAME_RATE``, 100).
+        exact: run every utterance alone, without padding (one forward pass per utterance:
+            slower, by about the batch size on a GPU), for models that let padding reach valid
+            frames. By default batches run as they come, and the first padded batch checks
+            that the model is padding-invariant (``tmaps.introspect.padding``): its shortest
+            utterance runs once more alone, and if any layer's valid frames differ by more
+            than float noise, a warning says so. ``Profiles.info`` records ``exact``,
+            ``padding_invariant`` (``None`` when no batch was padded, or in exact mode) and
+            ``padding_differences`` (per layer, the largest difference relative to the layer's
+            largest activation). ``tmaps.models.Wav2Letter`` masks its padding; a plain stack
+            of padded convolutions such as torchaudio's ``Wav2Letter`` does not.
 
     Example:
         >>> profiles = NAP(model, ["conv2", "conv5"]).compute(loader, "phoneme")
@@ -431,6 +454,7 @@ class NAP:
         layers: Sequence[str] | str,
         forward: ForwardFn | None = None,
         frame_rate: float = 100.0,
+        exact: bool = False,
     ) -> None:
         self.model = model
         self.layers = [layers] if isinstance(layers, str) else list(layers)
@@ -442,6 +466,7 @@ class NAP:
             raise ValueError(f"layers are listed more than once: {self.layers}")
         self.forward = forward or default_forward
         self.frame_rate = frame_rate
+        self.exact = exact
         self._frame_maps: dict[str, FrameMap] = {}
 
     def _info(self) -> dict:
@@ -474,21 +499,44 @@ class NAP:
         grouping = resolve_grouping(groups)
         accumulator = _Accumulator(grouping, window, self.frame_rate)
         self._frame_maps = {}
+        padding: dict = {"exact": self.exact, "padding_invariant": None}
         with evaluating(self.model):
             for batch in progress_bar(loader, f"{self.kind} pass"):
                 batch = to_model_device(self.model, batch)
-                accumulator.start_batch(batch["records"], batch["feature_lengths"])
-                # The frame maps come from the first batch; later batches skip the probe's hooks.
-                probe = TimeAxisProbe(self.model) if not self._frame_maps else None
-                with probe or contextlib.nullcontext():
-                    self._run_batch(batch, accumulator, probe)
+                for part in unpadded(batch) if self.exact else [batch]:
+                    accumulator.start_batch(part["records"], part["feature_lengths"])
+                    # The frame maps come from the first batch; later batches skip the probe's hooks.
+                    probe = TimeAxisProbe(self.model) if not self._frame_maps else None
+                    checking = padding["padding_invariant"] is None and not self.exact and is_padded(part)
+                    check = PaddingCheck(self.model, self.layers, part) if checking else None
+                    with probe or contextlib.nullcontext(), check or contextlib.nullcontext():
+                        self._run_batch(part, accumulator, probe)
+                    if check is not None:
+                        padding |= self._padding_invariance(check)
         info = {
             **self._info(),
             "grouping": grouping.name,
             "frame_level": grouping.frame_level,
             "frame_maps": {layer: frame_map.as_dict() for layer, frame_map in self._frame_maps.items()},
+            **padding,
         }
         return accumulator.profiles(self.layers, normalize, info)
+
+    def _padding_invariance(self, check: PaddingCheck) -> dict:
+        """``padding_invariant`` and ``padding_differences`` from a padded batch; a warning when padding leaks."""
+        differences = check.differences(self.forward)
+        tolerance = check.tolerance()
+        leaking = {layer: difference for layer, difference in differences.items() if difference > tolerance}
+        if leaking:
+            worst = max(leaking, key=leaking.get)
+            warnings.warn(
+                f"{type(self.model).__name__} is not padding-invariant: the shortest utterance of the first padded batch "
+                f"gives other values alone than inside the batch in layers {sorted(leaking)} (up to {leaking[worst]:.1%} of "
+                f"the largest activation, in {worst!r}), so these profiles depend on how utterances are batched. "
+                f"{type(self).__name__}(..., exact=True) runs every utterance alone, without padding (slower).",
+                stacklevel=3,
+            )
+        return {"padding_invariant": not leaking, "padding_differences": differences}
 
     def _frame_map(self, layer: str, n_input_frames: int, n_frames: int, probe: TimeAxisProbe | None) -> FrameMap:
         if layer not in self._frame_maps:
@@ -547,7 +595,7 @@ class GradNAP(NAP):
     the whole batch.
 
     Args:
-        model, layers, forward, frame_rate: as for ``NAP``.
+        model, layers, forward, frame_rate, exact: as for ``NAP``.
         target: ``"aligned"``: the character aligned to each output frame, from the records'
             ``characters`` segments (forced alignment) or, without them, their ``words``
             spread evenly over the characters (``CharacterGrouping``); frames that no
@@ -570,8 +618,9 @@ class GradNAP(NAP):
         forward: ForwardFn | None = None,
         frame_rate: float = 100.0,
         alignments: Alignments | None = None,
+        exact: bool = False,
     ) -> None:
-        super().__init__(model, layers, forward, frame_rate)
+        super().__init__(model, layers, forward, frame_rate, exact)
         if target not in TARGETS:
             raise ValueError(f"target must be one of {TARGETS}, got {target!r}")
         self.target = target
@@ -604,6 +653,28 @@ class GradNAP(NAP):
         return targets.to(log_probs.device)
 
     def _run_batch(self, batch: Mapping, accumulator: _Accumulator, probe: TimeAxisProbe | None) -> None:
+        for layer, values in self.attribute(batch, probe).items():
+            self._accumulate(layer, values, batch, accumulator, probe)
+
+    def attribute(self, batch: Mapping, probe: TimeAxisProbe | None = None) -> dict[str, Tensor]:
+        """Per layer, the attribution of the objective to the layer's output, shaped like that output.
+
+        Activation x gradient (``multiply_by_activation``) or the gradient; another attribution
+        method (e.g. integrated gradients, with :meth:`layer_activations` and :meth:`objective`)
+        replaces only this method, and the profiles aggregate its output the same way.
+        """
+        activations, result = self.layer_activations(batch, probe)
+        objective = self.objective(batch, result, probe)
+        gradients = torch.autograd.grad(objective, [activations[layer] for layer in self.layers], allow_unused=True)
+        attributions = {}
+        for layer, gradient in zip(self.layers, gradients):
+            activation = activations[layer].detach()
+            gradient = torch.zeros_like(activation) if gradient is None else gradient
+            attributions[layer] = gradient * activation if self.multiply_by_activation else gradient
+        return attributions
+
+    def layer_activations(self, batch: Mapping, probe: TimeAxisProbe | None = None) -> tuple[dict[str, Tensor], Tensor | tuple]:
+        """One forward pass with gradients: every layer's output (a tensor that gradients reach) and the model's result."""
         activations: dict[str, Tensor] = {}
 
         def keep(layer: str, output: Tensor) -> Tensor:
@@ -623,15 +694,14 @@ class GradNAP(NAP):
         finally:
             for handle in handles:
                 handle.remove()
+        return activations, result
+
+    def objective(self, batch: Mapping, result: Tensor | tuple, probe: TimeAxisProbe | None = None) -> Tensor:
+        """``sum_b J_b``: the summed log-probability of every utterance's frame targets over its valid output frames."""
         n_output_frames = (result[0] if isinstance(result, tuple) else result).shape[1]
         output_map = self._frame_map("<output>", batch["features"].shape[-1], n_output_frames, probe)
         log_probs, output_lengths = model_outputs(result, batch, output_map)
         targets = self.frame_targets(batch, log_probs, output_lengths, output_map)
         valid = torch.arange(log_probs.shape[1], device=log_probs.device) < output_lengths[:, None].to(log_probs.device)
         selected = log_probs.gather(-1, targets[..., None]).squeeze(-1)
-        objective = torch.where(valid, selected, torch.zeros_like(selected)).sum()
-        gradients = torch.autograd.grad(objective, [activations[layer] for layer in self.layers], allow_unused=True)
-        for layer, gradient in zip(self.layers, gradients):
-            activation = activations[layer].detach()
-            gradient = torch.zeros_like(activation) if gradient is None else gradient
-            self._accumulate(layer, gradient * activation if self.multiply_by_activation else gradient, batch, accumulator, probe)
+        return torch.where(valid, selected, torch.zeros_like(selected)).sum()

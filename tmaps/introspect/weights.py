@@ -24,6 +24,7 @@ import pandas as pd
 import torch
 from torch import Tensor, nn
 
+from tmaps.checkpoint import mismatched_tensors
 from tmaps.topo.layers import WEIGHT_MODULES, get_layer, weight_module
 
 Weights = nn.Module | Mapping[str, Tensor]
@@ -81,26 +82,6 @@ def layer_weights(weights: Weights, layer_names: Sequence[str] | None = None) ->
             raise ValueError(f"the state dict has no weight of two or more dimensions for layer {layer!r}; it has {list(matrices)}")
         found[layer] = matrices[inside[0]]
     return found
-
-
-def mismatched_tensors(
-    expected: Mapping[str, Tensor], found: Mapping[str, Tensor], expected_as: str = "model", found_as: str = "checkpoint"
-) -> list[str]:
-    """Lines naming every tensor that is missing, unexpected or of another shape.
-
-    Args:
-        expected: the tensors that are wanted (e.g. the model's state dict).
-        found: the tensors at hand (e.g. a checkpoint's).
-        expected_as, found_as: what the two are called in the lines.
-    """
-    lines = [f"{key}: missing from the {found_as}" for key in expected if key not in found]
-    lines += [f"{key}: unexpected, in the {found_as} but not in the {expected_as}" for key in found if key not in expected]
-    lines += [
-        f"{key}: shape {tuple(found[key].shape)} in the {found_as}, {tuple(expected[key].shape)} in the {expected_as}"
-        for key in expected
-        if key in found and found[key].shape != expected[key].shape
-    ]
-    return lines
 
 
 def filter_change(initial: Tensor, current: Tensor) -> LayerChange:

@@ -15,20 +15,30 @@ PAPER_STRIDES = (2,) + (1,) * 9
 
 
 class ConvBlock(nn.Module):
-    """``Conv1d`` -> optional norm -> ReLU -> optional dropout.
+    """``Conv1d`` -> optional norm -> ReLU -> optional dropout, blind to padded frames.
+
+    Padding never reaches a valid frame: the input's padded frames are zeroed before the
+    convolution (the masked convolution of NeMo's Jasper/QuartzNet encoders), and the norm
+    sees the valid output frames only, so BatchNorm's batch statistics (and the running
+    statistics it updates, with ``nn.BatchNorm1d``'s momentum and unbiased variance) are those
+    of the speech, not of the batch's padding. Padded output frames are 0. An utterance thus
+    gives the same output alone and inside any padded batch.
 
     Args:
         in_channels: input channels.
         out_channels: output channels (the units that topographic maps lay out).
         kernel_size: width of the kernel in frames.
         stride: hop in frames.
-        norm: ``"none"``, ``"batch"`` (BatchNorm1d) or ``"layer"`` (LayerNorm over channels).
+        norm: ``"none"``, ``"batch"`` (``BatchNorm1d``) or ``"layer"`` (``LayerNorm`` over the
+            channels of each frame).
         dropout: dropout probability after the activation.
 
     Shapes:
-        input ``(batch, in_channels, time)``, output ``(batch, out_channels, time')`` with
+        ``forward(x, lengths)`` takes ``x (batch, in_channels, time)`` and the valid frames
+        ``lengths (batch,)``, and returns ``(batch, out_channels, time')`` with
         ``time' = floor((time + 2 * padding - kernel_size) / stride) + 1`` and
-        ``padding = (kernel_size - 1) // 2``.
+        ``padding = (kernel_size - 1) // 2``; ``output_length(lengths)`` gives the valid
+        output frames.
     """
 
     def __init__(
@@ -50,11 +60,26 @@ class ConvBlock(nn.Module):
         self.act = nn.ReLU()
         self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
 
-    def forward(self, x: Tensor) -> Tensor:
-        return self.dropout(self.act(self.norm(self.conv(x))))
+    def forward(self, x: Tensor, lengths: Tensor) -> Tensor:
+        x = self.conv(x.masked_fill(~valid_frames(lengths, x.shape[-1])[:, None], 0.0))
+        valid = valid_frames(self.output_length(lengths), x.shape[-1])
+        if _uses_batch_statistics(self.norm):
+            # The stock BatchNorm (or the SyncBatchNorm that DDP swaps in) on the valid frames
+            # as (frames, channels): statistics and running averages of the speech alone.
+            frames = self.norm(x.transpose(1, 2)[valid])
+            x = frames.new_zeros(valid.shape + frames.shape[-1:]).index_put_((valid,), frames).transpose(1, 2)
+        else:
+            # Per-frame norms (LayerNorm, BatchNorm on its running statistics) never mix frames:
+            # no packing, which costs time.
+            x = self.norm(x)
+        return self.dropout(self.act(x)).masked_fill(~valid[:, None], 0.0)
 
     def output_length(self, length: Tensor) -> Tensor:
         return _conv_output_length(self.conv, length)
+
+
+def _uses_batch_statistics(norm: nn.Module) -> bool:
+    return isinstance(norm, nn.modules.batchnorm._BatchNorm) and (norm.training or not norm.track_running_stats)
 
 
 class _ChannelLayerNorm(nn.LayerNorm):
@@ -62,6 +87,11 @@ class _ChannelLayerNorm(nn.LayerNorm):
 
     def forward(self, x: Tensor) -> Tensor:
         return super().forward(x.transpose(1, 2)).transpose(1, 2)
+
+
+def valid_frames(lengths: Tensor, n_frames: int) -> Tensor:
+    """``(batch, n_frames)``: whether each frame lies within its utterance's ``lengths (batch,)``."""
+    return torch.arange(n_frames, device=lengths.device) < lengths[:, None]
 
 
 def _conv_output_length(conv: nn.Conv1d, length: Tensor) -> Tensor:
@@ -138,6 +168,44 @@ class Wav2Letter(nn.Module):
     def forward(self, features: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
         x = features
         for name in self.hidden_names:
-            x = getattr(self, name)(x)
+            block = getattr(self, name)
+            x = block(x, lengths)
+            lengths = block.output_length(lengths)
         logits = self.head(x)
-        return logits.transpose(1, 2).log_softmax(dim=-1), self.output_lengths(lengths)
+        return logits.transpose(1, 2).log_softmax(dim=-1), lengths
+
+
+def wav2letter_paper(n_features: int = 128, n_classes: int = 29) -> Wav2Letter:
+    """The paper's architecture (``model=wav2letter``): 250-channel conv0..conv7 (kernels 48, 7, ...),
+    conv8 (kernel 32, 2000 channels), conv9 (kernel 1, 2000 channels) and the head; no norm, no dropout.
+
+    The same as ``torchaudio.models.Wav2Letter(num_classes, "mfcc", n_features)``, about 23 M
+    parameters on 40 mel bands.
+    """
+    return Wav2Letter(
+        n_features=n_features,
+        n_classes=n_classes,
+        channels=PAPER_CHANNELS,
+        kernel_sizes=PAPER_KERNEL_SIZES,
+        strides=PAPER_STRIDES,
+        norm="none",
+        dropout=0.0,
+    )
+
+
+def wav2letter_small(n_features: int = 40, n_classes: int = 29) -> Wav2Letter:
+    """The paper's 11 layers at CPU size (``model=small``), about 2.3 M parameters on 40 mel bands.
+
+    192-channel conv0..conv7 (kernels 11, 7, ...), 512-channel conv8 and conv9 (kernel 1),
+    BatchNorm and dropout 0.1: layer names and counts match the paper's, so that transfer
+    recipes such as "freeze the first 8 layers" mean the same on both.
+    """
+    return Wav2Letter(
+        n_features=n_features,
+        n_classes=n_classes,
+        channels=(192,) * 8 + (512, 512),
+        kernel_sizes=(11,) + (7,) * 7 + (1, 1),
+        strides=(2,) + (1,) * 9,
+        norm="batch",
+        dropout=0.1,
+    )

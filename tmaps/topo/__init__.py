@@ -5,10 +5,12 @@ from tmaps.topo.losses import (
     LOSSES,
     BlurSmoothness,
     ResponseCorrelation,
+    TopoConfig,
     TopographicLoss,
     TopographicRegularizer,
     WeightSimilarity,
     build_regularizer,
+    topographic_grids,
 )
 from tmaps.topo.metrics import distance_profile, layer_topography, topography_metrics
 from tmaps.topo.plots import activation_map, filter_map, mel_centre_of_mass, principal_component_colours
@@ -18,6 +20,7 @@ __all__ = [
     "BlurSmoothness",
     "Grid",
     "ResponseCorrelation",
+    "TopoConfig",
     "TopographicLoss",
     "TopographicRegularizer",
     "WeightSimilarity",
@@ -29,5 +32,6 @@ __all__ = [
     "mel_centre_of_mass",
     "nearly_square_shape",
     "principal_component_colours",
+    "topographic_grids",
     "topography_metrics",
 ]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from functools import cached_property
 
 import torch
@@ -46,6 +46,10 @@ class Grid:
     On a torus each side needs more than twice the neighbourhood radius, else a pair would
     be neighbours twice (once each way round).
 
+    ``to_dict()`` holds everything that defines a grid; ``Grid.from_dict`` rebuilds it (profiles
+    files store their layers' grids so). A layer without a topographic loss is drawn on
+    ``Grid(n_units)``: its channels in order on the most nearly square factorization.
+
     Args:
         n_units: number of channels.
         shape: ``(rows, cols)``; ``None`` takes the most nearly square factorization.
@@ -87,6 +91,15 @@ class Grid:
     def __repr__(self) -> str:
         sigma = f", sigma={self.sigma:g}" if self.neighbourhood == "gaussian" else ""
         return f"Grid({self.n_units}, shape=({self.rows}, {self.cols}), boundary={self.boundary!r}, neighbourhood={self.neighbourhood!r}{sigma})"
+
+    def to_dict(self) -> dict:
+        """The grid's arguments, JSON-serializable: ``Grid.from_dict(grid.to_dict())`` is the same grid."""
+        return {"n_units": self.n_units, "shape": [self.rows, self.cols], "boundary": self.boundary, "neighbourhood": self.neighbourhood, "sigma": self.sigma}
+
+    @classmethod
+    def from_dict(cls, arguments: Mapping) -> Grid:
+        """The grid of :meth:`to_dict`'s output."""
+        return cls(**arguments)
 
     @property
     def shape(self) -> tuple[int, int]:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import inspect
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, fields
 from typing import Any, ClassVar
 
 import torch
@@ -417,14 +418,73 @@ class TopographicRegularizer:
         self._activations.clear()
 
 
-CONFIG_KEYS = ("layers", "loss", "weight", "warmup_steps", "grid", "options")
 GRID_KEYS = ("shape", "boundary", "neighbourhood", "sigma")
 
 
-def build_regularizer(model: nn.Module, config: Mapping | None) -> TopographicRegularizer | None:
-    """The regularizer of a ``topo`` config group, or ``None`` when it selects no layers.
+@dataclass(frozen=True)
+class TopoConfig:
+    """A topographic loss on some layers: the ``topo`` config group (``conf/topo/*.yaml``), typed.
 
-    ``config`` (a plain mapping, see ``conf/topo/*.yaml``)::
+    >>> regularizer = build_regularizer(model, TopoConfig(layers=["conv2"], loss="weight_similarity"))
+    >>> topo_loss, terms = regularizer.loss(step)     # add topo_loss to the task loss
+
+    Attributes:
+        layers: ``model.get_submodule`` names; none: no topographic loss.
+        loss: a key of :data:`LOSSES` (``weight_similarity``, ``response_correlation``,
+            ``blur_smoothness``).
+        weight: the loss's factor in the total.
+        warmup_steps: the weight grows linearly from 0 to full over this many steps.
+        grid: :class:`Grid` arguments besides ``n_units`` (``shape``, ``boundary``,
+            ``neighbourhood``, ``sigma``); every layer gets a grid of its own channels.
+        options: further keyword arguments of the loss class (e.g. ``{"metric": "cosine"}``).
+    """
+
+    layers: Sequence[str]
+    loss: str
+    weight: float = 1.0
+    warmup_steps: int = 0
+    grid: Mapping[str, Any] = field(default_factory=dict)
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "layers", tuple(self.layers))
+        object.__setattr__(self, "grid", dict(self.grid or {}))
+        object.__setattr__(self, "options", dict(self.options or {}))
+        if self.loss not in LOSSES:
+            raise ValueError(f"topo.loss must be one of {list(LOSSES)}, got {self.loss!r}")
+        unknown = sorted(set(self.grid) - set(GRID_KEYS))
+        if unknown:
+            raise ValueError(f"topo.grid has unknown keys {unknown}; known: {list(GRID_KEYS)}")
+        accepted = [name for name in inspect.signature(LOSSES[self.loss]).parameters if name not in ("grid", "weight")]
+        unknown = sorted(set(self.options) - set(accepted))
+        if unknown:
+            raise ValueError(f"topo.options {unknown} are not options of {self.loss}; it takes {accepted}")
+
+    @classmethod
+    def from_dict(cls, config: Mapping) -> TopoConfig:
+        """The config of a plain mapping; unknown keys are an error that lists the known ones."""
+        known = [item.name for item in fields(cls)]
+        unknown = sorted(set(config) - set(known))
+        if unknown:
+            raise ValueError(f"topo config has unknown keys {unknown}; known: {known}")
+        return cls(**{"loss": None, **config})
+
+
+def _typed(config: TopoConfig | Mapping | None) -> TopoConfig | None:
+    """``config`` as a ``TopoConfig``; ``None`` when it selects no layers."""
+    if not config:
+        return None
+    if not isinstance(config, TopoConfig):
+        if not config.get("layers"):
+            return None
+        config = TopoConfig.from_dict(config)
+    return config if config.layers else None
+
+
+def build_regularizer(model: nn.Module, config: TopoConfig | Mapping | None) -> TopographicRegularizer | None:
+    """The regularizer of a :class:`TopoConfig` (or the same as a plain mapping), or ``None`` when it selects no layers.
+
+    As a mapping (see ``conf/topo/*.yaml``)::
 
         layers: [conv2, conv3]        # model.get_submodule names; [] -> None
         loss: weight_similarity       # weight_similarity | response_correlation | blur_smoothness
@@ -435,30 +495,28 @@ def build_regularizer(model: nn.Module, config: Mapping | None) -> TopographicRe
 
     Each layer gets its own grid with the layer's number of output channels.
     """
-    if not config or not config.get("layers"):
+    config = _typed(config)
+    if config is None:
         return None
-    unknown = sorted(set(config) - set(CONFIG_KEYS))
-    if unknown:
-        raise ValueError(f"topo config has unknown keys {unknown}; known: {list(CONFIG_KEYS)}")
-    loss_name = config.get("loss")
-    if loss_name not in LOSSES:
-        raise ValueError(f"topo.loss must be one of {list(LOSSES)}, got {loss_name!r}")
-    loss_class = LOSSES[loss_name]
-    grid_config = dict(config.get("grid") or {})
-    unknown = sorted(set(grid_config) - set(GRID_KEYS))
-    if unknown:
-        raise ValueError(f"topo.grid has unknown keys {unknown}; known: {list(GRID_KEYS)}")
-    options = dict(config.get("options") or {})
-    accepted = [name for name in inspect.signature(loss_class).parameters if name not in ("grid", "weight")]
-    unknown = sorted(set(options) - set(accepted))
-    if unknown:
-        raise ValueError(f"topo.options {unknown} are not options of {loss_name}; it takes {accepted}")
-    terms = {}
-    for name in config["layers"]:
+    loss_class = LOSSES[config.loss]
+    terms = {name: [loss_class(grid, weight=config.weight, **config.options)] for name, grid in topographic_grids(model, config).items()}
+    return TopographicRegularizer(model, terms, warmup_steps=config.warmup_steps)
+
+
+def topographic_grids(model: nn.Module, config: TopoConfig | Mapping | None) -> dict[str, Grid]:
+    """The grid of every layer of a topographic config (see :func:`build_regularizer`) on ``model``.
+
+    The one place where a config becomes grids: the regularizer trains on these, and a
+    checkpoint's grids are these of its stored ``topo`` config. ``{}`` without layers.
+    """
+    config = _typed(config)
+    if config is None:
+        return {}
+    grids = {}
+    for name in config.layers:
         n_channels = filter_vectors(get_layer(model, name)).shape[0]
         try:
-            grid = Grid(n_channels, **grid_config)
+            grids[name] = Grid(n_channels, **config.grid)
         except ValueError as error:
             raise ValueError(f"topo.grid for layer {name!r}: {error}") from None
-        terms[name] = [loss_class(grid, weight=config.get("weight", 1.0), **options)]
-    return TopographicRegularizer(model, terms, warmup_steps=config.get("warmup_steps", 0))
+    return grids

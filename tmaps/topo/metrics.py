@@ -31,8 +31,6 @@ from torch import Tensor, nn
 from tmaps.topo.grid import Grid
 from tmaps.topo.layers import filter_vectors, get_layer
 
-METRIC_NAMES = ("neighbour_cosine", "shuffled_cosine", "ratio", "smoothness")
-
 
 def cosine_similarities(weight: Tensor) -> Tensor:
     """``(out_channels, *)`` weight -> ``(out_channels, out_channels)`` cosine similarities (float64)."""

@@ -15,7 +15,7 @@ from sklearn.decomposition import PCA
 from torch import Tensor, nn
 
 from tmaps.topo.grid import Grid
-from tmaps.topo.layers import WEIGHT_MODULES, channel_axis, get_layer, weight_module
+from tmaps.topo.layers import WEIGHT_MODULES, get_layer, weight_module
 
 COLOURINGS = ("auto", "mel", "pca")
 
@@ -93,31 +93,17 @@ def filter_map(model: nn.Module, layer: str, grid: Grid | None = None, colour: s
     return figure
 
 
-def layer_output(model: nn.Module, layer: str, *inputs: Tensor) -> Tensor:
-    """The output of ``layer`` when ``model(*inputs)`` runs (no gradients, model mode unchanged)."""
-    captured = []
-    handle = get_layer(model, layer).register_forward_hook(lambda module, args, output: captured.append(output))
-    try:
-        with torch.no_grad():
-            model(*inputs)
-    finally:
-        handle.remove()
-    return captured[0]
+def activation_map(mean_activation: Tensor | np.ndarray, grid: Grid | None = None, layer: str = "") -> Figure:
+    """Topographic activation map: each unit's mean activation ``(units,)`` at its grid cell.
 
-
-def activation_map(model: nn.Module, layer: str, *inputs: Tensor, grid: Grid | None = None) -> Figure:
-    """Topographic activation map: the mean activation of each channel of ``layer`` at its cell.
-
-    Runs ``model(*inputs)`` (e.g. ``features, lengths`` of one batch), averages the layer's
-    output over everything but the channel axis (batch and time), and draws it with a
-    diverging colormap whose limits are symmetric about 0.
+    The means come from the caller, who knows which frames are speech and which are padding
+    (``tmaps.callbacks.TopographicMaps`` takes them from a NAP pass over the valid frames).
+    Drawn with a diverging colormap whose limits are symmetric about 0.
     """
-    activations = layer_output(model, layer, *inputs)
-    channels = activations.movedim(channel_axis(get_layer(model, layer)), -1)
-    mean_activation = channels.reshape(-1, channels.shape[-1]).mean(0).float().cpu()
+    mean_activation = torch.as_tensor(mean_activation).detach().float().cpu()
     grid = grid or Grid(len(mean_activation))
     limit = float(mean_activation.abs().max()) or 1.0
-    figure, axes = _grid_axes(grid, f"{layer}: mean activation")
+    figure, axes = _grid_axes(grid, f"{layer}: mean activation" if layer else "mean activation")
     image = axes.imshow(grid.sheet(mean_activation).numpy(), cmap="RdBu_r", vmin=-limit, vmax=limit)
     figure.colorbar(image, ax=axes, label="activation")
     return figure

@@ -3,22 +3,36 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from typing import Literal, TypedDict, get_args
 
 import pytorch_lightning as pl
 import torch
 from torch import Tensor, nn
-from torchmetrics import MetricCollection
+from torchmetrics import MetricCollection, MinMetric
 from torchmetrics.text import CharErrorRate, WordErrorRate
 
+from tmaps.checkpoint import read_checkpoint
 from tmaps.inference.decoding import GreedyDecoder
 from tmaps.models import Wav2Letter
 from tmaps.text import BLANK, Alphabet
 from tmaps.topo import build_regularizer, topography_metrics
-from tmaps.training.checkpoint import read_checkpoint
 from tmaps.training.loggers import log_table
 
-SCHEDULES = ("constant", "cosine", "onecycle")
+Schedule = Literal["constant", "cosine", "onecycle"]
+SCHEDULES = get_args(Schedule)
+
+
+class OptimConfig(TypedDict, total=False):
+    """The ``optim`` config group: the keys and types ``ASRModule`` reads (see its ``optim`` argument)."""
+
+    lr: float
+    weight_decay: float
+    betas: Sequence[float]
+    schedule: Schedule
+    warmup_steps: int
+    min_lr_ratio: float
+    lr_decay_per_layer: float
 
 
 class ASRModule(pl.LightningModule):
@@ -43,6 +57,11 @@ class ASRModule(pl.LightningModule):
     model's ``(log_probs (B, T', n_classes), output_lengths (B,))``. ``decoder`` (greedy unless
     set to another of :mod:`tmaps.inference.decoding`) turns them into text for the error rates
     and for ``predict_step``, so ``trainer.predict`` yields ``{"id", "audio", "text"}`` per utterance.
+
+    Validation logs ``val/cer``, ``val/wer`` and ``val/cer_best`` (the lowest ``val/cer`` of
+    the run so far, kept in checkpoints so that a resumed run goes on from it). Testing logs
+    ``<test_split>/cer`` and ``<test_split>/wer``: set ``test_split`` to the name of the split
+    before ``trainer.test`` (``"test"``, ``"test_unseen"``), so that each has its own keys.
     """
 
     def __init__(
@@ -82,6 +101,8 @@ class ASRModule(pl.LightningModule):
             for stage in ("train", "val", "test")
         )
         self.decoder = GreedyDecoder(self.alphabet)
+        self.val_cer_best = MinMetric()
+        self.test_split = "test"
         self._examples: list[list[str]] = []
 
     @classmethod
@@ -89,7 +110,7 @@ class ASRModule(pl.LightningModule):
         """The module stored in a tmaps checkpoint, loaded with ``weights_only=True``."""
         checkpoint = read_checkpoint(path)
         stored = checkpoint["hyper_parameters"]
-        module = cls(**{key: stored[key] for key in ("model", "alphabet", "features", "optim") if key in stored})
+        module = cls(**{key: stored[key] for key in ("model", "alphabet", "features", "optim", "topo") if key in stored})
         module.load_state_dict(checkpoint["state_dict"])
         return module
 
@@ -128,12 +149,21 @@ class ASRModule(pl.LightningModule):
         for record, hypothesis in list(zip(batch["records"], hypotheses))[: max(room, 0)]:
             self._examples.append([record["id"], record["text"], hypothesis])
 
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["val_cer_best"] = float(self.val_cer_best.compute()) if self.val_cer_best.update_count else None
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        if checkpoint.get("val_cer_best") is not None:
+            self.val_cer_best(torch.tensor(checkpoint["val_cer_best"]))
+
     def on_validation_epoch_start(self) -> None:
         self._examples = []
 
     def on_validation_epoch_end(self) -> None:
         if self.trainer.sanity_checking:
             return
+        self.val_cer_best(self.val_error_rates["cer"].compute())
+        self.log("val/cer_best", self.val_cer_best.compute())
         if self._examples:
             log_table(self.loggers, "val/examples", ["id", "reference", "hypothesis"], self._examples, self.global_step)
         if self.topo is not None:
@@ -143,7 +173,7 @@ class ASRModule(pl.LightningModule):
     def test_step(self, batch: Mapping, batch_idx: int, dataloader_idx: int = 0) -> None:
         log_probs, output_lengths = self(batch["features"], batch["feature_lengths"])
         self._update_error_rates(self.test_error_rates, log_probs, output_lengths, batch)
-        self.log_dict(self.test_error_rates, batch_size=len(batch["records"]))
+        self.log_dict({f"{self.test_split}/{name}": metric for name, metric in self.test_error_rates.items(keep_base=True)}, batch_size=len(batch["records"]))
 
     def predict_step(self, batch: Mapping, batch_idx: int, dataloader_idx: int = 0) -> list[dict]:
         log_probs, output_lengths = self(batch["features"], batch["feature_lengths"])

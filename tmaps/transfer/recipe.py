@@ -16,20 +16,16 @@ import os
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
+from pathlib import Path
 
 from torch import Tensor, nn
 
-from tmaps.introspect.weights import mismatched_tensors
+from tmaps.checkpoint import CheckpointMismatchError, describe_differences, mismatched_tensors, model_state_dict, read_checkpoint
 from tmaps.text import Alphabet
-from tmaps.training.checkpoint import CheckpointMismatchError, describe_differences, model_state_dict, read_checkpoint
 from tmaps.transfer.alphabet import NEW_CHARS, map_head_rows
 from tmaps.transfer.layers import ALL_BUT_HEAD, first_layers, freeze_layers, matching_layers, reinitialize_layers
 
 log = logging.getLogger(__name__)
-
-# How OmegaConf writes a mandatory value that was not given.
-MISSING = "???"
-
 
 @dataclass(frozen=True)
 class TransferConfig:
@@ -56,8 +52,13 @@ class TransferConfig:
     unfreeze_every_n_epochs: int | None = None
 
     def __post_init__(self) -> None:
-        if self.init_from == MISSING:
-            raise ValueError("transfer.init_from is mandatory in this recipe: add transfer.init_from=<path to a tmaps checkpoint>")
+        if self.init_from is not None and not str(self.init_from).strip():
+            raise ValueError(
+                "transfer.init_from is empty (an unset shell variable?): give the path of a tmaps checkpoint, "
+                "or choose transfer=none to train from random weights"
+            )
+        if self.init_from is not None and not Path(self.init_from).is_file():
+            raise FileNotFoundError(f"transfer.init_from: checkpoint {self.init_from} does not exist")
         if self.new_chars not in NEW_CHARS:
             raise ValueError(f"transfer.new_chars must be one of {NEW_CHARS}, got {self.new_chars!r}")
         if isinstance(self.freeze_first, str) and self.freeze_first != ALL_BUT_HEAD:

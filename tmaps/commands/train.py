@@ -1,10 +1,9 @@
-"""What ``tmaps-train`` and ``tmaps-eval`` do with a composed Hydra config."""
+"""What ``tmaps-train`` does with a composed Hydra config: fit, then test the best checkpoint."""
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping
 from pathlib import Path
 
 import hydra
@@ -15,12 +14,13 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from tmaps.callbacks.transfer import setup_transfer
+from tmaps.checkpoint import check_compatible, check_writable
+from tmaps.commands.eval import print_summary, report_skips, test_splits
 from tmaps.data import SpeechDataModule
-from tmaps.inference.decoding import build_decoder
-from tmaps.training.checkpoint import check_compatible
 from tmaps.progress import set_progress_bars
-from tmaps.text import Alphabet
+from tmaps.training.checkpoint_io import AtomicCheckpointIO
 from tmaps.training.module import ASRModule
+from tmaps.training.schema import check_config_types
 
 log = logging.getLogger(__name__)
 
@@ -54,21 +54,6 @@ def build_datamodule(cfg: DictConfig) -> SpeechDataModule:
     return SpeechDataModule(**plain(cfg.data))
 
 
-def checkpoint_datamodule(data: Mapping, alphabet: Alphabet, features: Mapping, checkpoint_path: str | Path) -> SpeechDataModule:
-    """The corpus of a ``data`` config read with a checkpoint's features, for its model.
-
-    Raises:
-        ValueError: the data's language has another alphabet than the checkpoint's output.
-    """
-    datamodule = SpeechDataModule(**{**data, "features": {**(data.get("features") or {}), **features}})
-    if datamodule.alphabet != alphabet:
-        raise ValueError(
-            f"checkpoint {checkpoint_path} predicts the alphabet {alphabet.chars!r}, but data "
-            f"language {data.get('language')!r} uses {datamodule.alphabet.chars!r}"
-        )
-    return datamodule
-
-
 def build_module(cfg: DictConfig, datamodule: SpeechDataModule) -> ASRModule:
     return ASRModule(
         model=plain(cfg.model),
@@ -80,22 +65,44 @@ def build_module(cfg: DictConfig, datamodule: SpeechDataModule) -> ASRModule:
     )
 
 
+def check_complete(cfg: DictConfig) -> None:
+    """Raise ``ValueError`` naming every mandatory value (``???``) that the config leaves unset."""
+    missing = sorted(OmegaConf.missing_keys(cfg))
+    if missing:
+        raise ValueError(f"mandatory config values are not set: {missing}; add them as overrides, e.g. {missing[0]}=...")
+
+
 def train(cfg: DictConfig) -> float | None:
-    """Fit, then test the best checkpoint; return the metric named by ``cfg.optimized_metric``."""
+    """Fit, then test the best checkpoint; return the metric named by ``cfg.optimized_metric``.
+
+    That is ``val/cer_best`` by default: the best validation CER of the run, which a sweep
+    minimizes. Unset mandatory values and config types are checked first; checkpoint folders are checked writable before
+    training. At the end, a table of the utterances kept and skipped per split is printed and
+    logged.
+    """
     started = time.perf_counter()
     set_progress_bars(None if cfg.trainer.get("enable_progress_bar", True) else False)
+    check_complete(cfg)
+    check_config_types(cfg)
     pl.seed_everything(cfg.seed, workers=True)
     datamodule = build_datamodule(cfg)
     module = build_module(cfg, datamodule)
     datamodule.output_stride = module.model.stride
     if cfg.get("ckpt_path"):
         check_compatible(cfg.ckpt_path, {"model": module.hparams.model, "alphabet": module.hparams.alphabet})
-    callbacks = instantiate_list(cfg.get("callbacks"))
+    checkpoints = instantiate_list(cfg.get("checkpoints"))
+    for checkpoint in checkpoints:
+        check_writable(checkpoint.dirpath)
+    if not checkpoints:
+        log.warning("checkpoints=none: this run writes no checkpoint, and tests its final weights")
+    callbacks = checkpoints + instantiate_list(cfg.get("callbacks"))
     callbacks += setup_transfer(module, plain(cfg.get("transfer")))
     if cfg.get("rich_progress_bar") and cfg.trainer.get("enable_progress_bar", True):
         callbacks.append(pl.callbacks.RichProgressBar())
     loggers = instantiate_list(cfg.get("logger"))
-    trainer: pl.Trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    trainer: pl.Trainer = hydra.utils.instantiate(
+        cfg.trainer, callbacks=callbacks, logger=loggers or False, plugins=[AtomicCheckpointIO()], enable_checkpointing=bool(checkpoints)
+    )
     for logger in loggers:
         logger.log_hyperparams(plain(cfg))
     # A W&B run left open would take the next job of a multirun, even after this one failed.
@@ -110,44 +117,11 @@ def train(cfg: DictConfig) -> float | None:
             print_summary(results, title=f"tmaps: test results of {best or 'the final weights'}")
             for logger in loggers:
                 logger.log_metrics({f"summary/{key}": value for key, value in metrics.items() if key.count("/") == 2})
+        report_skips(datamodule, trainer)
         log.info("run finished in %.1f s; outputs in %s", time.perf_counter() - started, cfg.paths.output_dir)
     finally:
         _finish_wandb(loggers)
     return metrics.get(cfg.get("optimized_metric")) if cfg.get("optimized_metric") else None
-
-
-def test_splits(trainer: pl.Trainer, module: ASRModule, datamodule: SpeechDataModule, ckpt_path: str | None) -> dict:
-    """WER and CER of every test split (``test``, ``test_unseen``, ...) of the datamodule."""
-    results = {}
-    for split, loader in datamodule.test_loaders().items():
-        (row,) = trainer.test(module, dataloaders=loader, ckpt_path=ckpt_path, verbose=False, weights_only=True)
-        results[split] = {"cer": row["test/cer"], "wer": row["test/wer"], "utterances": len(loader.dataset)}
-    return results
-
-
-def print_summary(results: dict, title: str) -> None:
-    lines = [title, f"{'split':<14}{'utterances':>11}{'CER':>9}{'WER':>9}"]
-    lines += [f"{split:<14}{row['utterances']:>11}{row['cer']:>9.4f}{row['wer']:>9.4f}" for split, row in results.items()]
-    print("\n".join(lines), flush=True)
-
-
-def evaluate(cfg: DictConfig) -> dict:
-    """WER and CER of ``cfg.ckpt_path`` on the test splits of ``cfg.data``, decoded by ``cfg.decoder``
-    (a beam search's lexicon and LM come from the corpus' train transcripts unless ``decoder.text`` is set)."""
-    if not cfg.get("ckpt_path"):
-        raise ValueError("tmaps-eval needs ckpt_path=<file.ckpt>")
-    set_progress_bars(None if cfg.trainer.get("enable_progress_bar", True) else False)
-    module = ASRModule.from_checkpoint(cfg.ckpt_path)
-    datamodule = checkpoint_datamodule(plain(cfg.data), module.alphabet, module.hparams.features, cfg.ckpt_path)
-    datamodule.output_stride = module.model.stride
-    trainer: pl.Trainer = hydra.utils.instantiate(cfg.trainer, logger=False, callbacks=[], enable_checkpointing=False)
-    datamodule.prepare_data()
-    datamodule.setup("test")
-    train_text = datamodule.manifest_path("train")
-    module.decoder = build_decoder(plain(cfg.get("decoder")), module.alphabet, cfg.paths.output_dir, train_text if train_text.is_file() else None)
-    results = test_splits(trainer, module, datamodule, ckpt_path=None)
-    print_summary(results, title=f"tmaps: {Path(cfg.ckpt_path).name}")
-    return results
 
 
 def _finish_wandb(loggers: list) -> None:

@@ -8,10 +8,11 @@ same checkpoint (:func:`tmaps.introspect.align`); phoneme groups need the synthe
 ground-truth segments.
 
 :func:`introspect`, the command, also clusters every layer's groups by their profiles
-(:mod:`tmaps.introspect.clustering`) and writes
+(:func:`tmaps.introspect.cluster_summary`) and writes
 
 - ``output`` (``Profiles.save``): the statistics and metadata: checkpoint, model, layers,
-  groups, frames per group, normalization, split, utterances, the topographic layers' grids;
+  groups, frames per group, normalization, split, utterances, the topographic layers' grids
+  (``Grid.to_dict``);
 - ``output`` with suffix ``.csv``: per layer units, groups, clusters, silhouette and, for
   phoneme groups, the adjusted Rand index (ARI) against phoneme classes;
 - ``<figures_dir>/heatmap_<layer>.png``: group x unit profiles, both axes in dendrogram leaf order;
@@ -22,47 +23,37 @@ ground-truth segments.
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import torch
-from matplotlib.figure import Figure
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 from torch.utils.data import DataLoader
 
+from tmaps.checkpoint import LoadedCheckpoint, load_checkpoint
+from tmaps.commands.eval import checkpoint_datamodule
 from tmaps.introspect import (
     NAP,
-    CharacterGrouping,
+    PROFILERS,
     GradNAP,
+    Grouping,
     Profiles,
-    SegmentGrouping,
-    adjusted_rand,
-    cluster,
-    phoneme_class,
+    cluster_summary,
     plot_adjusted_rand,
     plot_dendrogram,
+    plot_profile_heatmap,
+    profile_matrix,
+    resolve_grouping,
     save_figure,
-    silhouette,
 )
 from tmaps.introspect.alignment import align as force_align
-from tmaps.introspect.render import group_order
-from tmaps.introspect.groups import Alignments, Grouping
-from tmaps.topo import Grid, build_regularizer
-from tmaps.training.app import checkpoint_datamodule
-from tmaps.training.checkpoint import LoadedCheckpoint, load_checkpoint
 
 log = logging.getLogger(__name__)
 
-KINDS = ("nap", "gradnap")
 ALIGN_MODES = ("auto", "always", "never")
-# Record keys holding the segments of the frame-level groupings (any one of them suffices).
-SEGMENT_FIELDS = {"phoneme": ("phonemes",), "phoneme_class": ("phonemes",), "word": ("words",), "character": ("characters", "words")}
-ALIGNABLE = ("character", "word")
 PROFILE_OPTIONS = ("split", "layers", "groups", "kind", "target", "normalize", "window", "max_utterances", "align", "device")
 
 
@@ -108,51 +99,44 @@ def check_layers(model: nn.Module, layers: Sequence[str], source: str | Path) ->
         )
 
 
-def needs_alignment(records: Sequence[Mapping], groups: str, kind: str, target: str, align_mode: str, source: str | Path) -> bool:
+def needs_alignment(records: Sequence[Mapping], grouping: Grouping, kind: str, target: str, align_mode: str, source: str | Path) -> bool:
     """Whether forced alignment must give the records character and word segments.
 
-    They are needed for character or word groups, and for GradNAPs of aligned characters,
-    when a record has no segments to take them from (``align="auto"``), or always
-    (``"always"``).
+    They are needed for alignable groupings (characters, words), and for GradNAPs of aligned
+    characters, when a record has no segments to take them from (``align="auto"``), or
+    always (``"always"``).
 
     Raises:
-        ValueError: a record lacks the field ``groups`` names, phoneme groups meet records
-            without phoneme segments, or segments are missing and ``align="never"``.
+        ValueError: a record lacks the field an utterance-level grouping reads, a grouping
+            that alignment cannot serve (phonemes) meets records without its segments, or
+            segments are missing and ``align="never"``.
     """
     if align_mode not in ALIGN_MODES:
         raise ValueError(f"align must be one of {ALIGN_MODES}, got {align_mode!r}")
-    fields = SEGMENT_FIELDS.get(groups)
-    if fields is None:
-        lacking = [record for record in records if groups not in record]
+    if not grouping.frame_level:
+        lacking = [record for record in records if any(field not in record for field in grouping.fields)]
         if lacking:
             raise ValueError(
-                f"group field {groups!r} is not in the records of {source} (e.g. {lacking[0].get('id')!r}); "
+                f"group field {grouping.fields[0]!r} is not in the records of {source} (e.g. {lacking[0].get('id')!r}); "
                 f"their fields are {sorted(lacking[0])}"
             )
-        fields = ()
+    fields = grouping.fields if grouping.frame_level else ()
     unsegmented = [record for record in records if fields and not any(record.get(field) for field in fields)]
-    if unsegmented and groups not in ALIGNABLE:
+    if unsegmented and not grouping.alignable:
         raise ValueError(
             f"records of {source} have no {fields[0]!r} segments (e.g. {unsegmented[0].get('id')!r}), which "
-            f"groups={groups} needs; forced alignment gives characters and words only: use groups=character or groups=word"
+            f"groups={grouping.name} needs; forced alignment gives characters and words only: use groups=character or groups=word"
         )
     aligned_targets = kind == "gradnap" and target == "aligned"
     if aligned_targets and not unsegmented:
         unsegmented = [record for record in records if not (record.get("characters") or record.get("words"))]
-    uses_characters = groups in ALIGNABLE or aligned_targets
+    uses_characters = grouping.alignable or aligned_targets
     if unsegmented and uses_characters and align_mode == "never":
         raise ValueError(
             f"records of {source} have no character or word segments (e.g. {unsegmented[0].get('id')!r}) and "
             "align=never; use align=auto to segment them by forced alignment"
         )
     return uses_characters and (align_mode == "always" or (align_mode == "auto" and bool(unsegmented)))
-
-
-def aligned_grouping(groups: str, alignments: Alignments) -> Grouping:
-    """The character or word grouping that reads its segments from forced ``alignments``."""
-    if groups == "character":
-        return CharacterGrouping(alignments=alignments)
-    return SegmentGrouping("words", alignments=alignments, name="word")
 
 
 def resolve_device(device: str) -> torch.device:
@@ -167,7 +151,7 @@ def checkpoint_profiles(
     data: Mapping,
     split: str = "test",
     layers: Sequence[str] | None = None,
-    groups: str = "phoneme",
+    groups: str | Grouping = "phoneme",
     kind: str = "nap",
     target: str = "aligned",
     normalize: str | None = "center",
@@ -179,13 +163,13 @@ def checkpoint_profiles(
     """NAPs or GradNAPs of a checkpoint's layers on one split of a corpus.
 
     Args:
-        checkpoint: from :func:`~tmaps.training.checkpoint.load_checkpoint`.
+        checkpoint: from :func:`~tmaps.checkpoint.load_checkpoint`.
         data: the ``data`` config group as a plain mapping (``SpeechDataModule`` arguments);
             its features are replaced by the checkpoint's.
         split: ``train``, ``dev``, ``test`` or ``test_unseen``.
         layers: module names; ``None`` takes ``model.layer_names``.
-        groups: ``phoneme``, ``phoneme_class``, ``character``, ``word`` or a record field
-            (``speaker``, ``language``, ...).
+        groups: ``phoneme``, ``phoneme_class``, ``character``, ``word``, a record field
+            (``speaker``, ``language``, ...) or a :class:`~tmaps.introspect.Grouping`.
         kind: ``"nap"`` or ``"gradnap"``.
         target: GradNAP target, ``"aligned"`` or ``"predicted"`` (see :class:`~tmaps.introspect.GradNAP`).
         normalize: ``"center"``, ``"zscore"`` or ``None`` (see :class:`~tmaps.introspect.Profiles`).
@@ -196,12 +180,12 @@ def checkpoint_profiles(
 
     Returns:
         Profiles whose ``info`` also records ``checkpoint``, ``global_step``, ``model_config``,
-        ``alphabet``, ``topo``, ``grid_shapes`` (``{layer: [rows, cols]}`` of the profiled
+        ``alphabet``, ``topo``, ``grids`` (``{layer: Grid.to_dict()}`` of the profiled
         topographic layers), ``data``, ``split``, ``utterances`` and ``segments``
         (``"manifest"`` or ``"forced alignment"``).
     """
-    if kind not in KINDS:
-        raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
+    if kind not in PROFILERS:
+        raise ValueError(f"kind must be one of {tuple(PROFILERS)}, got {kind!r}")
     model = checkpoint.model
     layers = list(model.layer_names) if layers is None else list(layers)
     check_layers(model, layers, checkpoint.path)
@@ -210,24 +194,23 @@ def checkpoint_profiles(
     manifest = datamodule.manifest_path(split)
     if not manifest.is_file():
         raise FileNotFoundError(f"the corpus in {manifest.parent} has no split {split!r} (no {manifest.name})")
-    forced = needs_alignment(datamodule.dataset(split).records, groups, kind, target, align, manifest)
+    forced = needs_alignment(datamodule.dataset(split).records, resolve_grouping(groups), kind, target, align, manifest)
     model.to(resolve_device(device))
     utterances = Utterances(datamodule.loader(split, shuffle=max_utterances is not None), max_utterances)
     alignments = force_align(model, utterances, checkpoint.alphabet) if forced else None
-    grouping = aligned_grouping(groups, alignments) if forced and groups in ALIGNABLE else groups
+    grouping = resolve_grouping(groups, alignments)
     if kind == "nap":
         profiler = NAP(model, layers)
     else:
         profiler = GradNAP(model, layers, target=target, alignments=alignments)
     profiles = profiler.compute(utterances, grouping, window=window, normalize=normalize)
-    topo = checkpoint.hyper_parameters.get("topo")
     profiles.info.update(
         checkpoint=str(checkpoint.path),
         global_step=checkpoint.global_step,
         model_config=checkpoint.hyper_parameters["model"],
         alphabet=checkpoint.alphabet.chars,
-        topo=topo,
-        grid_shapes={layer: list(grid.shape) for layer, grid in topographic_grids(model, topo).items() if layer in layers},
+        topo=checkpoint.hyper_parameters.get("topo"),
+        grids={layer: grid.to_dict() for layer, grid in checkpoint.grids.items() if layer in layers},
         data={"source": dict(data["source"]), "language": datamodule.language},
         split=split,
         utterances=utterances.count,
@@ -236,92 +219,11 @@ def checkpoint_profiles(
     return profiles
 
 
-def topographic_grids(model: nn.Module, topo: Mapping | None) -> dict[str, Grid]:
-    """The grid of every layer that the ``topo`` config of a checkpoint trained topographically."""
-    regularizer = build_regularizer(model, topo)
-    if regularizer is None:
-        return {}
-    regularizer.remove()  # response losses hook the model; nothing here trains it
-    return regularizer.grids
-
-
-def profile_matrix(profiles: Profiles, layer: str) -> np.ndarray:
-    """Rows ``(G, F)`` to cluster: one per group, ``F`` = units, or units x offsets when time-resolved.
-
-    Offsets without frames count as 0.
-    """
-    mean = profiles[layer].mean
-    return np.ma.filled(mean, 0.0).reshape(len(mean), -1)
-
-
-def leaf_order(rows: np.ndarray) -> np.ndarray:
-    """Indices of ``rows (N, F)`` in the leaf order of their dendrogram; all-zero rows (no cosine distance) last."""
-    active = np.any(rows, axis=1)
-    indices = np.flatnonzero(active)
-    return np.concatenate([indices[group_order(rows[indices])], np.flatnonzero(~active)])
-
-
-def default_n_clusters(groups: Sequence[str], grouping: str | None) -> int:
-    """The phoneme classes present for phoneme groups, else ``round(sqrt(G))``; within ``[2, G - 1]``."""
-    n_clusters = len({phoneme_class(group) for group in groups}) if grouping == "phoneme" else round(math.sqrt(len(groups)))
-    return min(max(n_clusters, 2), len(groups) - 1)
-
-
-def cluster_summary(profiles: Profiles, n_clusters: int | None = None) -> pd.DataFrame:
-    """Per layer: ``units``, ``groups``, ``clusters``, ``silhouette`` and ``adjusted_rand``.
-
-    The groups' profiles (:func:`profile_matrix`) are clustered hierarchically into
-    ``n_clusters`` (``None``: :func:`default_n_clusters`); ``silhouette`` is that clustering's
-    mean silhouette (cosine distance), ``adjusted_rand`` its ARI against phoneme classes
-    (phoneme groups only, with as many clusters as classes). Layers that cannot be clustered
-    (e.g. all profiles zero) get NaN and a logged warning.
-    """
-    grouping = profiles.info.get("grouping")
-    groups = profiles.groups
-    clusters = n_clusters or default_n_clusters(groups, grouping)
-    rows = []
-    for layer in profiles.layers:
-        matrix = profile_matrix(profiles, layer)
-        row = {"layer": layer, "units": profiles.sums[layer].shape[1], "groups": len(groups), "clusters": clusters}
-        row |= {"silhouette": math.nan, "adjusted_rand": math.nan}
-        try:
-            row["silhouette"] = silhouette(matrix, cluster(matrix, clusters))
-            if grouping == "phoneme":
-                row["adjusted_rand"] = adjusted_rand(matrix, groups)
-        except ValueError as error:
-            log.warning("layer %s cannot be clustered: %s", layer, error)
-        rows.append(row)
-    return pd.DataFrame(rows)
-
-
-def plot_profile_heatmap(
-    matrix: np.ndarray, groups: Sequence[str], title: str | None = None, columns: str = "unit", value: str = "profile"
-) -> Figure:
-    """Profiles ``(G, F)`` as a group x unit heatmap, rows and columns in dendrogram leaf order.
-
-    The colour scale is symmetric around 0 (a centred profile's mean over groups).
-    """
-    rows, cols = leaf_order(matrix), leaf_order(matrix.T)
-    ordered = matrix[np.ix_(rows, cols)]
-    limit = float(np.abs(ordered).max()) or 1.0
-    n_groups, n_columns = ordered.shape
-    figure = Figure(figsize=(min(16.0, 5.0 + 0.04 * n_columns), min(14.0, 2.0 + 0.16 * n_groups)), layout="constrained")
-    axes = figure.subplots()
-    image = axes.imshow(ordered, aspect="auto", cmap="RdBu_r", vmin=-limit, vmax=limit, interpolation="nearest")
-    axes.set_yticks(range(n_groups), [groups[i] for i in rows], fontsize=6 if n_groups > 40 else 8)
-    axes.set_xlabel(f"{columns} (dendrogram order)")
-    axes.set_ylabel("group (dendrogram order)")
-    figure.colorbar(image, ax=axes, label=value)
-    if title:
-        axes.set_title(title)
-    return figure
-
-
 def write_figures(profiles: Profiles, summary: pd.DataFrame, figures_dir: str | Path) -> list[Path]:
-    """The heatmap and dendrogram of every layer and, for phoneme groups, the ARI-by-layer plot (PNG)."""
+    """The heatmap and dendrogram of every layer and, for groups with reference classes (phonemes), the ARI-by-layer plot (PNG)."""
     figures_dir = Path(figures_dir)
     grouping, kind = profiles.info.get("grouping"), profiles.info.get("kind", "profile")
-    reference = phoneme_class if grouping == "phoneme" else None
+    reference = resolve_grouping(grouping).reference if grouping else None
     columns = "unit" if profiles.window is None else f"unit x offset (-{profiles.window}..{profiles.window})"
     value = f"{kind} ({profiles.normalize or 'raw'})"
     paths = []
@@ -335,9 +237,9 @@ def write_figures(profiles: Profiles, summary: pd.DataFrame, figures_dir: str | 
             log.warning("no dendrogram of layer %s: %s", layer, error)
             continue
         paths.append(save_figure(dendrogram, figures_dir / f"dendrogram_{layer}.png"))
-    if grouping == "phoneme":
+    if reference is not None:
         scores = dict(zip(summary["layer"], summary["adjusted_rand"]))
-        figure = plot_adjusted_rand(scores, title=f"{kind} clusters vs phoneme classes")
+        figure = plot_adjusted_rand(scores, title=f"{kind} clusters vs the reference classes of {grouping}s")
         paths.append(save_figure(figure, figures_dir / "adjusted_rand.png"))
     return paths
 

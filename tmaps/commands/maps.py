@@ -1,0 +1,162 @@
+"""What ``tmaps-maps`` does: from a profiles file to layouts, topographic maps and a layout-quality table.
+
+For every requested layer and layout method, ``make_maps`` lays out the layer's units
+from their profiles (:func:`~tmaps.introspect.layout.compute_layout`), scores the layout
+(:func:`~tmaps.introspect.quality.layout_quality`), draws one map per group
+(:func:`~tmaps.introspect.render.plot_maps`) and, per method, all layers side by side
+(:func:`~tmaps.introspect.render.plot_layers`). It writes into ``output_dir``:
+
+- ``maps/<layer>__<method>.<format>``: one panel per group;
+- ``layers__<method>.<format>``: layers side by side, one row per group;
+- ``coords.npz`` (arrays ``<layer>__<method>`` of shape ``(n_units, 2)``) and ``coords.csv``
+  (columns ``layer, method, unit, x, y``);
+- ``quality.csv`` and ``quality.md``: one row per layer and method.
+
+Layouts and scores come from :mod:`tmaps.introspect.maps` (where the ``grid`` method finds its
+grid). Every error names the profiles file and, where it applies, the layer and method at fault.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from numpy.typing import NDArray
+
+from tmaps.introspect.maps import layer_layouts, quality_table
+from tmaps.introspect.nap import Profiles
+from tmaps.introspect.render import MapStyle, plot_layers, plot_maps, save_figure
+
+
+def load_profiles(path: str | os.PathLike) -> Profiles:
+    """``Profiles.load`` with errors that name the file (missing, unreadable, wrong format)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"profiles file {path} does not exist")
+    try:
+        return Profiles.load(path)
+    except (OSError, ValueError, KeyError) as error:
+        raise ValueError(f"profiles file {path} cannot be read: {error}") from error
+
+
+def write_coords(coords: Mapping[str, Mapping[str, NDArray[np.float64]]], output_dir: Path) -> tuple[Path, Path]:
+    """``coords.npz`` (arrays ``<layer>__<method>``) and ``coords.csv`` (``layer, method, unit, x, y``)."""
+    arrays = {f"{layer}__{method}": points for layer, by_method in coords.items() for method, points in by_method.items()}
+    npz_path = output_dir / "coords.npz"
+    np.savez(npz_path, **arrays)
+    frames = [
+        pd.DataFrame({"layer": layer, "method": method, "unit": np.arange(len(points)), "x": points[:, 0], "y": points[:, 1]})
+        for layer, by_method in coords.items()
+        for method, points in by_method.items()
+    ]
+    csv_path = output_dir / "coords.csv"
+    pd.concat(frames, ignore_index=True).to_csv(csv_path, index=False)
+    return npz_path, csv_path
+
+
+def write_figures(
+    profiles: Profiles,
+    coords: Mapping[str, Mapping[str, NDArray[np.float64]]],
+    output_dir: Path,
+    formats: Sequence[str] = ("png",),
+    style: MapStyle = MapStyle(),
+) -> list[Path]:
+    """Per layer and method a :func:`plot_maps` figure; per method a :func:`plot_layers` figure."""
+    written = []
+    labels = profiles.groups
+    methods = list(dict.fromkeys(method for by_method in coords.values() for method in by_method))
+    for layer, by_method in coords.items():
+        values = profiles.matrix(layer).T
+        for method, points in by_method.items():
+            figure = plot_maps(points, values, labels, style=style, title=f"{layer}: {method} layout")
+            written += [save_figure(figure, output_dir / "maps" / f"{layer}__{method}.{suffix}") for suffix in formats]
+    for method in methods:
+        layers = {layer: (by_method[method], profiles.matrix(layer).T) for layer, by_method in coords.items()}
+        figure = plot_layers(layers, labels, style=replace(style, show_units=False), title=f"{method} layouts")
+        written += [save_figure(figure, output_dir / f"layers__{method}.{suffix}") for suffix in formats]
+    return written
+
+
+def make_maps(
+    profiles_path: str | os.PathLike,
+    output_dir: str | os.PathLike,
+    layouts: Sequence[str] = ("pca", "som", "tsne", "random"),
+    layers: Sequence[str] | None = None,
+    *,
+    metric: str = "cosine",
+    grid_shape: Sequence[int] | None = None,
+    snap: bool = False,
+    seed: int = 0,
+    method_options: Mapping[str, Mapping] | None = None,
+    formats: Sequence[str] = ("png",),
+    style: MapStyle = MapStyle(),
+    quality: Mapping | None = None,
+) -> pd.DataFrame:
+    """Layouts, maps, coordinates and the quality table of a profiles file (see the module notes).
+
+    Args:
+        profiles_path: an NPZ written by ``Profiles.save`` (time-independent profiles).
+        output_dir: where the files go (created if needed).
+        layouts: layout methods.
+        layers: layers to map; default every layer of the file.
+        metric, grid_shape, snap, seed, method_options: as in :func:`layer_layouts`.
+        formats: figure formats, ``"png"`` and/or ``"svg"``.
+        style: how maps are drawn.
+        quality: ``n_neighbors`` and ``resolution`` of :func:`quality_table`.
+
+    Returns:
+        The quality table (also written as ``quality.csv`` and ``quality.md``).
+    """
+    source = f"profiles file {profiles_path}"
+    profiles = load_profiles(profiles_path)
+    bad_formats = [suffix for suffix in formats if suffix not in ("png", "svg")]
+    if bad_formats:
+        raise ValueError(f"figure formats must be png or svg; got {bad_formats}")
+    if len(profiles.groups) < 2:
+        raise ValueError(f"{source} has {len(profiles.groups)} groups with frames; maps need at least 2")
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    coords, seconds = layer_layouts(
+        profiles,
+        list(layers) if layers else profiles.layers,
+        layouts,
+        metric=metric,
+        grid_shape=grid_shape,
+        snap=snap,
+        seed=seed,
+        method_options=method_options,
+        source=source,
+    )
+    write_coords(coords, output_dir)
+    write_figures(profiles, coords, output_dir, formats, style)
+    table = quality_table(profiles, coords, seconds, metric=metric, **dict(quality or {}))
+    table.to_csv(output_dir / "quality.csv", index=False)
+    (output_dir / "quality.md").write_text(markdown(table) + "\n")
+    return table
+
+
+def maps_from_config(config: Mapping) -> pd.DataFrame:
+    """:func:`make_maps` with the options of ``conf/maps.yaml`` as a plain mapping."""
+    return make_maps(
+        config["profiles"],
+        config["output_dir"],
+        layouts=config["layouts"],
+        layers=config.get("layers"),
+        metric=config.get("metric", "cosine"),
+        grid_shape=config.get("grid_shape"),
+        snap=config.get("snap", False),
+        seed=config.get("seed", 0),
+        method_options=config.get("method_options"),
+        formats=config.get("formats", ("png",)),
+        style=MapStyle(**config.get("style", {})),
+        quality=config.get("quality"),
+    )
+
+
+def markdown(table: pd.DataFrame) -> str:
+    """A table as GitHub Markdown with 3 decimals."""
+    return table.to_markdown(index=False, floatfmt=".3f")
