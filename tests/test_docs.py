@@ -20,5 +20,6 @@ def test_docs_build_strictly_with_the_api_reference_and_the_readme_as_guide(tmp_
     assert result.returncode == 0, result.stdout + result.stderr
     guide = (site / "index.html").read_text()
     assert "Quickstart" in guide and 'src="figures/filter_maps_topo.png"' in guide
-    for page, name in [("topo", "build_regularizer"), ("introspect", "GradNAP"), ("transfer", "swap_alphabet"), ("models", "Wav2Letter"), ("inference", "Transcriber")]:
+    pages = {"topo": "build_regularizer", "introspect": "GradNAP", "transfer": "swap_alphabet", "models": "Wav2Letter", "inference": "Transcriber"}
+    for page, name in pages.items():
         assert name in (site / "reference" / page / "index.html").read_text(), page
