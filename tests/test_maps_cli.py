@@ -147,7 +147,7 @@ def test_too_few_units_for_a_method_are_named_with_file_layer_and_method(tmp_pat
 def test_a_grid_layout_without_a_grid_shape_is_refused(tmp_path):
     sums = np.random.default_rng(0).normal(size=(3, 12))
     path = Profiles(["a", "b", "c"], {"conv0": sums}, {"conv0": sums**2}, {"conv0": np.ones(3)}).save(tmp_path / "p.npz")
-    with pytest.raises(ValueError, match=r"layer 'conv0' has no recorded grid shape.*grid_shape=\[rows,cols\]"):
+    with pytest.raises(ValueError, match=r"layer 'conv0' has no recorded grid .*grid_shape=\[rows,cols\]"):
         maps_from_config(maps_config(path, tmp_path / "out", "layouts=[grid]"))
     table = maps_from_config(maps_config(path, tmp_path / "out", "layouts=[grid]", "grid_shape=[3,4]"))
     assert list(table.method) == ["grid"]

@@ -273,3 +273,28 @@ def test_gradual_unfreezing_adds_one_layer_every_n_epochs_at_its_discriminative_
         assert recorder.groups[4]["conv6"] == pytest.approx(1e-3 * decay**4)
     else:
         assert recorder.groups[4]["head"] < recorder.groups[2]["head"]  # the cosine schedule moves the new groups too
+
+
+class StepRecorder(pl.Callback):
+    """Records the frozen layers before every optimizer step (after the transfer callback's hook)."""
+
+    def __init__(self) -> None:
+        self.frozen: list[list[str]] = []
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        self.frozen.append([name for name in LAYERS if is_frozen(pl_module.model, name)])
+
+
+def test_gradual_unfreezing_in_steps_is_independent_of_the_epoch_length(english_checkpoint, german_data, tmp_path):
+    module, callbacks = german_module(german_data, english_checkpoint, {"freeze_first": 8, "unfreeze_every_n_steps": 2})
+    recorder = StepRecorder()
+    fit(module, german_data, [*callbacks, recorder], max_steps=5, max_epochs=-1, limit_train_batches=3, default_root_dir=tmp_path)
+    assert [len(frozen) for frozen in recorder.frozen] == [8, 8, 7, 7, 6]
+    assert recorder.frozen[4] == LAYERS[:6]
+    assert {group["name"] for group in module.trainer.optimizers[0].param_groups} == {*LAYERS[6:]}
+
+
+def test_unfreezing_in_epochs_and_steps_at_once_is_refused():
+    with pytest.raises(ValueError, match="unfreeze_every_n_epochs and transfer.unfreeze_every_n_steps are both set"):
+        TransferConfig.from_dict({"init_from": None, "unfreeze_every_n_epochs": 1, "unfreeze_every_n_steps": 10})
+

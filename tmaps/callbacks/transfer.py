@@ -28,7 +28,8 @@ class TransferLearning(BaseFinetuning):
     """Keep layers frozen, and optionally unfreeze them one by one from the top down.
 
     With ``unfreeze_every_n_epochs = N``, the top-most frozen layer is unfrozen at the start of
-    epoch ``N``, the next one at epoch ``2 N``, and so on (Howard & Ruder, 2018). A layer that
+    epoch ``N``, the next one at epoch ``2 N``, and so on (Howard & Ruder, 2018);
+    ``unfreeze_every_n_steps = N`` does the same before optimizer steps ``N``, ``2 N``, ... A layer that
     is unfrozen joins the optimizer as a param group named after it, at its discriminative
     learning rate (``optim.lr * optim.lr_decay_per_layer ** (n_layers - 1 - depth)``, as
     ``ASRModule.parameter_groups`` gives the other layers) times the schedule's current factor,
@@ -36,31 +37,42 @@ class TransferLearning(BaseFinetuning):
 
     Args:
         frozen_layers: the layers frozen at the start, input side first.
-        unfreeze_every_n_epochs: ``None`` keeps them frozen for the whole run.
+        unfreeze_every_n_epochs: ``None`` (and no ``unfreeze_every_n_steps``) keeps them
+            frozen for the whole run.
+        unfreeze_every_n_steps: the schedule in optimizer steps instead of epochs.
     """
 
-    def __init__(self, frozen_layers: Sequence[str], unfreeze_every_n_epochs: int | None = None) -> None:
+    def __init__(
+        self, frozen_layers: Sequence[str], unfreeze_every_n_epochs: int | None = None, unfreeze_every_n_steps: int | None = None
+    ) -> None:
         super().__init__()
         self.frozen_layers = list(frozen_layers)
         self.unfreeze_every_n_epochs = unfreeze_every_n_epochs
+        self.unfreeze_every_n_steps = unfreeze_every_n_steps
 
-    def layers_unfrozen_by(self, epoch: int) -> list[str]:
-        """The layers that are trained again at ``epoch``, in the order they were unfrozen."""
-        if not self.unfreeze_every_n_epochs:
-            return []
-        count = min(epoch // self.unfreeze_every_n_epochs, len(self.frozen_layers))
-        return self.frozen_layers[::-1][:count]
+    def layers_unfrozen_by(self, epoch: int, step: int = 0) -> list[str]:
+        """The layers that are trained again at ``epoch`` and optimizer ``step``, in the order they were unfrozen."""
+        periods = max(
+            epoch // self.unfreeze_every_n_epochs if self.unfreeze_every_n_epochs else 0,
+            step // self.unfreeze_every_n_steps if self.unfreeze_every_n_steps else 0,
+        )
+        return self.frozen_layers[::-1][: min(periods, len(self.frozen_layers))]
 
     def freeze_before_training(self, pl_module: pl.LightningModule) -> None:
         freeze_layers(pl_module.model, self.frozen_layers)
 
     def finetune_function(self, pl_module: pl.LightningModule, epoch: int, optimizer: Optimizer) -> None:
         model = pl_module.model
-        for name in self.layers_unfrozen_by(epoch):
+        for name in self.layers_unfrozen_by(epoch, pl_module.global_step):
             if is_frozen(model, name):
                 unfreeze_layers(model, [name])
                 add_layer_group(pl_module, optimizer, name)
-                log.info("epoch %d: unfroze %s", epoch, name)
+                log.info("epoch %d, step %d: unfroze %s", epoch, pl_module.global_step, name)
+
+    def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch, batch_idx: int) -> None:
+        if self.unfreeze_every_n_steps and trainer.global_step % self.unfreeze_every_n_steps == 0:
+            for optimizer in trainer.optimizers:
+                self.finetune_function(pl_module, trainer.current_epoch, optimizer)
 
 
 def add_layer_group(pl_module: pl.LightningModule, optimizer: Optimizer, layer_name: str) -> None:
@@ -136,7 +148,7 @@ def setup_transfer(module: pl.LightningModule, config: Mapping | None) -> list[C
     module.hparams["transfer"] = dict(config)
     callbacks: list[Callback] = []
     if frozen:
-        callbacks.append(TransferLearning(frozen, transfer.unfreeze_every_n_epochs))
+        callbacks.append(TransferLearning(frozen, transfer.unfreeze_every_n_epochs, transfer.unfreeze_every_n_steps))
     if transfer.init_from:
         callbacks.append(WeightChange())
     return callbacks

@@ -20,6 +20,7 @@ from tmaps.data import SpeechDataModule
 from tmaps.progress import set_progress_bars
 from tmaps.training.checkpoint_io import AtomicCheckpointIO
 from tmaps.training.module import ASRModule
+from tmaps.training.precision import cpu_precision
 from tmaps.training.schema import check_config_types
 
 log = logging.getLogger(__name__)
@@ -37,6 +38,7 @@ def wandb_group(task_name: str) -> str:
 
 
 OmegaConf.register_new_resolver("wandb_group", wandb_group, replace=True)
+OmegaConf.register_new_resolver("cpu_precision", cpu_precision, replace=True)
 
 
 def plain(config: DictConfig | None) -> dict | None:

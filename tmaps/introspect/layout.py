@@ -19,7 +19,6 @@ import math
 import warnings
 from collections.abc import Callable
 
-import networkx as nx
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 from scipy.linalg import orthogonal_procrustes
@@ -308,6 +307,9 @@ def force_layout(
         n_neighbors: neighbours per unit in the graph.
         iterations: spring-layout iterations.
     """
+    # Imported here: no other layout needs networkx, and importing it slows the start-up of every command.
+    import networkx as nx
+
     features = profile_features(profiles, metric)
     _require_units("force", features.shape[0], n_neighbors + 1, f"more than n_neighbors={n_neighbors}")
     graph = kneighbors_graph(features, n_neighbors, mode="distance")

@@ -172,7 +172,8 @@ class Wav2Letter(nn.Module):
             x = block(x, lengths)
             lengths = block.output_length(lengths)
         logits = self.head(x)
-        return logits.transpose(1, 2).log_softmax(dim=-1), lengths
+        # CPU autocast keeps log_softmax in bf16; CTC needs the normalizer in fp32.
+        return logits.transpose(1, 2).float().log_softmax(dim=-1), lengths
 
 
 def wav2letter_paper(n_features: int = 128, n_classes: int = 29) -> Wav2Letter:

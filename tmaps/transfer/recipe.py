@@ -5,7 +5,7 @@ The recipes of Kunze et al. (2017) are, for a German model started from an Engli
 - ``freeze_first: k`` for k in 0, 6, 8, 9, 10 of the 11 layers (0 fine-tunes everything);
 - ``freeze_first: 8, reinit_unfrozen: true``: keep the first 8 layers, train the rest anew.
 
-``unfreeze_every_n_epochs`` adds gradual unfreezing (Howard & Ruder, 2018) on top; that part
+``unfreeze_every_n_steps`` (or ``_epochs``) adds gradual unfreezing (Howard & Ruder, 2018) on top; that part
 runs in the training loop (``tmaps.callbacks.transfer.TransferLearning``).
 """
 
@@ -42,6 +42,8 @@ class TransferConfig:
             ``fnmatch`` patterns re-initializes only the unfrozen layers that match.
         unfreeze_every_n_epochs: unfreeze one more frozen layer, the top-most first, every N
             epochs; ``None`` keeps them frozen.
+        unfreeze_every_n_steps: the same every N optimizer steps (a schedule that means the
+            same at any data size); at most one of the two.
     """
 
     init_from: str | None = None
@@ -50,6 +52,7 @@ class TransferConfig:
     freeze_patterns: tuple[str, ...] = ()
     reinit_unfrozen: bool | tuple[str, ...] = False
     unfreeze_every_n_epochs: int | None = None
+    unfreeze_every_n_steps: int | None = None
 
     def __post_init__(self) -> None:
         if self.init_from is not None and not str(self.init_from).strip():
@@ -63,9 +66,12 @@ class TransferConfig:
             raise ValueError(f"transfer.new_chars must be one of {NEW_CHARS}, got {self.new_chars!r}")
         if isinstance(self.freeze_first, str) and self.freeze_first != ALL_BUT_HEAD:
             raise ValueError(f"transfer.freeze_first must be an integer or {ALL_BUT_HEAD!r}, got {self.freeze_first!r}")
-        every = self.unfreeze_every_n_epochs
-        if every is not None and (isinstance(every, bool) or not isinstance(every, int) or every < 1):
-            raise ValueError(f"transfer.unfreeze_every_n_epochs must be a positive integer or null, got {every!r}")
+        for name in ("unfreeze_every_n_epochs", "unfreeze_every_n_steps"):
+            every = getattr(self, name)
+            if every is not None and (isinstance(every, bool) or not isinstance(every, int) or every < 1):
+                raise ValueError(f"transfer.{name} must be a positive integer or null, got {every!r}")
+        if self.unfreeze_every_n_epochs is not None and self.unfreeze_every_n_steps is not None:
+            raise ValueError("transfer.unfreeze_every_n_epochs and transfer.unfreeze_every_n_steps are both set; keep one")
 
     @classmethod
     def from_dict(cls, config: Mapping) -> TransferConfig:

@@ -28,6 +28,7 @@ import hashlib
 import itertools
 import json
 import logging
+import math
 import multiprocessing
 import os
 import shutil
@@ -45,12 +46,29 @@ import numpy as np
 import soundfile
 
 from tmaps.data.manifest import SPLITS, write_manifest
+from tmaps.data.synth.acoustics import (
+    NOISE_EXPONENTS,
+    BabbleConfig,
+    ReverbConfig,
+    Room,
+    add_at_snr,
+    babble,
+    colored_noise,
+    draw_room,
+    float_range,
+    import_pyroomacoustics,
+    reverberate,
+    room_impulse_responses,
+    scale_segments,
+    speed_perturb,
+)
 from tmaps.data.synth.espeak import (
     PITCH_RANGE,
     RATE_RANGE_WPM,
     SAMPLE_RATE,
     AlignmentError,
     Espeak,
+    SynthesizedUtterance,
     check_voice,
     voice_gender,
 )
@@ -60,7 +78,8 @@ from tmaps.text import ALPHABETS, Alphabet, normalize
 logger = logging.getLogger(__name__)
 
 # Bump when a change to the generator changes its output for the same config.
-GENERATOR_VERSION = 1
+# 2: noise is shaped at a fast FFT length and cut, so noisy corpora (snr_db) sound different.
+GENERATOR_VERSION = 2
 CHUNK_SIZE = 64
 CONFIG_FILE = "synth_config.json"
 DEFAULT_N_UTTERANCES = {"train": 2000, "dev": 100, "test": 100, "test_unseen": 100}
@@ -74,6 +93,14 @@ _SINGLE_LETTER_WORDS = {"en": frozenset({"a", "i"})}
 _MAX_DRAWS = 20
 # prctl option of Linux: a signal for this process when its parent dies.
 _PR_SET_PDEATHSIG = 1
+# Fields added after the first corpora were made, with the defaults that leave them out of a
+# corpus's key: a plain config's key does not depend on options it does not use.
+_LATER_FIELDS = {"speed": None, "babble": None, "reverb": None, "noise_colors": ("pink",)}
+# Third seed word of the babble pools' and room banks' generators (utterances use their index).
+_BABBLE_STREAM = 0xBAB1E
+_ROOM_STREAM = 0x2003
+# Peak level of an utterance whose mixture (speech, babble, noise) would clip.
+_PEAK = 0.99
 
 
 @dataclass(frozen=True)
@@ -86,7 +113,19 @@ class SynthConfig:
     sentence per line, blank lines skipped), sentences are normalized and a sentence with a
     character outside the alphabet is an error naming its line; the splits get disjoint
     sentences (in proportion to their sizes, reused in turn when the file is short).
-    ``snr_db`` adds pink noise at that signal-to-noise ratio over the whole utterance.
+
+    Realism (each off by default, all on in ``data=synth_en_hard`` / ``synth_de_hard``), applied
+    in this order:
+
+    - ``speed``: a ``[low, high]`` range of speed-perturbation factors (drawn in steps of
+      0.01; see :func:`~tmaps.data.synth.acoustics.speed_perturb`); word and phoneme times
+      are divided by the factor.
+    - ``reverb``: a :class:`~tmaps.data.synth.acoustics.ReverbConfig` mapping; speech and
+      babble sound through a random room, aligned on the direct path so times stay.
+    - ``babble``: a :class:`~tmaps.data.synth.acoustics.BabbleConfig` mapping; other talkers.
+    - ``snr_db``: stationary noise at this signal-to-noise ratio (over the speech, babble
+      left out), or at one drawn from a ``[low, high]`` range, over the whole utterance;
+      ``noise_colors`` (``white``, ``pink``, ``brown``) are drawn from per utterance.
     """
 
     language: str = "en"
@@ -98,8 +137,12 @@ class SynthConfig:
     text_file: str | None = None
     rate_wpm: tuple[int, int] = (140, 200)
     pitch: tuple[int, int] = (35, 65)
-    snr_db: float | None = None
+    snr_db: float | tuple[float, float] | None = None
     seed: int = 0
+    speed: tuple[float, float] | None = None
+    babble: BabbleConfig | None = None
+    reverb: ReverbConfig | None = None
+    noise_colors: tuple[str, ...] = ("pink",)
 
     def __post_init__(self) -> None:
         if self.language not in ALPHABETS:
@@ -129,7 +172,22 @@ class SynthConfig:
         if self.text_file is not None and not Path(self.text_file).is_file():
             raise ValueError(f"synth config: text_file {self.text_file!r} does not exist")
         if self.snr_db is not None and not isinstance(self.snr_db, (int, float)):
-            raise ValueError(f"synth config: snr_db must be a number or null, got {self.snr_db!r}")
+            object.__setattr__(self, "snr_db", float_range("", "snr_db", self.snr_db, -math.inf))
+        colors = self.noise_colors
+        if isinstance(colors, str) or not colors or not set(colors) <= set(NOISE_EXPONENTS):
+            raise ValueError(f"synth config: noise_colors must be a non-empty list of {sorted(NOISE_EXPONENTS)}, got {colors!r}")
+        object.__setattr__(self, "noise_colors", tuple(colors))
+        if self.speed is not None:
+            object.__setattr__(self, "speed", float_range("", "speed", self.speed, 0.5, 2.0))
+        for name, kind in (("babble", BabbleConfig), ("reverb", ReverbConfig)):
+            value = getattr(self, name)
+            if isinstance(value, Mapping):
+                unknown = set(value) - {config_field.name for config_field in fields(kind)}
+                if unknown:
+                    raise ValueError(f"synth config: {name} has unknown keys {sorted(unknown)}; known: {[f.name for f in fields(kind)]}")
+                object.__setattr__(self, name, kind(**value))
+            elif value is not None and not isinstance(value, kind):
+                raise ValueError(f"synth config: {name} must be a mapping or null, got {value!r}")
         if not isinstance(self.seed, int) or self.seed < 0:
             raise ValueError(f"synth config: seed must be a non-negative integer, got {self.seed!r}")
 
@@ -173,6 +231,7 @@ class _UtterancePlan:
 
 @dataclass(frozen=True)
 class _Chunk:
+    index: int
     config: SynthConfig
     folder: Path
     plans: list[_UtterancePlan]
@@ -278,21 +337,6 @@ def _plans(config: SynthConfig) -> list[_UtterancePlan]:
     return plans
 
 
-def _pink_noise(n_samples: int, rng: np.random.Generator) -> np.ndarray:
-    """``(n_samples,)`` noise with power falling as 1/f (white noise shaped in the frequency domain)."""
-    spectrum = np.fft.rfft(rng.standard_normal(n_samples))
-    frequencies = np.fft.rfftfreq(n_samples)
-    frequencies[0] = frequencies[1] if n_samples > 1 else 1.0
-    return np.fft.irfft(spectrum / np.sqrt(frequencies), n_samples)
-
-
-def _add_noise(audio: np.ndarray, snr_db: float, rng: np.random.Generator) -> np.ndarray:
-    noise = _pink_noise(len(audio), rng)
-    noise_power = np.mean(audio.astype(np.float64) ** 2) / 10 ** (snr_db / 10)
-    noise *= np.sqrt(noise_power / max(np.mean(noise**2), np.finfo(np.float64).tiny))
-    return (audio + noise).astype(np.float32)
-
-
 def _to_pcm16(audio: np.ndarray) -> np.ndarray:
     return np.clip(np.round(audio * 32768.0), -32768, 32767).astype(np.int16)
 
@@ -301,31 +345,116 @@ def _segments(segments: list[tuple[str, float, float]], duration: float) -> list
     return [[label, round(start, 3), round(min(end, duration), 3)] for label, start, end in segments]
 
 
-def _speak(plan: _UtterancePlan, chunk: _Chunk, espeak: Espeak) -> dict:
-    """Synthesize one planned utterance, write its FLAC and return its manifest record."""
+def _draw_text(plan: _UtterancePlan, config: SynthConfig, vocabulary: tuple | None, rng: np.random.Generator) -> str:
+    if plan.sentence is not None:
+        return plan.sentence
+    words, probabilities = vocabulary
+    n_words = int(rng.integers(config.words_per_utterance[0], config.words_per_utterance[1] + 1))
+    return " ".join(rng.choice(words, size=n_words, p=probabilities))
+
+
+def _spoken(
+    plan: _UtterancePlan, chunk: _Chunk, espeak: Espeak, voice: str, rng: np.random.Generator
+) -> tuple[str, SynthesizedUtterance, int, int]:
+    """Text, utterance, rate and pitch of one draw; a text espeak misreads is drawn again."""
     config = chunk.config
-    rng = np.random.default_rng([config.seed, SPLITS.index(plan.split), plan.index])
-    voices = config.unseen_voices if plan.split == "test_unseen" else config.voices
-    voice = voices[plan.index % len(voices)]
     rate_wpm = int(rng.integers(config.rate_wpm[0], config.rate_wpm[1] + 1))
     pitch = int(rng.integers(config.pitch[0], config.pitch[1] + 1))
     espeak_seed = int(rng.integers(2**31))
     for draw in itertools.count(1):
-        if plan.sentence is None:
-            words, probabilities = chunk.vocabulary
-            n_words = int(rng.integers(config.words_per_utterance[0], config.words_per_utterance[1] + 1))
-            text = " ".join(rng.choice(words, size=n_words, p=probabilities))
-        else:
-            text = plan.sentence
+        text = _draw_text(plan, config, chunk.vocabulary, rng)
         try:
-            utterance = espeak.synthesize(text, voice, rate_wpm, pitch, seed=espeak_seed)
-            break
+            return text, espeak.synthesize(text, voice, rate_wpm, pitch, seed=espeak_seed), rate_wpm, pitch
         except AlignmentError as error:
             if plan.sentence is not None:
                 raise ValueError(f"{config.text_file}:{plan.line_number}: {error}") from None
             if draw == _MAX_DRAWS:
                 raise
-    audio = utterance.audio if config.snr_db is None else _add_noise(utterance.audio, config.snr_db, rng)
+
+
+def _split_voices(config: SynthConfig, split: str) -> tuple[str, ...]:
+    return config.unseen_voices if split == "test_unseen" else config.voices
+
+
+def _babble_pool(chunk: _Chunk, split: str, espeak: Espeak) -> list[np.ndarray]:
+    """``babble.pool_size`` utterances of vocabulary words spoken by ``split``'s voices, for ``chunk``."""
+    config = chunk.config
+    rng = np.random.default_rng([config.seed, SPLITS.index(split), _BABBLE_STREAM, chunk.index])
+    voices = _split_voices(config, split)
+    pool = []
+    for index in range(config.babble.pool_size):
+        plan = _UtterancePlan(split, index)
+        _, utterance, _, _ = _spoken(plan, chunk, espeak, voices[(chunk.index + index) % len(voices)], rng)
+        pool.append(utterance.audio)
+    return pool
+
+
+@dataclass
+class _Backgrounds:
+    """What the utterances of a chunk share, made when first needed: babble talkers per split, rooms."""
+
+    babble: dict[str, list[np.ndarray]] = field(default_factory=dict)
+    rooms: list[tuple[Room, list[tuple[np.ndarray, int]]]] | None = None
+
+
+def _room_bank(chunk: _Chunk) -> list[tuple[Room, list[tuple[np.ndarray, int]]]]:
+    """``reverb.rooms_per_chunk`` rooms for ``chunk``, each with a talker's and a babble position's response."""
+    config = chunk.config
+    rng = np.random.default_rng([config.seed, len(SPLITS), _ROOM_STREAM, chunk.index])
+    rooms = [draw_room(config.reverb, 2, rng) for _ in range(config.reverb.rooms_per_chunk)]
+    return [(room, room_impulse_responses(room, config.reverb.ism_order, SAMPLE_RATE, rng)) for room in rooms]
+
+
+def _acoustics(
+    audio: np.ndarray, config: SynthConfig, rng: np.random.Generator, babble_pool: list[np.ndarray] | None, rooms: list | None
+) -> tuple[np.ndarray, dict]:
+    """``audio`` in a room, with babble and noise as ``config`` asks; what was drawn, for the record."""
+    drawn = {}
+    babble_audio = None
+    if config.babble is not None:
+        n_talkers = int(rng.integers(config.babble.talkers[0], config.babble.talkers[1] + 1))
+        babble_snr_db = round(float(rng.uniform(*config.babble.snr_db)), 1)
+        babble_audio = babble(babble_pool, n_talkers, len(audio), rng)
+        drawn.update(babble_talkers=n_talkers, babble_snr_db=babble_snr_db)
+    if config.reverb is not None:
+        room, responses = rooms[int(rng.integers(len(rooms)))]
+        audio = reverberate(audio, *responses[0])
+        if babble_audio is not None:
+            babble_audio = reverberate(babble_audio, *responses[1])
+        drawn.update(rt60_s=round(room.rt60, 3), room_m=[round(float(side), 2) for side in room.size])
+    speech = audio
+    if babble_audio is not None:
+        audio = add_at_snr(speech, babble_audio, drawn["babble_snr_db"])
+    if config.snr_db is not None:
+        snr_db = config.snr_db if isinstance(config.snr_db, (int, float)) else round(float(rng.uniform(*config.snr_db)), 1)
+        color = config.noise_colors[int(rng.integers(len(config.noise_colors)))] if len(config.noise_colors) > 1 else config.noise_colors[0]
+        audio = add_at_snr(audio, colored_noise(len(audio), color, rng), snr_db, reference=speech)
+        drawn["snr_db"] = snr_db
+        if config.noise_colors != ("pink",):
+            drawn["noise_color"] = color
+    peak = float(np.max(np.abs(audio), initial=0.0))
+    if peak > 1:
+        audio = audio * (_PEAK / peak)
+    return audio.astype(np.float32), drawn
+
+
+def _speak(plan: _UtterancePlan, chunk: _Chunk, espeak: Espeak, backgrounds: _Backgrounds) -> dict:
+    """Synthesize one planned utterance, write its FLAC and return its manifest record."""
+    config = chunk.config
+    rng = np.random.default_rng([config.seed, SPLITS.index(plan.split), plan.index])
+    voices = _split_voices(config, plan.split)
+    voice = voices[plan.index % len(voices)]
+    text, utterance, rate_wpm, pitch = _spoken(plan, chunk, espeak, voice, rng)
+    audio, words, phonemes = utterance.audio, utterance.words, utterance.phonemes
+    speed = None
+    if config.speed is not None:
+        speed = round(float(rng.uniform(*config.speed)), 2)
+        audio, words, phonemes = speed_perturb(audio, speed), scale_segments(words, speed), scale_segments(phonemes, speed)
+    if config.babble is not None and plan.split not in backgrounds.babble:
+        backgrounds.babble[plan.split] = _babble_pool(chunk, plan.split, espeak)
+    if config.reverb is not None and backgrounds.rooms is None:
+        backgrounds.rooms = _room_bank(chunk)
+    audio, drawn = _acoustics(audio, config, rng, backgrounds.babble.get(plan.split), backgrounds.rooms)
     utterance_id = f"{config.language}-{plan.split}-{plan.index:06d}"
     audio_path = chunk.folder / "audio" / f"{utterance_id}.flac"
     soundfile.write(audio_path, _to_pcm16(audio), SAMPLE_RATE, format="FLAC", subtype="PCM_16")
@@ -338,15 +467,15 @@ def _speak(plan: _UtterancePlan, chunk: _Chunk, espeak: Espeak) -> dict:
         "text": text,
         "language": config.language,
         "speaker": voice,
-        "words": _segments(utterance.words, duration),
-        "phonemes": _segments(utterance.phonemes, duration),
+        "words": _segments(words, duration),
+        "phonemes": _segments(phonemes, duration),
         "gender": voice_gender(voice),
         "rate": rate_wpm,
         "pitch": pitch,
     }
-    if config.snr_db is not None:
-        record["snr_db"] = config.snr_db
-    return record
+    if speed is not None:
+        record["speed"] = speed
+    return {**record, **drawn}
 
 
 def _speak_chunk(chunk: _Chunk, sender: Connection, parent_pid: int) -> None:
@@ -360,10 +489,11 @@ def _speak_chunk(chunk: _Chunk, sender: Connection, parent_pid: int) -> None:
     try:
         espeak = Espeak()
         records = []
+        backgrounds = _Backgrounds()
         for plan in chunk.plans:
             if os.getppid() != parent_pid:
                 return
-            records.append(_speak(plan, chunk, espeak))
+            records.append(_speak(plan, chunk, espeak, backgrounds))
         sender.send((None, records))
     except Exception as error:
         sender.send((error, None))
@@ -411,7 +541,7 @@ def _speak_chunks(chunks: list[_Chunk], num_workers: int) -> list[list[dict]]:
 
 def describe(config: SynthConfig) -> dict:
     """Everything the corpus depends on: config, generator and library versions, text file digest."""
-    settings = asdict(config)
+    settings = {name: value for name, value in asdict(config).items() if _LATER_FIELDS.get(name, ...) != value}
     if config.text_file is not None:
         settings["text_file"] = hashlib.sha256(Path(config.text_file).read_bytes()).hexdigest()
     return {
@@ -458,11 +588,15 @@ def _remove_stale_partials(target: Path) -> None:
 def _build(config: SynthConfig, folder: Path, num_workers: int) -> None:
     for voice in (*config.voices, *config.unseen_voices):
         check_voice(voice, config.language)
+    if config.reverb is not None:
+        import_pyroomacoustics()
     plans = _plans(config)
-    words = vocabulary(config.language, config.vocabulary_size) if config.text_file is None else None
+    needs_words = config.text_file is None or config.babble is not None
+    words = vocabulary(config.language, config.vocabulary_size) if needs_words else None
     (folder / "audio").mkdir(parents=True)
     chunks = [
-        _Chunk(config, folder, plans[start : start + CHUNK_SIZE], words) for start in range(0, len(plans), CHUNK_SIZE)
+        _Chunk(index, config, folder, plans[start : start + CHUNK_SIZE], words)
+        for index, start in enumerate(range(0, len(plans), CHUNK_SIZE))
     ]
     records: dict[str, list[dict]] = {split: [] for split in SPLITS}
     for chunk, chunk_records in zip(chunks, _speak_chunks(chunks, num_workers)):

@@ -32,7 +32,9 @@ from typing import NamedTuple
 
 import espeakng_loader
 import numpy as np
-from scipy.signal import firwin, resample_poly
+from scipy.signal import resample_poly
+
+from tmaps.data.synth.acoustics import resampling_filter
 
 SAMPLE_RATE = 16_000
 ESPEAK_SAMPLE_RATE = 22_050
@@ -241,9 +243,17 @@ def check_voice(voice: str, language: str | None = None) -> None:
     if variant_file is not None and not variant_file.is_file():
         variants = sorted(path.name for path in variant_file.parent.iterdir())
         raise ValueError(f"espeak-ng has no voice variant {variant_file.name!r} (in {voice!r}); known: {variants}")
+    if not _has_language(voice_language):
+        raise ValueError(f"espeak-ng has no language {voice_language!r} (in voice {voice!r})")
+
+
+@functools.cache
+def _has_language(language: str) -> bool:
+    """Whether espeak-ng can speak ``language``; asked once per language and process, because
+    dozens of ``espeak_SetVoiceByName`` calls in a row (a corpus with every voice variant)
+    leave the library marking no word at the start of the next utterance it speaks."""
     with _LOCK:
-        if _shared_library().native.espeak_SetVoiceByName(voice_language.encode()) != 0:
-            raise ValueError(f"espeak-ng has no language {voice_language!r} (in voice {voice!r})")
+        return _shared_library().native.espeak_SetVoiceByName(language.encode()) == 0
 
 
 @functools.cache
@@ -306,16 +316,9 @@ class Espeak:
             phonemes = _phoneme_segments(marks, _sounding_end(samples))
             word_segments = _word_segments(marks, phonemes, words, library.phoneme_count)
         audio = resample_poly(
-            samples.astype(np.float32) / 32768.0, _RESAMPLE_UP, _RESAMPLE_DOWN, window=_resampling_filter()
+            samples.astype(np.float32) / 32768.0, _RESAMPLE_UP, _RESAMPLE_DOWN, window=resampling_filter(_RESAMPLE_UP, _RESAMPLE_DOWN)
         ).astype(np.float32)
         return SynthesizedUtterance(audio, word_segments, [phoneme[:3] for phoneme in phonemes])
-
-
-@functools.cache
-def _resampling_filter() -> np.ndarray:
-    """The low-pass FIR filter that ``resample_poly`` designs by default, designed once instead of per call."""
-    max_rate = max(_RESAMPLE_UP, _RESAMPLE_DOWN)
-    return firwin(2 * 10 * max_rate + 1, 1 / max_rate, window=("kaiser", 5.0))
 
 
 def _sounding_end(samples: np.ndarray) -> float:
