@@ -71,7 +71,7 @@ def test_every_imported_package_is_declared():
     base, extras = declared()
     every = base | set().union(*extras.values())
     distributions = importlib.metadata.packages_distributions()
-    local = {"tmaps", "conftest"} | {path.stem for path in (REPO / "tests").glob("test_*.py")}
+    local = {"tmaps"} | {path.stem for folder in SOURCES for path in (REPO / folder).rglob("*.py")}
     undeclared = {}
     for module, files in imported_modules().items():
         if module in sys.stdlib_module_names or module in local or module == "__future__":
