@@ -55,7 +55,9 @@ def main(argv: Sequence[str] | None = None) -> pd.DataFrame:
     profiles = {}
     for model in MODELS:
         checkpoint = load_checkpoint(getattr(arguments, model))
-        profiles[model] = checkpoint_profiles(checkpoint, options["data"], groups="phoneme", **profile_options)
+        # The baseline is profiled on the topographic model's layers, which may lie inside blocks.
+        layers = profiles["topo"].layers if model == "baseline" else None
+        profiles[model] = checkpoint_profiles(checkpoint, options["data"], groups="phoneme", layers=layers, **profile_options)
         output_dir.mkdir(parents=True, exist_ok=True)
         profiles[model].save(output_dir / f"profiles_{model}.npz")
     table, per_phoneme = topography_comparison(profiles["topo"], profiles["baseline"], recorded_grids(profiles["topo"]), arguments.permutations)

@@ -12,7 +12,7 @@ import tmaps.conf
 from tmaps.checkpoint import load_checkpoint
 from tmaps.data import SpeechDataModule
 from tmaps.data.dataset import collate
-from tmaps.models import Wav2Letter, wav2letter_paper, wav2letter_small
+from tmaps.models import Wav2Letter, build_model, wav2letter_paper, wav2letter_small
 from tmaps.text import Alphabet
 
 ENGLISH = Alphabet.for_language("en")
@@ -49,7 +49,7 @@ def test_mismatched_layer_lists_are_refused():
 @pytest.mark.parametrize(("builder", "preset"), [(wav2letter_paper, "wav2letter"), (wav2letter_small, "small")])
 def test_the_python_builders_are_the_config_presets(builder, preset):
     config = yaml.safe_load((Path(tmaps.conf.__file__).parent / "model" / f"{preset}.yaml").read_text())
-    from_config = Wav2Letter(n_features=40, n_classes=29, **config)
+    from_config = build_model({**config, "n_features": 40, "n_classes": 29})
     built = builder(n_features=40, n_classes=29)
     assert repr(built) == repr(from_config)
     assert {key: value.shape for key, value in built.state_dict().items()} == {key: value.shape for key, value in from_config.state_dict().items()}

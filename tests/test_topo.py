@@ -15,7 +15,7 @@ import yaml
 from matplotlib.figure import Figure
 from torch import nn
 
-from tmaps.models import Wav2Letter
+from tmaps.models import ConformerCTC, Wav2Letter, build_model
 from tmaps.topo import (
     BlurSmoothness,
     Grid,
@@ -147,8 +147,10 @@ def test_response_correlation_equals_pearson_over_pairs(boundary, neighbourhood,
     ).statistic
     loss = ResponseCorrelation(grid, samples=samples)
     assert float(loss(activations)) == pytest.approx(expected, rel=1e-6)
-    # A Linear layer's output has its channels last.
+    # A Linear layer's output has its channels last; inside conformer blocks it is time-major.
     assert float(loss(activations.transpose(1, 2), channel_dim=-1)) == pytest.approx(expected, rel=1e-6)
+    time_major = ResponseCorrelation(grid, samples=samples, batch_axis=1)
+    assert float(time_major(activations.permute(2, 0, 1), channel_dim=-1)) == pytest.approx(expected, rel=1e-6)
 
 
 def test_response_correlation_on_many_units_uses_a_seeded_random_subset():
@@ -334,7 +336,7 @@ def test_layer_and_config_errors_name_what_is_wrong():
 
 @pytest.mark.parametrize("name", ["none", "weight_similarity", "response_correlation", "blur_smoothness"])
 def test_every_topo_config_builds_on_the_small_model(name):
-    model = Wav2Letter(n_features=40, n_classes=29, **yaml.safe_load((CONF / "model" / "small.yaml").read_text()))
+    model = build_model({**yaml.safe_load((CONF / "model" / "small.yaml").read_text()), "n_features": 40, "n_classes": 29})
     config = yaml.safe_load((CONF / "topo" / f"{name}.yaml").read_text())
     regularizer = build_regularizer(model, config)
     if name == "none":
@@ -454,3 +456,20 @@ def test_training_with_the_weight_loss_makes_a_small_wav2letter_topographic(synt
         assert topographic[f"{layer}/ratio"] > 2 * plain[f"{layer}/ratio"]
         assert topographic[f"{layer}/smoothness"] > plain[f"{layer}/smoothness"] + 0.1
     assert min(topo_ctc[-10:]) < 0.7 * topo_ctc[0]
+
+
+@pytest.mark.parametrize("loss", ["weight_similarity", "response_correlation", "blur_smoothness"])
+def test_topographic_losses_shape_the_feed_forward_units_inside_conformer_blocks(loss):
+    """Layer names inside blocks, time-major (time, batch, units) outputs: the loss reaches the FFN's hidden Linear."""
+    torch.manual_seed(0)
+    model = ConformerCTC(n_features=40, n_classes=29, subsample_channels=[32, 32], d_model=32, n_blocks=2, ffn_dim=48, conv_kernel_size=7)
+    layers = ["block0.ffn1.sequential.1", "block1.ffn2.sequential.1"]
+    regularizer = build_regularizer(model, {"layers": layers, "loss": loss, "grid": {"shape": [6, 8]}})
+    model(torch.randn(3, 40, 60), torch.tensor([60, 45, 30]))
+    total, terms = regularizer.loss(step=0)
+    total.backward()
+    assert sorted(terms) == sorted(f"{layer}/{loss}" for layer in layers)
+    for layer in layers:
+        assert model.get_submodule(layer).weight.grad.abs().sum() > 0
+    metrics = topography_metrics(model, regularizer.layer_names, regularizer.grids)
+    assert metrics["block0.ffn1.sequential.1/ratio"] == pytest.approx(1.0, abs=0.3)  # random weights: no topography yet

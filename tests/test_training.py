@@ -61,7 +61,7 @@ def data_dir(synth_data_dir) -> Path:
     ids=lambda overrides: overrides[0],
 )
 def test_every_group_option_trains_under_fast_dev_run(overrides, tmp_path, data_dir, trained_run):
-    small_model = [] if overrides[0] == "model=wav2letter" else TINY_MODEL
+    small_model = [] if overrides[0] in ("model=wav2letter", "model=conformer_small") else TINY_MODEL
     cfg = compose_train([*overrides, *TINY_CORPUS, *small_model, "trainer.fast_dev_run=true"], tmp_path, data_dir)
     if cfg.get("transfer") and OmegaConf.is_missing(cfg.transfer, "init_from"):
         cfg.transfer.init_from = str(trained_run / "checkpoints" / "last.ckpt")
@@ -203,6 +203,35 @@ def test_a_wrong_config_key_or_value_fails_with_hydras_message(override, message
     assert result.returncode != 0
     assert message in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_conformer_trains_with_topography_on_its_feed_forward_units_and_map_callbacks(tmp_path, data_dir):
+    """model=conformer_small through the same app: topographic losses and maps on units inside its blocks."""
+    layers = "[block0.ffn1.sequential.1,block1.ffn2.sequential.1]"
+    cfg = compose_train(
+        ["model=conformer_small", "topo=response_correlation", f"topo.layers={layers}", "topo.warmup_steps=0", "callbacks=default",
+         "callbacks.activation_profiles.every_n_epochs=1", "logger=csv", "trainer.max_epochs=1", "test=false", *TINY_CORPUS],
+        tmp_path,
+        data_dir,
+    )
+    train(cfg)
+    loaded = load_checkpoint(tmp_path / "checkpoints" / "last.ckpt")
+    assert type(loaded.model).__name__ == "ConformerCTC" and loaded.hyper_parameters["model"]["arch"] == "conformer"
+    metrics = list(csv.DictReader((tmp_path / "csv" / "version_0" / "metrics.csv").open()))
+    logged = {key for row in metrics for key, value in row.items() if value}
+    assert {"val/topo/block0.ffn1.sequential.1/ratio", "val/topo/block1.ffn2.sequential.1/ratio"} <= logged
+    figures = [str(path.relative_to(tmp_path / "figures")) for path in (tmp_path / "figures").rglob("*.png")]
+    assert any("block0.ffn1.sequential.1" in name for name in figures), figures
+
+
+def test_checkpoints_without_an_arch_load_as_wav2letter(trained_run, tmp_path):
+    """Checkpoints written before models were a config choice have no model.arch."""
+    checkpoint = read_checkpoint(trained_run / "checkpoints" / "last.ckpt")
+    checkpoint["hyper_parameters"]["model"].pop("arch")
+    old = tmp_path / "old.ckpt"
+    torch.save(checkpoint, old)
+    assert type(load_checkpoint(old).model).__name__ == "Wav2Letter"
+    check_compatible(old, {"model": {**checkpoint["hyper_parameters"]["model"], "arch": "wav2letter"}, "alphabet": checkpoint["hyper_parameters"]["alphabet"]})
 
 
 def test_a_recipe_without_its_mandatory_checkpoint_names_the_key_to_add(tmp_path, data_dir):

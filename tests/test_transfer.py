@@ -13,7 +13,7 @@ from tmaps.checkpoint import CheckpointMismatchError, load_checkpoint
 from tmaps.data import SpeechDataModule
 from tmaps.data.manifest import SPLITS
 from tmaps.introspect.weights import layer_weights
-from tmaps.models import Wav2Letter
+from tmaps.models import Wav2Letter, build_model
 from tmaps.text import Alphabet
 from tmaps.training.module import ASRModule
 from tmaps.transfer import (
@@ -196,7 +196,7 @@ def test_incompatible_checkpoint_lists_the_tensors_that_differ(english_checkpoin
     assert "conv0" not in message
 
     renamed = {key.replace("conv9.", "conv10."): value for key, value in load_checkpoint(english_checkpoint).model.state_dict().items()}
-    model = Wav2Letter(**module.hparams.model)
+    model = build_model(module.hparams.model)
     with pytest.raises(CheckpointMismatchError, match=r"conv9.conv.weight: missing from the checkpoint(.|\n)*conv10.conv.weight: unexpected"):
         init_from_state_dict(model, renamed, ENGLISH, GERMAN)
 

@@ -15,9 +15,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
-from tmaps.models import Wav2Letter
+from tmaps.models import build_model, model_config
 from tmaps.text import Alphabet
 from tmaps.topo import Grid, topographic_grids
 
@@ -40,7 +40,7 @@ class LoadedCheckpoint:
     """
 
     path: Path
-    model: Wav2Letter
+    model: nn.Module
     alphabet: Alphabet
     features: dict
     hyper_parameters: dict
@@ -83,7 +83,7 @@ def _is_torch_archive(path: Path) -> bool:
 
 
 def model_state_dict(checkpoint: Mapping) -> dict[str, torch.Tensor]:
-    """The Wav2Letter weights of a LightningModule checkpoint (``model.`` prefix removed)."""
+    """The model weights of a LightningModule checkpoint (``model.`` prefix removed)."""
     prefix = "model."
     return {key[len(prefix) :]: value for key, value in checkpoint["state_dict"].items() if key.startswith(prefix)}
 
@@ -92,7 +92,7 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     """Rebuild the model, alphabet and feature config stored in a tmaps checkpoint."""
     checkpoint = read_checkpoint(path, map_location)
     hyper_parameters = checkpoint["hyper_parameters"]
-    model = Wav2Letter(**hyper_parameters["model"])
+    model = build_model(hyper_parameters["model"])
     model.load_state_dict(model_state_dict(checkpoint))
     model.eval()
     return LoadedCheckpoint(
@@ -134,6 +134,8 @@ def check_compatible(path: str | os.PathLike, expected: Mapping) -> None:
     """
     hyper_parameters = read_checkpoint(path)["hyper_parameters"]
     found = {key: hyper_parameters[key] for key in expected}
+    if "model" in found:
+        found["model"] = model_config(found["model"])
     differences = describe_differences(expected, found)
     if differences:
         raise CheckpointMismatchError(

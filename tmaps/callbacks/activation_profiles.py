@@ -45,7 +45,9 @@ class ActivationProfiles(MapCallback):
     of one process over the whole probe set.
 
     Args:
-        layers: the layers profiled (and on the ARI curve); ``None`` takes ``model.layer_names``.
+        layers: the layers profiled (and on the ARI curve); ``None`` takes ``model.layer_names``
+            and the map layers inside them (units inside a block, such as a conformer's
+            feed-forward units).
         map_layers: the layers drawn as maps; ``None`` takes the topographic layers of the
             module (none for a plain model). A map has a panel per group and takes seconds
             to draw.
@@ -92,10 +94,11 @@ class ActivationProfiles(MapCallback):
         self.adjusted_rand_rows = state_dict["adjusted_rand_rows"]
 
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if self.layers is None:
-            self.layers = list(pl_module.model.layer_names)
         if self.map_layers is None:
             self.map_layers = topographic_layers(pl_module)
+        if self.layers is None:
+            names = list(pl_module.model.layer_names)
+            self.layers = names + [layer for layer in self.map_layers if layer not in names]
         unknown = sorted(set(self.map_layers) - set(self.layers))
         if unknown:
             raise ValueError(f"ActivationProfiles map_layers {unknown} are not among the profiled layers {self.layers}")

@@ -167,7 +167,8 @@ def checkpoint_profiles(
         data: the ``data`` config group as a plain mapping (``SpeechDataModule`` arguments);
             its features are replaced by the checkpoint's.
         split: ``train``, ``dev``, ``test`` or ``test_unseen``.
-        layers: module names; ``None`` takes ``model.layer_names``.
+        layers: module names; ``None`` takes ``model.layer_names`` and the topographic layers
+            (which may lie inside them, e.g. a conformer's feed-forward units).
         groups: ``phoneme``, ``phoneme_class``, ``character``, ``word``, a record field
             (``speaker``, ``language``, ...) or a :class:`~tmaps.introspect.Grouping`.
         kind: ``"nap"`` or ``"gradnap"``.
@@ -187,7 +188,9 @@ def checkpoint_profiles(
     if kind not in PROFILERS:
         raise ValueError(f"kind must be one of {tuple(PROFILERS)}, got {kind!r}")
     model = checkpoint.model
-    layers = list(model.layer_names) if layers is None else list(layers)
+    if layers is None:
+        layers = list(model.layer_names)
+        layers += [layer for layer in checkpoint.grids if layer not in layers]
     check_layers(model, layers, checkpoint.path)
     datamodule = checkpoint_datamodule(data, checkpoint.alphabet, checkpoint.features, checkpoint.path)
     datamodule.prepare_data()

@@ -8,7 +8,7 @@ settings and the model's constructor arguments.
 
 The state dict file is ``{"model": constructor arguments, "alphabet", "features",
 "state_dict"}``, saved with ``torch.save`` and loadable with ``weights_only=True``;
-``tmaps.models.Wav2Letter(**stored["model"]).load_state_dict(stored["state_dict"])`` rebuilds
+``tmaps.models.build_model(stored["model"]).load_state_dict(stored["state_dict"])`` rebuilds
 the model without Lightning (:func:`load_exported_state_dict`).
 """
 
@@ -25,7 +25,7 @@ from torch.export import Dim
 
 from tmaps.data.features import HOP_LENGTH, N_FFT, SAMPLE_RATE
 from tmaps.extras import require
-from tmaps.models import Wav2Letter
+from tmaps.models import build_model
 from tmaps.text import Alphabet
 
 FORMATS = ("onnx", "program", "state_dict")
@@ -80,13 +80,13 @@ def export_state_dict(model: nn.Module, model_arguments: Mapping, alphabet: Alph
     return Path(path)
 
 
-def load_exported_state_dict(path: str | os.PathLike) -> tuple[Wav2Letter, Alphabet, dict]:
+def load_exported_state_dict(path: str | os.PathLike) -> tuple[nn.Module, Alphabet, dict]:
     """The model (in eval mode), alphabet and feature config of an exported state dict file."""
     stored = torch.load(path, map_location="cpu", weights_only=True)
     missing = [key for key in ("model", "alphabet", "features", "state_dict") if key not in stored]
     if missing:
         raise ValueError(f"{path} is not an exported tmaps state dict: it lacks {missing}")
-    model = Wav2Letter(**stored["model"])
+    model = build_model(stored["model"])
     model.load_state_dict(stored["state_dict"])
     return model.eval(), Alphabet(stored["alphabet"]), stored["features"]
 

@@ -1,7 +1,9 @@
 """Looking inside trained networks (plain PyTorch/NumPy, any ``nn.Module``).
 
 - profiles: ``NAP(model, layers).compute(loader, groups)`` and :class:`GradNAP` return
-  :class:`Profiles` (one ``(units, groups)`` matrix per layer);
+  :class:`Profiles` (one ``(units, groups)`` matrix per layer) of any layer: an
+  :class:`OutputAdapter` reads tuple outputs and ``(batch, time, units)`` or time-major ones;
+  ``waveform_forward`` runs waveform-input models such as wav2vec 2.0;
 - groups: phonemes, phoneme classes, characters, words, speakers, or any record key;
 - clustering of profiles (:func:`cluster_summary`, :func:`plot_profile_heatmap`), and their
   agreement with phoneme classes (ARI) and grids (Moran's I);
@@ -10,6 +12,7 @@
 - weight change between two models or checkpoints.
 """
 
+from tmaps.introspect.adapters import FEATURES, WAVEFORM, ModelInput, OutputAdapter, waveform_forward
 from tmaps.introspect.alignment import align, align_utterance
 from tmaps.introspect.clustering import (
     MoransI,
@@ -39,6 +42,7 @@ from tmaps.introspect.weights import LayerChange, WeightMismatchError, change_ta
 PROFILERS = {"nap": NAP, "gradnap": GradNAP}
 
 __all__ = [
+    "FEATURES",
     "LAYOUTS",
     "NAP",
     "PHONEME_CLASSES",
@@ -50,10 +54,13 @@ __all__ = [
     "LayerChange",
     "LayerProfile",
     "MapStyle",
+    "ModelInput",
     "MoransI",
+    "OutputAdapter",
     "Profiles",
     "RecordGrouping",
     "SegmentGrouping",
+    "WAVEFORM",
     "WeightMismatchError",
     "adjusted_rand",
     "adjusted_rand_by_layer",
@@ -87,5 +94,6 @@ __all__ = [
     "silhouette",
     "snap_to_grid",
     "trustworthiness",
+    "waveform_forward",
     "weight_change",
 ]

@@ -8,11 +8,14 @@ centre of its receptive field relative to input frame 0 (convolutions padded on 
 
 ``TimeAxisProbe`` records the time-axis geometry (kernel, stride, padding, dilation of the last
 axis) of every ``Conv1d``, ``Conv2d`` and 1-d/2-d max or average pooling that a forward pass
-runs, in call order. When these calls form an unbroken chain from the input to a layer (each
-call's input length is the previous call's output length, the last output length is the
-layer's), the layer's ``FrameMap`` is exact: stride and offset follow from the chain, and each
-utterance's number of valid frames follows from its input length by the convolution length
-formula. Otherwise (branches, reshapes, other length-changing modules) the map is estimated
+runs, in call order. The calls chain from the input as long as each call's input length is the
+previous call's output length. A layer of ``n`` frames takes the longest such chain that ends
+in ``n`` frames; calls after it are side branches whose output does not become the layer's
+time axis, such as the positional convolution of wav2vec 2.0, whose output is one frame
+longer and trimmed before it is added. Then the layer's ``FrameMap`` is exact: stride and
+offset follow from the chain, and each utterance's number of valid frames follows from its
+input length by the convolution length formula. When no chain ends in ``n`` frames
+(reshapes, other length-changing modules) the map is estimated
 from the padded lengths alone: ``stride = round(T_in / T_layer)``, the frames spread evenly over
 the input (``offset = (T_in - 1 - (T_layer - 1) * stride) / 2``), and an utterance of ``n``
 input frames has ``ceil(n / stride)`` valid frames.
@@ -177,14 +180,26 @@ class TimeAxisProbe:
     def _record(self, module: nn.Module, inputs: tuple[Tensor, ...], output: Tensor) -> None:
         self.calls.append((window_of(module), inputs[0].shape[-1], output.shape[-1]))
 
-    def frame_map(self, n_input_frames: int, n_frames: int) -> FrameMap:
-        """Exact map when the recorded calls chain the input to ``n_frames`` frames, else the estimate."""
-        windows, length = [], n_input_frames
+    def _chain(self, n_input_frames: int) -> list[tuple[Window, int]]:
+        """The recorded calls that chain from the input, with each one's output length."""
+        chain, length = [], n_input_frames
         for window, n_in, n_out in self.calls:
             if window is None or n_in != length:
-                return FrameMap.estimate(n_input_frames, n_frames)
-            windows.append(window)
+                break
+            chain.append((window, n_out))
             length = n_out
-        if length != n_frames:
-            return FrameMap.estimate(n_input_frames, n_frames)
-        return FrameMap.from_windows(tuple(windows))
+        return chain
+
+    def lengths(self, n_input_frames: int) -> set[int]:
+        """The input's length family: its length and every length the recorded calls produced from it."""
+        return {n_input_frames, *(n_out for _, n_out in self._chain(n_input_frames))}
+
+    def frame_map(self, n_input_frames: int, n_frames: int) -> FrameMap:
+        """Exact map from the longest chain of recorded calls that ends in ``n_frames`` frames, else the estimate."""
+        chain = self._chain(n_input_frames)
+        ends = [i + 1 for i, (_, n_out) in enumerate(chain) if n_out == n_frames]
+        if ends:
+            return FrameMap.from_windows(tuple(window for window, _ in chain[: ends[-1]]))
+        if n_frames == n_input_frames:
+            return FrameMap.from_windows(())
+        return FrameMap.estimate(n_input_frames, n_frames)

@@ -8,13 +8,12 @@ activations are never stored, all layers come from one pass, and partial results
 (``Profiles.merge``, ``Profiles.all_reduce`` across DDP ranks).
 
 Plain PyTorch/NumPy: works on any ``nn.Module``. ``layers`` are module names
-(``model.get_submodule``); a layer's output is read as
-
-- ``(batch, units, time)`` for 3-d outputs (``Conv1d`` convention),
-- ``(batch, units)`` for 2-d outputs (``Linear``): one frame per utterance, utterance-level
-  groupings only,
-- ``(batch, channels, height, time)`` for 4-d outputs (``Conv2d`` over features x time):
-  units are ``channels * height``.
+(``model.get_submodule``); a layer's output is read by an ``OutputAdapter``
+(``tmaps.introspect.adapters``): the tensor of a tuple or dataclass output, its batch and time
+axes (probed on the first batch, or declared), the other axes as units. ``(batch, units,
+time)`` convolution outputs, ``(batch, time, units)`` and ``(time, batch, units)`` transformer
+outputs all work; 2-d ``(batch, units)`` outputs give one frame per utterance
+(utterance-level groupings only).
 
 Frames are matched to segments as described in ``tmaps.introspect.frames``; padded frames
 beyond an utterance's valid length never count. Whether the padding reached the valid frames
@@ -33,6 +32,7 @@ import zipfile
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -40,6 +40,7 @@ import torch.distributed as dist
 from torch import Tensor, nn
 
 import tmaps
+from tmaps.introspect.adapters import FEATURES, Axes, ModelInput, OutputAdapter, read_axes
 from tmaps.introspect.frames import FrameMap, TimeAxisProbe
 from tmaps.introspect.groups import Alignments, CharacterGrouping, Grouping, resolve_grouping
 from tmaps.introspect.padding import PaddingCheck, is_padded, unpadded
@@ -380,19 +381,6 @@ def _grow(stat: Tensor, n_rows: int) -> Tensor:
     return torch.cat([stat, stat.new_zeros((n_rows - len(stat), *stat.shape[1:]))])
 
 
-def _units_by_time(layer: str, output: Tensor) -> tuple[Tensor, bool]:
-    """A layer output as ``(B, U, T)``, and whether it had a time axis."""
-    if not isinstance(output, Tensor):
-        raise ValueError(f"layer {layer!r} returns {type(output).__name__}, not a tensor; choose one of its submodules")
-    if output.ndim == 2:
-        return output.unsqueeze(-1), False
-    if output.ndim == 3:
-        return output, True
-    if output.ndim == 4:
-        return output.flatten(1, 2), True
-    raise ValueError(f"layer {layer!r} returns a {output.ndim}-d tensor; profiles read 2-d, 3-d or 4-d outputs")
-
-
 def model_outputs(result: Tensor | tuple[Tensor, Tensor], batch: Mapping, output_map: FrameMap) -> tuple[Tensor, Tensor]:
     """``log_probs (B, T', C)`` and ``output_lengths (B,)`` of a forward result.
 
@@ -428,8 +416,10 @@ class NAP:
         layers: module names (``model.get_submodule``), e.g. ``["conv0", "conv5"]`` for
             ``tmaps.models.Wav2Letter`` or ``["acoustic_model.1"]`` (a ReLU) for torchaudio's.
         forward: ``(model, batch) -> log_probs (B, T', C)`` or ``(log_probs, output_lengths)``
-            to run models that ``default_forward`` does not cover.
-        frame_rate: feature frames per second (``tmaps.data.features.FRAME_RATE``, 100).
+            to run models that ``default_forward`` does not cover
+            (``tmaps.introspect.adapters.waveform_forward`` for waveform models).
+        frame_rate: input frames per second along the input's last axis
+            (``tmaps.data.features.FRAME_RATE``, 100, for log-mel; 16000 for waveforms).
         exact: run every utterance alone, without padding (one forward pass per utterance:
             slower, by about the batch size on a GPU), for models that let padding reach valid
             frames. By default batches run as they come, and the first padded batch checks
@@ -439,7 +429,11 @@ class NAP:
             ``padding_invariant`` (``None`` when no batch was padded, or in exact mode) and
             ``padding_differences`` (per layer, the largest difference relative to the layer's
             largest activation). ``tmaps.models.Wav2Letter`` masks its padding; a plain stack
-            of padded convolutions such as torchaudio's ``Wav2Letter`` does not.
+            of padded convolutions such as torchaudio's ``Wav2Letter`` does not. The check runs
+            on log-mel batches whose layers all have the batch first and time last.
+        adapters: layer -> ``OutputAdapter`` for layers whose output is a tuple or dataclass,
+            or whose axes must be declared; other layers are probed.
+        inputs: the batch keys of the model input and its lengths (``FEATURES`` or ``WAVEFORM``).
 
     Example:
         >>> profiles = NAP(model, ["conv2", "conv5"]).compute(loader, "phoneme")
@@ -455,6 +449,8 @@ class NAP:
         forward: ForwardFn | None = None,
         frame_rate: float = 100.0,
         exact: bool = False,
+        adapters: Mapping[str, OutputAdapter] | None = None,
+        inputs: ModelInput = FEATURES,
     ) -> None:
         self.model = model
         self.layers = [layers] if isinstance(layers, str) else list(layers)
@@ -464,10 +460,18 @@ class NAP:
             raise ValueError(f"layers {unknown} are not modules of {type(model).__name__}; its modules are {names}")
         if len(set(self.layers)) != len(self.layers):
             raise ValueError(f"layers are listed more than once: {self.layers}")
+        undeclared = sorted(set(adapters or {}) - set(self.layers))
+        if undeclared:
+            raise ValueError(f"adapters are given for {undeclared}, which are not among the layers {self.layers}")
+        if exact and inputs != FEATURES:
+            raise ValueError(f"exact=True cuts log-mel batches to each utterance's length; inputs {inputs} are not supported")
         self.forward = forward or default_forward
         self.frame_rate = frame_rate
         self.exact = exact
+        self.adapters = {layer: (adapters or {}).get(layer, OutputAdapter()) for layer in self.layers}
+        self.inputs = inputs
         self._frame_maps: dict[str, FrameMap] = {}
+        self._axes: dict[str, Axes] = {}
 
     def _info(self) -> dict:
         model = type(self.model)
@@ -498,20 +502,20 @@ class NAP:
             raise ValueError(f"window must be >= 0, got {window}")
         grouping = resolve_grouping(groups)
         accumulator = _Accumulator(grouping, window, self.frame_rate)
-        self._frame_maps = {}
+        self._frame_maps, self._axes = {}, {}
         padding: dict = {"exact": self.exact, "padding_invariant": None}
         with evaluating(self.model):
             for batch in progress_bar(loader, f"{self.kind} pass"):
                 batch = to_model_device(self.model, batch)
                 for part in unpadded(batch) if self.exact else [batch]:
-                    accumulator.start_batch(part["records"], part["feature_lengths"])
+                    accumulator.start_batch(part["records"], part[self.inputs.lengths_key])
                     # The frame maps come from the first batch; later batches skip the probe's hooks.
                     probe = TimeAxisProbe(self.model) if not self._frame_maps else None
-                    checking = padding["padding_invariant"] is None and not self.exact and is_padded(part)
+                    checking = padding["padding_invariant"] is None and not self.exact and self.inputs == FEATURES and is_padded(part)
                     check = PaddingCheck(self.model, self.layers, part) if checking else None
                     with probe or contextlib.nullcontext(), check or contextlib.nullcontext():
                         self._run_batch(part, accumulator, probe)
-                    if check is not None:
+                    if check is not None and self._readable_by_padding_check():
                         padding |= self._padding_invariance(check)
         info = {
             **self._info(),
@@ -545,11 +549,28 @@ class NAP:
             self._frame_maps[layer] = probe.frame_map(n_input_frames, n_frames)
         return self._frame_maps[layer]
 
-    def _accumulate(self, layer: str, output: Tensor, batch: Mapping, accumulator: _Accumulator, probe: TimeAxisProbe | None) -> None:
-        values, has_time_axis = _units_by_time(layer, output)
-        if accumulator.grouping.frame_level and not has_time_axis:
+    def _readable_by_padding_check(self) -> bool:
+        """Whether ``PaddingCheck`` reads every layer right: batch first and time last."""
+        return all(axes.conv_convention for axes in self._axes.values())
+
+    def _n_input_frames(self, batch: Mapping) -> int:
+        return batch[self.inputs.key].shape[-1]
+
+    def _units_by_time(self, layer: str, activations: Tensor, batch: Mapping, probe: TimeAxisProbe | None) -> Tensor:
+        """``(B, U, T)`` activations of ``layer`` (``T = 1`` without a time axis); the first batch fixes its axes."""
+        if layer not in self._axes:
+            if probe is None:
+                raise RuntimeError(f"layer {layer!r} did not run in the first batch, so its axes cannot be probed")
+            lengths = probe.lengths(self._n_input_frames(batch))
+            module = self.model.get_submodule(layer)
+            self._axes[layer] = read_axes(layer, module, activations, self.adapters[layer], len(batch["records"]), lengths)
+        return self._axes[layer].units_by_time(activations)
+
+    def _accumulate(self, layer: str, activations: Tensor, batch: Mapping, accumulator: _Accumulator, probe: TimeAxisProbe | None) -> None:
+        values = self._units_by_time(layer, activations, batch, probe)
+        if accumulator.grouping.frame_level and self._axes[layer].time is None:
             raise ValueError(f"layer {layer!r} has no time axis; use an utterance-level grouping (a record field) for it")
-        frame_map = self._frame_map(layer, batch["features"].shape[-1], values.shape[-1], probe)
+        frame_map = self._frame_map(layer, self._n_input_frames(batch), values.shape[-1], probe)
         accumulator.add(layer, values, frame_map)
 
     def _hook_layers(self, on_output: Callable[[str, Tensor], Tensor | None]) -> list[torch.utils.hooks.RemovableHandle]:
@@ -570,7 +591,10 @@ class NAP:
     def _run_batch(self, batch: Mapping, accumulator: _Accumulator, probe: TimeAxisProbe | None) -> None:
         # Accumulating inside the hook reads each output before any later in-place operation
         # (torchaudio's ReLU(inplace=True)) can change it, and frees it right away.
-        handles = self._hook_layers(lambda layer, output: self._accumulate(layer, output, batch, accumulator, probe))
+        def accumulate(layer: str, output: Any) -> None:
+            self._accumulate(layer, self.adapters[layer].select(layer, output), batch, accumulator, probe)
+
+        handles = self._hook_layers(accumulate)
         try:
             with torch.no_grad():
                 self.forward(self.model, batch)
@@ -595,7 +619,7 @@ class GradNAP(NAP):
     the whole batch.
 
     Args:
-        model, layers, forward, frame_rate, exact: as for ``NAP``.
+        model, layers, forward, frame_rate, exact, adapters, inputs: as for ``NAP``.
         target: ``"aligned"``: the character aligned to each output frame, from the records'
             ``characters`` segments (forced alignment) or, without them, their ``words``
             spread evenly over the characters (``CharacterGrouping``); frames that no
@@ -619,8 +643,10 @@ class GradNAP(NAP):
         frame_rate: float = 100.0,
         alignments: Alignments | None = None,
         exact: bool = False,
+        adapters: Mapping[str, OutputAdapter] | None = None,
+        inputs: ModelInput = FEATURES,
     ) -> None:
-        super().__init__(model, layers, forward, frame_rate, exact)
+        super().__init__(model, layers, forward, frame_rate, exact, adapters, inputs)
         if target not in TARGETS:
             raise ValueError(f"target must be one of {TARGETS}, got {target!r}")
         self.target = target
@@ -677,15 +703,17 @@ class GradNAP(NAP):
         """One forward pass with gradients: every layer's output (a tensor that gradients reach) and the model's result."""
         activations: dict[str, Tensor] = {}
 
-        def keep(layer: str, output: Tensor) -> Tensor:
+        def keep(layer: str, output: Any) -> Any:
+            activation = self.adapters[layer].select(layer, output)
             # The layer's frame map must come from the calls recorded up to this layer.
-            self._frame_map(layer, batch["features"].shape[-1], _units_by_time(layer, output)[0].shape[-1], probe)
-            if not output.requires_grad:  # frozen parameters: make the activation a leaf
-                output = output.detach().requires_grad_()
-            activations[layer] = output
+            n_frames = self._units_by_time(layer, activation, batch, probe).shape[-1]
+            self._frame_map(layer, self._n_input_frames(batch), n_frames, probe)
+            if not activation.requires_grad:  # frozen parameters: make the activation a leaf
+                activation = activation.detach().requires_grad_()
+            activations[layer] = activation
             # Like Captum, later layers get a copy, so that their in-place operations leave
             # the kept activation (and the gradient with respect to it) alone.
-            return output.clone()
+            return self.adapters[layer].replace(output, activation.clone())
 
         handles = self._hook_layers(keep)
         try:
@@ -699,7 +727,7 @@ class GradNAP(NAP):
     def objective(self, batch: Mapping, result: Tensor | tuple, probe: TimeAxisProbe | None = None) -> Tensor:
         """``sum_b J_b``: the summed log-probability of every utterance's frame targets over its valid output frames."""
         n_output_frames = (result[0] if isinstance(result, tuple) else result).shape[1]
-        output_map = self._frame_map("<output>", batch["features"].shape[-1], n_output_frames, probe)
+        output_map = self._frame_map("<output>", self._n_input_frames(batch), n_output_frames, probe)
         log_probs, output_lengths = model_outputs(result, batch, output_map)
         targets = self.frame_targets(batch, log_probs, output_lengths, output_map)
         valid = torch.arange(log_probs.shape[1], device=log_probs.device) < output_lengths[:, None].to(log_probs.device)

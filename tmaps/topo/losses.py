@@ -151,8 +151,10 @@ class ResponseCorrelation(TopographicLoss):
     - ``"frames"`` (default): every time step (or spatial position) of every utterance is a
       sample, e.g. ``8 x 500`` samples for a batch of eight 10 s utterances. Correlations
       then say which channels fire together in time, i.e. on the same sounds.
-    - ``"utterances"``: responses are averaged over time first, one sample per utterance.
-      With batches of 8 to 32 these correlations are very noisy; kept for comparison.
+    - ``"utterances"``: responses are averaged over time first, one sample per utterance
+      (along ``batch_axis``: 1 for the time-major ``(time, batch, units)`` outputs inside
+      torchaudio's conformer and transformer blocks). With batches of 8 to 32 these
+      correlations are very noisy; kept for comparison.
 
     Frames in the padding of shorter utterances count as samples too (the regularizer sees
     only the layer's output, not the lengths).
@@ -164,11 +166,13 @@ class ResponseCorrelation(TopographicLoss):
         max_units: above this many channels each call draws a random subset of this many
             (``max_units**2 / 2`` pairs) to bound time and memory.
         seed: seed of the subset draws (own generator: training randomness is untouched).
+        batch_axis: the batch axis of the layer's output, for ``samples="utterances"``.
 
     Shapes:
         ``loss(activations, channel_dim=1)`` takes the layer output, e.g. ``(batch,
         channels, time)`` for a convolution or ``(batch, ..., channels)`` with
-        ``channel_dim=-1`` for ``Linear``, and returns a scalar.
+        ``channel_dim=-1`` for ``Linear`` (any order of the other axes: ``(time, batch,
+        channels)`` inside a conformer block), and returns a scalar.
     """
 
     name = "response_correlation"
@@ -178,7 +182,7 @@ class ResponseCorrelation(TopographicLoss):
     VARIANCE_FLOOR = 1e-8
 
     def __init__(
-        self, grid: Grid, weight: float = 1.0, samples: str = "frames", max_units: int = 1024, seed: int = 0
+        self, grid: Grid, weight: float = 1.0, samples: str = "frames", max_units: int = 1024, seed: int = 0, batch_axis: int = 0
     ) -> None:
         super().__init__(grid, weight)
         if samples not in self.SAMPLES:
@@ -187,12 +191,13 @@ class ResponseCorrelation(TopographicLoss):
             raise ValueError(f"ResponseCorrelation max_units must be >= 2, got {max_units}")
         self.samples = samples
         self.max_units = max_units
+        self.batch_axis = batch_axis
         self._generator = torch.Generator().manual_seed(seed)
         self._target_similarity = 1 / (grid.distances + 1)
 
     def responses(self, activations: Tensor, channel_dim: int = 1) -> Tensor:
         """``(n_samples, channels)`` responses from a layer output (see ``samples``)."""
-        responses = activations.movedim(channel_dim, -1)
+        responses = activations.movedim((self.batch_axis, channel_dim), (0, -1))
         if responses.shape[-1] != self.grid.n_units:
             raise ValueError(
                 f"ResponseCorrelation on {self.grid!r} got activations with {responses.shape[-1]} channels "

@@ -1,4 +1,4 @@
-"""``ASRModule``: Wav2Letter + CTC as a LightningModule."""
+"""``ASRModule``: an acoustic model (``tmaps.models``) + CTC as a LightningModule."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from torchmetrics.text import CharErrorRate, WordErrorRate
 
 from tmaps.checkpoint import read_checkpoint
 from tmaps.inference.decoding import GreedyDecoder
-from tmaps.models import Wav2Letter
+from tmaps.models import build_model, model_config
 from tmaps.text import BLANK, Alphabet
 from tmaps.topo import build_regularizer, topography_metrics
 from tmaps.training.loggers import log_table
@@ -36,10 +36,11 @@ class OptimConfig(TypedDict, total=False):
 
 
 class ASRModule(pl.LightningModule):
-    """Trains a :class:`~tmaps.models.Wav2Letter` with CTC and reports WER/CER.
+    """Trains an acoustic model of ``tmaps.models`` with CTC and reports WER/CER.
 
     Args:
-        model: ``Wav2Letter`` constructor arguments except ``n_features`` and ``n_classes``,
+        model: the model config (:func:`~tmaps.models.build_model`): ``arch`` (``wav2letter``
+            when absent) and the constructor arguments except ``n_features`` and ``n_classes``,
             which follow from ``features["n_mels"]`` and the alphabet.
         alphabet: the output characters (``Alphabet.chars``); class 0 is the CTC blank.
         features: the feature config of the data (stored so a checkpoint rebuilds its inputs).
@@ -77,7 +78,7 @@ class ASRModule(pl.LightningModule):
     ) -> None:
         super().__init__()
         self.alphabet = Alphabet(alphabet)
-        model_arguments = {**model, "n_features": features["n_mels"], "n_classes": self.alphabet.n_classes}
+        model_arguments = {**model_config(model), "n_features": features["n_mels"], "n_classes": self.alphabet.n_classes}
         self.save_hyperparameters(
             {
                 "model": model_arguments,
@@ -92,7 +93,7 @@ class ASRModule(pl.LightningModule):
         )
         if optim.get("schedule", "cosine") not in SCHEDULES:
             raise ValueError(f"optim.schedule must be one of {SCHEDULES}, got {optim['schedule']!r}")
-        self.model = Wav2Letter(**model_arguments)
+        self.model = build_model(model_arguments)
         self.forward_model: nn.Module = torch.compile(self.model) if compile else self.model
         self.ctc = nn.CTCLoss(blank=BLANK, zero_infinity=True)
         self.topo = build_regularizer(self.model, dict(topo)) if topo else None
