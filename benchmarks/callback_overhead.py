@@ -59,7 +59,7 @@ def epoch_seconds(callbacks: str, root: Path, n_train: int, epochs: int, overrid
                 f"paths.output_dir={root / callbacks}",
                 f"data.source.n_utterances.train={n_train}",
                 f"trainer.max_epochs={epochs}",
-                "+trainer.enable_progress_bar=false",
+                "trainer.enable_progress_bar=false",
                 *overrides,
             ],
         )

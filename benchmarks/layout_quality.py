@@ -25,10 +25,12 @@ import time
 from collections.abc import Callable
 
 import numpy as np
-from minisom import MiniSom
 
+from tmaps.extras import require
 from tmaps.introspect.layout import LAYOUTS, check_profiles, compute_layout, profile_features
 from tmaps.introspect.quality import layout_quality, make_planted_profiles
+
+MiniSom = require("minisom", extra="bench", feature="benchmarks/layout_quality.py").MiniSom
 
 SIZES = (250, 2000)
 TIME_TARGET_S = 10.0

@@ -26,15 +26,16 @@ import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
-import psutil
 import torch
 from omegaconf import OmegaConf
 
 from tmaps.data import SpeechDataModule
+from tmaps.extras import require
 from tmaps.introspect.nap import NAP, GradNAP
 from tmaps.models import Wav2Letter
 from tmaps.text import BLANK
 
+psutil = require("psutil", extra="bench", feature="benchmarks/nap_cost.py")
 CONFIG = Path(__file__).resolve().parents[1] / "conf" / "data" / "synth_en.yaml"
 SMALL_MODEL = {"channels": [256, 256, 256, 256, 256, 512], "kernel_sizes": [11, 7, 7, 7, 7, 1], "strides": [2, 1, 1, 1, 1, 1]}
 LAYERS = ["conv1", "conv3", "conv5"]

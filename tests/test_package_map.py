@@ -7,7 +7,9 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "tmaps"
 # Bottom up, as in the package map of docs/design.md.
-LAYERS = ["text", "models", "topo", "checkpoint", "data", "introspect", "transfer", "training", "callbacks", "commands", "cli"]
+LAYERS = [
+    "extras", "progress", "text", "models", "topo", "checkpoint", "data", "introspect", "inference", "transfer", "training", "callbacks", "commands", "cli",
+]
 CORE = ("topo", "introspect")  # plain PyTorch/NumPy
 
 

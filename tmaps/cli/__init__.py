@@ -4,6 +4,8 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
+from tmaps.training.precision import cpu_precision
+
 
 def new_folder(path: str) -> str:
     """Create the folder ``path`` and return it; if it exists, create ``path_2``, ``path_3``, ... instead.
@@ -24,3 +26,5 @@ def new_folder(path: str) -> str:
 
 # Cached, so that every reading of the run folder (and every job of a sweep) gets the same one.
 OmegaConf.register_new_resolver("new_folder", new_folder, use_cache=True, replace=True)
+# conf/trainer/cpu.yaml's precision: every command that builds a Trainer (tmaps-eval too) needs it.
+OmegaConf.register_new_resolver("cpu_precision", cpu_precision, replace=True)

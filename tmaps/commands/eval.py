@@ -12,6 +12,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from tmaps.data import SpeechDataModule
 from tmaps.data.datamodule import skip_report_lines
+from tmaps.inference.decoding import build_decoder
+from tmaps.progress import set_progress_bars
 from tmaps.text import Alphabet
 from tmaps.training.loggers import log_table
 from tmaps.training.module import ASRModule
@@ -69,15 +71,20 @@ def print_summary(results: dict, title: str) -> None:
 
 
 def evaluate(cfg: DictConfig) -> dict:
-    """WER and CER of ``cfg.ckpt_path`` on the test splits of ``cfg.data``."""
+    """WER and CER of ``cfg.ckpt_path`` on the test splits of ``cfg.data``, decoded by ``cfg.decoder``
+    (a beam search's lexicon and LM come from the corpus' train transcripts unless ``decoder.text`` is set)."""
     if not cfg.get("ckpt_path"):
         raise ValueError("tmaps-eval needs ckpt_path=<file.ckpt>")
+    set_progress_bars(None if cfg.trainer.get("enable_progress_bar", True) else False)
     module = ASRModule.from_checkpoint(cfg.ckpt_path)
     datamodule = checkpoint_datamodule(OmegaConf.to_container(cfg.data, resolve=True), module.alphabet, module.hparams.features, cfg.ckpt_path)
     datamodule.output_stride = module.model.stride
     trainer: pl.Trainer = hydra.utils.instantiate(cfg.trainer, logger=False, callbacks=[], enable_checkpointing=False)
     datamodule.prepare_data()
     datamodule.setup("test")
+    train_text = datamodule.manifest_path("train")
+    decoder = OmegaConf.to_container(cfg.decoder, resolve=True) if cfg.get("decoder") else None
+    module.decoder = build_decoder(decoder, module.alphabet, cfg.paths.output_dir, train_text if train_text.is_file() else None)
     results = test_splits(trainer, module, datamodule, ckpt_path=None)
     print_summary(results, title=f"tmaps: {Path(cfg.ckpt_path).name}")
     report_skips(datamodule, trainer)

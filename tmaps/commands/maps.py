@@ -114,7 +114,7 @@ def write_figures(
 def make_maps(
     profiles_path: str | os.PathLike,
     output_dir: str | os.PathLike,
-    layouts: Sequence[str] = ("pca", "som", "umap", "random"),
+    layouts: Sequence[str] = ("pca", "som", "tsne", "random"),
     layers: Sequence[str] | None = None,
     *,
     metric: str = "cosine",

@@ -19,6 +19,7 @@ from tmaps.checkpoint import check_compatible, check_writable
 from tmaps.commands.eval import print_summary, report_skips, test_splits
 from tmaps.commands.report import TEST_RESULTS_FILE, write_report
 from tmaps.data import SpeechDataModule
+from tmaps.progress import set_progress_bars
 from tmaps.training.checkpoint_io import AtomicCheckpointIO
 from tmaps.training.module import ASRModule
 from tmaps.training.precision import cpu_precision
@@ -84,6 +85,7 @@ def train(cfg: DictConfig) -> float | None:
     logged.
     """
     started = time.perf_counter()
+    set_progress_bars(None if cfg.trainer.get("enable_progress_bar", True) else False)
     check_complete(cfg)
     check_config_types(cfg)
     pl.seed_everything(cfg.seed, workers=True)
@@ -99,6 +101,8 @@ def train(cfg: DictConfig) -> float | None:
         log.warning("checkpoints=none: this run writes no checkpoint, and tests its final weights")
     callbacks = checkpoints + instantiate_list(cfg.get("callbacks"))
     callbacks += setup_transfer(module, plain(cfg.get("transfer")))
+    if cfg.get("rich_progress_bar") and cfg.trainer.get("enable_progress_bar", True):
+        callbacks.append(pl.callbacks.RichProgressBar())
     loggers = instantiate_list(cfg.get("logger"))
     trainer: pl.Trainer = hydra.utils.instantiate(
         cfg.trainer, callbacks=callbacks, logger=loggers or False, plugins=[AtomicCheckpointIO()], enable_checkpointing=bool(checkpoints)

@@ -240,6 +240,9 @@ class SpeechDataModule(pl.LightningDataModule):
     def test_dataloader(self) -> list[DataLoader]:
         return list(self.test_loaders().values())
 
+    def predict_dataloader(self) -> DataLoader:
+        return self.loader("test")
+
 
 def skip_report_lines(report: Mapping[str, Mapping]) -> list[str]:
     """:meth:`SpeechDataModule.skip_report` as a table of lines: split, manifest, kept, skipped by reason."""

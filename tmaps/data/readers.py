@@ -1,4 +1,4 @@
-"""Real corpora (LibriSpeech, Common Voice, generic manifests) as split manifests.
+"""Real corpora (LibriSpeech, Common Voice, generic manifests, local Hugging Face datasets) as split manifests.
 
 Each reader turns a corpus layout into records ``{"id", "audio", "text", "speaker", ...}`` per
 split, with the transcript as the corpus spells it. :func:`build_corpus` then normalizes the
@@ -23,6 +23,7 @@ from pathlib import Path
 import soundfile
 
 from tmaps.data.manifest import SPLITS, json_type, write_manifest
+from tmaps.extras import require
 from tmaps.text import Alphabet, normalize
 
 log = logging.getLogger(__name__)
@@ -33,6 +34,9 @@ SplitMapping = Mapping[str, "str | Sequence[str]"]
 # Speaker attributes of Common Voice that are kept as record keys (utterance-level NAP groups).
 COMMON_VOICE_ATTRIBUTES = ("age", "gender", "accents", "accent")
 MANIFEST_AUDIO_COLUMNS = ("audio", "path")
+# Transcript and speaker columns of Hugging Face speech datasets, in order of preference.
+HF_TEXT_COLUMNS = ("transcription", "sentence", "text")
+HF_SPEAKER_COLUMNS = ("speaker_id", "client_id", "speaker")
 
 
 def read_librispeech(path: str | os.PathLike, splits: SplitMapping) -> dict[str, list[dict]]:
@@ -141,6 +145,80 @@ def _manifest_record(row: dict, manifest: Path) -> dict:
     return {"id": str(row.get("id") or audio.stem), "audio": str(audio), "text": str(row["text"]), **extra}
 
 
+def read_hugging_face(
+    path: str | os.PathLike, splits: SplitMapping, audio_dir: str | os.PathLike, text_column: str | None = None
+) -> dict[str, list[dict]]:
+    """Records of a local Hugging Face speech dataset, by split.
+
+    ``path`` is either an AudioFolder (``metadata.csv`` with ``file_name`` and a transcript
+    column next to the audio; in split subfolders such as ``train/`` and ``test/``, or at the
+    top, which is the split ``train``) or a folder written by ``datasets``' ``save_to_disk``
+    with an ``audio`` column (a ``DatasetDict``, or one ``Dataset``, the split ``train``). The
+    audio of a ``datasets`` folder is written once to ``audio_dir``. ``splits`` maps split
+    names to the dataset's own (``{train: train, dev: validation, test: test}``).
+
+    The transcript is ``text_column`` or the first of ``transcription``, ``sentence``,
+    ``text``; the speaker the first of ``speaker_id``, ``client_id``, ``speaker``; other
+    columns are kept as record keys.
+    """
+    root = Path(path)
+    if not root.is_dir():
+        raise FileNotFoundError(f"Hugging Face dataset folder {root} does not exist")
+    parts = _split_parts(splits)
+    if (root / "dataset_dict.json").is_file() or (root / "state.json").is_file():
+        rows = _datasets_rows(root, {part for names in parts.values() for part in names}, Path(audio_dir))
+    else:
+        rows = {part: _audiofolder_rows(root, part) for names in parts.values() for part in names}
+    return {split: [_hugging_face_record(row, source, text_column) for part in names for source, row in rows[part]] for split, names in parts.items()}
+
+
+def _audiofolder_rows(root: Path, part: str) -> list[tuple[str, dict]]:
+    folder = root if part == "train" and (root / "metadata.csv").is_file() else root / part
+    table = folder / "metadata.csv"
+    if not table.is_file():
+        raise FileNotFoundError(f"AudioFolder {root}: split {part!r} has no {table}")
+    rows = _read_table(table, required=("file_name",))
+    return [(str(table), {**row, "audio": str(folder / row.pop("file_name"))}) for row in rows]
+
+
+def _datasets_rows(root: Path, parts: set[str], audio_dir: Path) -> dict[str, list[tuple[str, dict]]]:
+    datasets = require("datasets", extra="hf", feature="data=hf with a datasets.save_to_disk folder")
+    stored = datasets.load_from_disk(str(root))
+    by_split = stored if isinstance(stored, datasets.DatasetDict) else {"train": stored}
+    missing = sorted(parts - set(by_split))
+    if missing:
+        raise ValueError(f"datasets folder {root} has no split {missing}; it has {sorted(by_split)}")
+    rows = {}
+    for part in parts:
+        table = by_split[part]
+        if "audio" not in table.column_names:
+            raise ValueError(f"datasets folder {root}, split {part!r}: no 'audio' column (columns: {table.column_names})")
+        table = table.cast_column("audio", datasets.Audio(decode=False))
+        rows[part] = []
+        for index, row in enumerate(table):
+            audio = row.pop("audio")
+            name = f"{part}-{index:06d}{Path(audio.get('path') or '.wav').suffix or '.wav'}"
+            target = audio_dir / part / name
+            if audio.get("bytes"):
+                target.parent.mkdir(parents=True, exist_ok=True)
+                target.write_bytes(audio["bytes"])
+            else:
+                target = Path(audio.get("path") or target)
+            rows[part].append((f"{root} [{part}] row {index}", {"id": str(row.pop("id", "") or Path(name).stem), **row, "audio": str(target)}))
+    return rows
+
+
+def _hugging_face_record(row: dict, source: str, text_column: str | None) -> dict:
+    columns = (text_column,) if text_column else HF_TEXT_COLUMNS
+    text = next((column for column in columns if column in row), None)
+    if text is None:
+        raise ValueError(f"{source}: no transcript column {list(columns)} in {sorted(row)}")
+    speaker = next((column for column in HF_SPEAKER_COLUMNS if row.get(column) not in (None, "")), None)
+    extra = {key: value for key, value in row.items() if key not in (text, speaker, "audio", "id")}
+    record = {"id": str(row.get("id") or Path(row["audio"]).stem), "audio": row["audio"], "text": str(row[text] or ""), **extra}
+    return record | ({"speaker": str(row[speaker])} if speaker else {})
+
+
 def _read_table(path: Path, required: Sequence[str], quoting: int = csv.QUOTE_MINIMAL) -> list[dict]:
     """Rows of a ``.jsonl``, ``.csv`` or ``.tsv`` file.
 
@@ -190,6 +268,7 @@ READERS: dict[str, Callable[..., dict[str, list[dict]]]] = {
     "librispeech": read_librispeech,
     "commonvoice": read_common_voice,
     "manifest": read_generic_manifest,
+    "hf": read_hugging_face,
 }
 
 
@@ -229,8 +308,8 @@ def _describe(report: Mapping[str, list[str]], limit: int = 20) -> str:
 def build_corpus(source: Mapping, root: str | os.PathLike, language: str, oov: str = "error") -> Path:
     """Read the real corpus described by ``source`` and write its split manifests; return their folder.
 
-    ``source`` holds ``kind`` (``librispeech``, ``commonvoice`` or ``manifest``), ``path`` and
-    ``splits`` (see the module doc). The folder ``root/<kind>-<language>-<hash of the config>``
+    ``source`` holds ``kind`` (``librispeech``, ``commonvoice``, ``manifest`` or ``hf``), ``path``
+    and ``splits`` (see the module doc), and for ``hf`` optionally ``text_column``. The folder ``root/<kind>-<language>-<hash of the config>``
     is reused when it is complete; delete it to re-read a corpus that changed on disk. It also
     holds ``report.json``: the dropped out-of-alphabet utterances and the speaker filtering of
     ``test_unseen``.
@@ -257,7 +336,8 @@ def build_corpus(source: Mapping, root: str | os.PathLike, language: str, oov: s
         log.info("using the manifests of %s in %s", source["path"], folder)
         return folder
 
-    splits = READERS[kind](config["path"], source.get("splits"))
+    options = {"audio_dir": folder / "audio", "text_column": source.get("text_column")} if kind == "hf" else {}
+    splits = READERS[kind](config["path"], source.get("splits"), **options)
     _check_unique_ids(splits)
     alphabet = Alphabet.for_language(language)
     report: dict[str, dict] = {"oov_dropped": {}}

@@ -23,6 +23,7 @@ from torch import Tensor, nn
 
 from tmaps.introspect.frames import FrameMap, TimeAxisProbe
 from tmaps.introspect.nap import ForwardFn, default_forward, evaluating, model_outputs, to_model_device
+from tmaps.progress import progress_bar
 from tmaps.text import BLANK, Alphabet
 
 
@@ -79,7 +80,7 @@ def align(
         ``{record id: {"characters": [...], "words": [...]}}``.
     """
     alignments = {}
-    for record, log_probs, output_map in utterance_outputs(model, loader, forward):
+    for record, log_probs, output_map in progress_bar(utterance_outputs(model, loader, forward), "forced alignment"):
         try:
             alignments[record["id"]] = align_utterance(log_probs, record["text"], alphabet, output_map, frame_rate)
         except RuntimeError as error:

@@ -32,6 +32,8 @@ from sklearn.metrics import pairwise_distances
 from sklearn.neighbors import kneighbors_graph
 from sklearn.preprocessing import normalize
 
+from tmaps.extras import require
+
 METRICS = ("cosine", "euclidean")
 
 #: Fraction of a SOM cell within which units that share a best-matching unit are spread.
@@ -259,8 +261,9 @@ def umap_layout(
 ) -> NDArray[np.float64]:
     """UMAP (umap-learn) on the profiles, seeded and therefore single-threaded.
 
-    umap-learn compiles its kernels with numba on first use in a process (tens of seconds);
-    later calls are fast. It is imported here rather than at module load for that reason.
+    umap-learn (the ``umap`` extra) compiles its kernels with numba on first use in a process
+    (tens of seconds); later calls are fast. It is imported here rather than at module load for
+    that reason.
 
     Args:
         profiles: ``(n_units, n_groups)``; UMAP needs more units than ``n_neighbors``.
@@ -268,8 +271,7 @@ def umap_layout(
         min_dist: how tightly UMAP packs similar units.
         **umap_options: further ``umap.UMAP`` arguments.
     """
-    import umap
-
+    umap = require("umap", extra="umap", feature="the UMAP layout")
     features = check_profiles(profiles)
     _require_units("umap", features.shape[0], n_neighbors + 1, f"more than n_neighbors={n_neighbors}")
     # For fewer than 4096 points umap-learn takes all pairwise distances, calling its numba

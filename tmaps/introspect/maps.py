@@ -23,6 +23,7 @@ from numpy.typing import NDArray
 from tmaps.introspect.layout import LAYOUTS, compute_layout
 from tmaps.introspect.nap import Profiles
 from tmaps.introspect.quality import layout_quality
+from tmaps.progress import progress_bar
 from tmaps.topo import Grid
 
 QUALITY_COLUMNS = (
@@ -85,7 +86,7 @@ def layer_layouts(
     method_options = method_options or {}
     coords: dict[str, dict[str, NDArray[np.float64]]] = {}
     seconds: dict[str, dict[str, float]] = {}
-    for layer in layers:
+    for layer in progress_bar(layers, "layouts"):
         matrix = layer_matrix(profiles, layer, source)
         coords[layer], seconds[layer] = {}, {}
         for method in methods:

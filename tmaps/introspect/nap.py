@@ -44,6 +44,7 @@ from tmaps.introspect.adapters import FEATURES, Axes, ModelInput, OutputAdapter,
 from tmaps.introspect.frames import FrameMap, TimeAxisProbe
 from tmaps.introspect.groups import Alignments, CharacterGrouping, Grouping, resolve_grouping
 from tmaps.introspect.padding import PaddingCheck, is_padded, unpadded
+from tmaps.progress import progress_bar
 
 ForwardFn = Callable[[nn.Module, Mapping], "Tensor | tuple[Tensor, Tensor]"]
 NORMALIZATIONS = ("center", "zscore", None)
@@ -504,7 +505,7 @@ class NAP:
         self._frame_maps, self._axes = {}, {}
         padding: dict = {"exact": self.exact, "padding_invariant": None}
         with evaluating(self.model):
-            for batch in loader:
+            for batch in progress_bar(loader, f"{self.kind} pass"):
                 batch = to_model_device(self.model, batch)
                 for part in unpadded(batch) if self.exact else [batch]:
                     accumulator.start_batch(part["records"], part[self.inputs.lengths_key])

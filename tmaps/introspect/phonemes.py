@@ -45,8 +45,9 @@ _LONG_MONOPHTHONGS = {"A@", "O@", "o@"}
 def phoneme_class(symbol: str) -> str:
     """Broad class (one of ``PHONEME_CLASSES``) of an espeak-ng phoneme mnemonic.
 
-    >>> [phoneme_class(s) for s in ["@", "'aI", "tS", "D", "N", "l", "_:", "UR"]]
-    ['vowel', 'diphthong', 'affricate', 'fricative', 'nasal', 'approximant', 'silence', 'diphthong']
+    Examples:
+        >>> [phoneme_class(s) for s in ["@", "'aI", "tS", "D", "N", "l", "_:", "UR"]]
+        ['vowel', 'diphthong', 'affricate', 'fricative', 'nasal', 'approximant', 'silence', 'diphthong']
     """
     bare = symbol.lstrip(_STRESS_MARKS)
     if not bare or bare.startswith("_") or bare == ";" or (bare.startswith("(") and bare.endswith(")")):

@@ -17,6 +17,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from pytorch_lightning.loggers import Logger, TensorBoardLogger, WandbLogger  # noqa: E402
 
+from tmaps.extras import require  # noqa: E402
 from tmaps.introspect.render import figure_image, save_figure  # noqa: E402
 
 
@@ -52,3 +53,9 @@ def log_table(loggers: Sequence[Logger], key: str, columns: list[str], rows: lis
             header = "| " + " | ".join(columns) + " |\n|" + "---|" * len(columns) + "\n"
             body = "".join("| " + " | ".join(str(cell) for cell in row) + " |\n" for row in rows)
             logger.experiment.add_text(key, header + body, global_step=step)
+
+
+def tensorboard_logger(**options) -> TensorBoardLogger:
+    """Lightning's ``TensorBoardLogger`` (``logger=tensorboard``), or an error naming the ``tensorboard`` extra."""
+    require("tensorboard", extra="tensorboard", feature="logger=tensorboard (and logger=many)")
+    return TensorBoardLogger(**options)

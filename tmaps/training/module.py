@@ -13,6 +13,7 @@ from torchmetrics import MetricCollection, MinMetric
 from torchmetrics.text import CharErrorRate, WordErrorRate
 
 from tmaps.checkpoint import read_checkpoint
+from tmaps.inference.decoding import GreedyDecoder
 from tmaps.models import build_model, model_config
 from tmaps.text import BLANK, Alphabet
 from tmaps.topo import build_regularizer, topography_metrics
@@ -54,7 +55,9 @@ class ASRModule(pl.LightningModule):
         train_metrics_every_n_steps: how often training WER/CER are computed (decoding costs time).
 
     A batch is the dict of docs/design.md; ``forward(features, lengths)`` returns the
-    model's ``(log_probs (B, T', n_classes), output_lengths (B,))``.
+    model's ``(log_probs (B, T', n_classes), output_lengths (B,))``. ``decoder`` (greedy unless
+    set to another of :mod:`tmaps.inference.decoding`) turns them into text for the error rates
+    and for ``predict_step``, so ``trainer.predict`` yields ``{"id", "audio", "text"}`` per utterance.
 
     Validation logs ``val/cer``, ``val/wer`` and ``val/cer_best`` (the lowest ``val/cer`` of
     the run so far, kept in checkpoints so that a resumed run goes on from it). Testing logs
@@ -98,6 +101,7 @@ class ASRModule(pl.LightningModule):
             MetricCollection({"cer": CharErrorRate(), "wer": WordErrorRate()}, prefix=f"{stage}/")
             for stage in ("train", "val", "test")
         )
+        self.decoder = GreedyDecoder(self.alphabet)
         self.val_cer_best = MinMetric()
         self.test_split = "test"
         self._examples: list[list[str]] = []
@@ -118,8 +122,7 @@ class ASRModule(pl.LightningModule):
         return self.ctc(log_probs.transpose(0, 1).float(), batch["targets"], output_lengths, batch["target_lengths"])
 
     def decode(self, log_probs: Tensor, output_lengths: Tensor) -> list[str]:
-        best = log_probs.argmax(dim=-1).cpu()
-        return [self.alphabet.decode_ctc(best[i, : int(n)].tolist()) for i, n in enumerate(output_lengths)]
+        return self.decoder(log_probs, output_lengths)
 
     def training_step(self, batch: Mapping, batch_idx: int) -> Tensor:
         log_probs, output_lengths = self(batch["features"], batch["feature_lengths"])
@@ -172,6 +175,11 @@ class ASRModule(pl.LightningModule):
         log_probs, output_lengths = self(batch["features"], batch["feature_lengths"])
         self._update_error_rates(self.test_error_rates, log_probs, output_lengths, batch)
         self.log_dict({f"{self.test_split}/{name}": metric for name, metric in self.test_error_rates.items(keep_base=True)}, batch_size=len(batch["records"]))
+
+    def predict_step(self, batch: Mapping, batch_idx: int, dataloader_idx: int = 0) -> list[dict]:
+        log_probs, output_lengths = self(batch["features"], batch["feature_lengths"])
+        hypotheses = self.decode(log_probs, output_lengths)
+        return [{"id": record["id"], "audio": record["audio"], "text": text} for record, text in zip(batch["records"], hypotheses)]
 
     def _update_error_rates(
         self, error_rates: MetricCollection, log_probs: Tensor, output_lengths: Tensor, batch: Mapping

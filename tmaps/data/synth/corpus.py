@@ -72,6 +72,7 @@ from tmaps.data.synth.espeak import (
     check_voice,
     voice_gender,
 )
+from tmaps.progress import progress_bar
 from tmaps.text import ALPHABETS, Alphabet, normalize
 
 logger = logging.getLogger(__name__)
@@ -507,6 +508,7 @@ def _speak_chunks(chunks: list[_Chunk], num_workers: int) -> list[list[dict]]:
     results: list[list[dict]] = [[] for _ in chunks]
     waiting = list(enumerate(chunks))[::-1]
     running: dict[Connection, tuple[int, multiprocessing.process.BaseProcess]] = {}
+    bar = progress_bar(description="synthesizing", total=sum(len(chunk.plans) for chunk in chunks))
     try:
         while waiting or running:
             while waiting and len(running) < num_workers:
@@ -528,7 +530,9 @@ def _speak_chunks(chunks: list[_Chunk], num_workers: int) -> list[list[dict]]:
                 if error is not None:
                     raise error
                 results[index] = records
+                bar.update(len(records))
     finally:
+        bar.close()
         for _, process in running.values():
             process.terminate()
             process.join()
