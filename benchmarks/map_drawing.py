@@ -37,8 +37,8 @@ import numpy as np
 from matplotlib.figure import Figure
 from threadpoolctl import threadpool_limits
 
-from tmaps.introspect.layout import compute_layout
 from tmaps.commands.maps import LAYER_FIGURE_GROUPS
+from tmaps.introspect.layout import compute_layout
 from tmaps.introspect.quality import make_planted_profiles
 from tmaps.introspect.render import group_order, map_points, plot_layers, plot_maps, render_map, save_figure
 

@@ -25,8 +25,8 @@ import mne
 import numpy as np
 from matplotlib.figure import Figure
 
-from tmaps.introspect import compute_layout, plot_maps, save_figure
 from tmaps.commands.maps import load_profiles
+from tmaps.introspect import compute_layout, plot_maps, save_figure
 from tmaps.introspect.quality import make_planted_profiles
 from tmaps.introspect.render import MapStyle, figure_image, group_order, map_points
 
@@ -73,7 +73,8 @@ def main() -> None:
     values = matrix.T
     shown = group_order(values)[: args.groups]
     limit = float(np.abs(values[shown]).max())
-    ours = plot_maps(coords, values[shown], [labels[group] for group in shown], order=False, ncols=args.groups, limit=limit, title=f"tmaps ({source}, {args.layout} layout)")
+    title = f"tmaps ({source}, {args.layout} layout)"
+    ours = plot_maps(coords, values[shown], [labels[group] for group in shown], order=False, ncols=args.groups, limit=limit, title=title)
     theirs = mne_maps(map_points(coords), values[shown], [labels[group] for group in shown], limit, args.groups)
     theirs.suptitle("mne.viz.plot_topomap, same values and positions")
     top, bottom = figure_image(ours), figure_image(theirs)

@@ -28,7 +28,7 @@ from tmaps.data.manifest import SPLITS, read_manifest, write_manifest
 from tmaps.data.readers import read_generic_manifest
 from tmaps.introspect import Profiles
 from tmaps.text import Alphabet
-from tmaps.training.schema import ConfigTypeError
+from tmaps.training.schema import ConfigTypeError, check_config_types
 
 # One short epoch of the tiny model, with only the CSV logger; on the tiny synthetic corpus
 # (TINY_CORPUS) or on manifests (manifest_data).
@@ -161,6 +161,7 @@ def test_runs_started_together_get_a_folder_each_and_a_bad_type_is_named(tmp_pat
         (["optim.schedule=linear"], "optim.schedule='linear': expected 'constant' or 'cosine' or 'onecycle', got str"),
         (["+trainer.max_epoch=3"], "trainer.max_epoch: Trainer has no such argument"),
         (["checkpoints.best.save_top_k=all"], "checkpoints.best.save_top_k='all': expected int, got str"),
+        (["model.arch=transformer"], "model.arch='transformer': expected one of ['conformer', 'wav2letter']"),
     ],
     ids=lambda value: value[0] if isinstance(value, list) else None,
 )
@@ -169,6 +170,17 @@ def test_a_config_value_of_the_wrong_type_is_named_before_anything_runs(override
     with pytest.raises(ConfigTypeError, match=re.escape(message)):
         train(cfg)
     assert not any(tmp_path.iterdir())
+
+
+SHIPPED = [
+    *([f"experiment={name}"] for name in ("quickstart", "transfer_de", "source_en")),
+    *([f"model={name}"] for name in ("small", "wav2letter", "conformer_small")),
+]
+
+
+@pytest.mark.parametrize("overrides", SHIPPED, ids=lambda overrides: overrides[0])
+def test_every_shipped_experiment_and_model_passes_the_type_check(overrides, tmp_path, synth_data_dir):
+    check_config_types(compose_train(overrides, tmp_path, synth_data_dir))
 
 
 # Data

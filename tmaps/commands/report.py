@@ -31,7 +31,6 @@ from pathlib import Path
 import pandas as pd
 from matplotlib.figure import Figure
 
-
 REPORT_NAME = "report.html"
 METRICS_FILE = "metrics.csv"
 TEST_RESULTS_FILE = "test_results.csv"

@@ -25,10 +25,10 @@ from pathlib import Path
 import matplotlib as mpl
 import numpy as np
 from matplotlib.axes import Axes
-from matplotlib.figure import Figure
 from matplotlib.cm import ScalarMappable
-from matplotlib.colors import Normalize
 from matplotlib.collections import LineCollection
+from matplotlib.colors import Normalize
+from matplotlib.figure import Figure
 from numpy.typing import ArrayLike, NDArray
 from PIL import Image
 from scipy.cluster.hierarchy import leaves_list, linkage

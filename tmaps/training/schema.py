@@ -3,7 +3,7 @@
 Each config node is checked against the annotations of what it is passed to: ``trainer`` and
 every ``_target_`` of ``checkpoints``, ``callbacks`` and ``logger`` against their constructors,
 ``data`` against :class:`~tmaps.data.SpeechDataModule`, ``model`` against
-:class:`~tmaps.models.Wav2Letter`, ``optim`` against :class:`~tmaps.training.module.OptimConfig`
+the architecture that ``model.arch`` names (:data:`~tmaps.models.ARCHITECTURES`), ``optim`` against :class:`~tmaps.training.module.OptimConfig`
 and ``transfer`` against :class:`~tmaps.transfer.TransferConfig`. Pydantic does the checking
 (in its lax mode, so ``1`` passes for a float). Without this, ``trainer.max_epochs=abc`` is
 ignored under ``fast_dev_run`` and otherwise fails deep inside Lightning without naming the key.
@@ -21,7 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 from pydantic import ConfigDict, PydanticSchemaGenerationError, TypeAdapter, ValidationError
 
 from tmaps.data import SpeechDataModule
-from tmaps.models import Wav2Letter
+from tmaps.models import ARCHITECTURES, model_config
 from tmaps.training.module import OptimConfig
 from tmaps.transfer import TransferConfig
 
@@ -42,12 +42,21 @@ def check_config_types(cfg: DictConfig) -> None:
             if isinstance(node, Mapping) and "_target_" in node:
                 problems += check_values(node, hydra.utils.get_object(node["_target_"]), f"{group}.{name}")
     problems += check_values(config["data"], SpeechDataModule, "data")
-    problems += check_values(config["model"], Wav2Letter, "model")
+    problems += check_model(config["model"])
     problems += check_values(config["optim"], OptimConfig, "optim")
     if config.get("transfer"):
         problems += check_values(config["transfer"], TransferConfig, "transfer")
     if problems:
         raise ConfigTypeError("config values of the wrong type or unknown keys:\n  " + "\n  ".join(problems))
+
+
+def check_model(model: Mapping) -> list[str]:
+    """The ``model`` config checked against the constructor of the architecture that ``model.arch`` names."""
+    arguments = model_config(model)
+    arch = arguments.pop("arch")
+    if arch not in ARCHITECTURES:
+        return [f"model.arch={arch!r}: expected one of {sorted(ARCHITECTURES)}"]
+    return check_values(arguments, ARCHITECTURES[arch], "model")
 
 
 def check_values(values: Mapping, target: Callable, prefix: str) -> list[str]:
@@ -60,7 +69,7 @@ def check_values(values: Mapping, target: Callable, prefix: str) -> list[str]:
     hints, open_ended = _annotations(target)
     problems = []
     for key, value in values.items():
-        if key.startswith("_") or (target is Wav2Letter and key in MODEL_ARGUMENTS_FROM_DATA):
+        if key.startswith("_") or (prefix == "model" and key in MODEL_ARGUMENTS_FROM_DATA):
             continue
         if key not in hints:
             if not open_ended:
