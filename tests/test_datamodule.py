@@ -12,7 +12,8 @@ import pytest
 import soundfile
 import torch
 import torchaudio
-from omegaconf import OmegaConf
+from hydra import compose, initialize_config_module
+from omegaconf import OmegaConf, open_dict
 
 from tmaps.data import SpeechDataModule, manifest_loader
 from tmaps.data.dataset import DurationBatchSampler, ctc_frames_needed, filter_records, load_audio
@@ -309,8 +310,11 @@ def test_bad_configuration_is_named(synth_corpus_en, tmp_path):
 
 @pytest.mark.parametrize("config", sorted(CONF.glob("*.yaml")), ids=lambda path: path.stem)
 def test_every_data_config_builds_a_datamodule(config, tmp_path):
-    cfg = OmegaConf.load(config)
-    cfg.root = str(tmp_path)
+    # Composed by Hydra, since a preset such as synth_en_hard extends another through its defaults list.
+    with initialize_config_module(config_module="tmaps.conf", version_base="1.3"):
+        cfg = compose(config_name="train", overrides=[f"data={config.stem}"]).data
+    with open_dict(cfg):
+        cfg.root = str(tmp_path)
     if cfg.source.get("path") == "???":
         cfg.source.path = str(tmp_path)
     module = SpeechDataModule(**OmegaConf.to_container(cfg, resolve=True))

@@ -130,8 +130,17 @@ def train(cfg: DictConfig) -> float | None:
     finally:
         _finish_wandb(loggers)
     if trainer.is_global_zero:  # after W&B's closing lines, so that the last lines name the files
-        print_outputs(Path(cfg.paths.output_dir), write_report(cfg.paths.output_dir) if cfg.get("report") else None)
+        print_outputs(Path(cfg.paths.output_dir), end_of_run_report(cfg.paths.output_dir) if cfg.get("report") else None)
     return metrics.get(cfg.get("optimized_metric")) if cfg.get("optimized_metric") else None
+
+
+def end_of_run_report(run_dir: str) -> Path | None:
+    """The run's report page, or None with a warning: a finished run never fails for its report."""
+    try:
+        return write_report(run_dir)
+    except ValueError as error:
+        log.warning("no report page: %s", error)
+        return None
 
 
 def print_outputs(run_dir: Path, report: Path | None) -> None:
