@@ -21,35 +21,19 @@ from pathlib import Path
 
 import pytorch_lightning as pl
 import torch
-from hydra import compose, initialize_config_module
-from omegaconf import OmegaConf
+from mfu import quickstart_datamodule
 from torch.utils.data import DataLoader
 
-from tmaps.data import SpeechDataModule
 from tmaps.training.module import ASRModule
 
 
 def build(data_dir: Path, steps: int):
-    with initialize_config_module(config_module="tmaps.conf", version_base="1.3"):
-        cfg = compose(
-            config_name="train",
-            overrides=[
-                "experiment=quickstart",
-                f"paths.data_dir={data_dir}",
-                "data.source.n_utterances={train:400,dev:8,test:8,test_unseen:8}",
-                "data.spec_augment=null",
-            ],
-        )
-    optim = {**OmegaConf.to_container(cfg.optim), "schedule": "constant"}
-    datamodule = SpeechDataModule(**OmegaConf.to_container(cfg.data, resolve=True))
-    module = ASRModule(OmegaConf.to_container(cfg.model), datamodule.alphabet.chars, datamodule.feature_config, optim)
-    datamodule.output_stride = module.model.stride
-    datamodule.prepare_data()
-    datamodule.setup("fit")
+    """The quickstart's model and ``steps`` of its training batches (400 training utterances)."""
+    datamodule, module, clip = quickstart_datamodule(data_dir, utterances=400)
     batches = []
     while len(batches) < steps:
         batches.extend(datamodule.train_dataloader())
-    return module, batches[:steps], cfg.trainer.gradient_clip_val
+    return module, batches[:steps], clip
 
 
 def plain_loop(module: ASRModule, batches: list, clip: float, warmup: int) -> float:
