@@ -102,14 +102,16 @@ def main() -> None:
         for _ in range(arguments.repeats):
             plain_times.append(plain_loop(copy.deepcopy(module), batches, clip, arguments.warmup))
             lightning_times.append(lightning_loop(copy.deepcopy(module), batches, clip, arguments.warmup))
-    ratios = sorted(plain / lightning for plain, lightning in zip(plain_times, lightning_times))
+    ratios = [plain / lightning for plain, lightning in zip(plain_times, lightning_times)]
+    for turn, (plain, lightning, ratio) in enumerate(zip(plain_times, lightning_times, ratios)):
+        print(f"turn {turn}: plain {utterances / plain:.1f} utt/s, Lightning {utterances / lightning:.1f} utt/s, ratio {ratio:.3f}")
     plain_rate, lightning_rate = utterances / statistics.median(plain_times), utterances / statistics.median(lightning_times)
     print(
         f"plain PyTorch: {plain_rate:.1f} utt/s, Lightning ASRModule: {lightning_rate:.1f} utt/s "
         f"(median of {arguments.repeats}, {arguments.steps - arguments.warmup} steady steps each, {torch.get_num_threads()} threads)"
     )
-    print(f"per-turn ratios: {', '.join(f'{ratio:.3f}' for ratio in ratios)}")
-    print(f"throughput ratio Lightning/plain: {statistics.median(ratios):.3f} (median of {arguments.repeats} turns)")
+    low, _, high = statistics.quantiles(ratios, n=4)
+    print(f"throughput ratio Lightning/plain: {statistics.median(ratios):.3f} (median of {arguments.repeats} turns, quartiles {low:.3f}..{high:.3f})")
 
 
 if __name__ == "__main__":

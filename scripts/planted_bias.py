@@ -1,22 +1,34 @@
-"""Planted-bias demo: corrupt one character's labels, train, and let the maps show it.
+"""Planted-bias study: corrupt one character's labels, train clean and biased models over seeds,
+and find a profile measure that tells them apart.
 
 1. Synthesize a small English corpus (``tmaps.data.synth``) and write a biased copy of its
    train manifest in which every ``s`` of the transcripts is labelled ``z`` (the audio and the
    dev/test splits stay as they are). ``s`` is frequent enough for a few minutes of CPU
    training to pick the bias up; ``--source v --target f`` plants the rarer v→f bias.
-2. Train the same small model on the clean and on the biased corpus (``tmaps-train`` via the
-   Hydra compose API, a fixed time budget each).
-3. On the clean test split, for both models: character NAPs of the last layers (frames of
-   each character from the synthetic word timings, so both models see the same frames), the
-   cosine similarity of the ``s`` and ``z`` profiles per layer, the response of the output
-   unit of ``z`` to spoken ``s`` (its centred NAP), and the share of spoken ``s`` that greedy
-   decoding writes as ``z`` (:mod:`tmaps.introspect.errors`).
-4. Maps of ``s``, ``z`` and ``s − z`` for both models: ``docs/figures/planted_bias.png``.
+2. Train the same small model on the clean and on the biased corpus for every seed
+   (``tmaps-train`` via the Hydra compose API, a fixed time budget each; the seed sets the
+   initialisation and the batch order, the corpus is the same).
+3. On the clean test split, for every model: character NAPs of the last layers (frames of
+   each character from the synthetic word timings, so all models see the same frames) and
+   these candidate measures:
 
-    python scripts/planted_bias.py --minutes 3.5
+   - ``output_preference``: on spoken ``s``, the output layer's NAP of unit ``z`` minus that of
+     unit ``s`` (centred log-probabilities: how much more the model leans to ``z`` than to ``s``
+     where ``s`` is spoken, relative to its other characters);
+   - ``distance_<layer>``: the distance of the ``s`` and ``z`` profiles at an inner layer over
+     the median distance of all pairs of character profiles there (below 1: ``s`` and ``z``
+     are closer than a typical pair);
+   - ``cos_<layer>``: their cosine similarity;
+   - ``rate``: the share of spoken ``s`` that greedy decoding writes as ``z``
+     (:mod:`tmaps.introspect.errors`; the error analysis, not a profile measure).
 
-The last line printed is the key figure, clean against biased: the s→z rate, the ``z``
-output unit's response to ``s`` and the last conv layer's s/z profile similarity.
+4. ``docs/results/planted_bias.{csv,md}``: one row per model and seed; a measure separates the
+   models when every biased value lies beyond every clean one.
+5. Maps of ``s``, ``z`` and ``s − z`` for the first seed's models: ``docs/figures/planted_bias.png``.
+
+    python scripts/planted_bias.py --minutes 3 --seeds 0 1 2
+
+The last line printed names the measures that separate clean from biased models with no overlap.
 """
 
 from __future__ import annotations
@@ -30,7 +42,7 @@ import torch
 from hydra import compose, initialize_config_module
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import open_dict
-from scipy.spatial.distance import cosine
+from scipy.spatial.distance import cosine, pdist
 
 from tmaps.checkpoint import load_checkpoint
 from tmaps.commands.train import train
@@ -68,7 +80,7 @@ def build_corpora(work_dir: Path, n_train: int, source: str, target: str) -> tup
     return clean, biased
 
 
-def train_model(corpus: Path, run_dir: Path, minutes: float, channels: list[int]) -> Path:
+def train_model(corpus: Path, run_dir: Path, minutes: float, channels: list[int], seed: int) -> Path:
     """Train on a corpus folder of manifests within ``minutes``; returns ``last.ckpt`` (reused if present)."""
     checkpoint = run_dir / "checkpoints" / "last.ckpt"
     if checkpoint.is_file():
@@ -79,6 +91,7 @@ def train_model(corpus: Path, run_dir: Path, minutes: float, channels: list[int]
         "data.source.splits={train:train.jsonl,dev:dev.jsonl,test:test.jsonl}",
         f"paths.data_dir={run_dir / 'cache'}",
         f"paths.output_dir={run_dir}",
+        f"seed={seed}",
         "data.batching.num_workers=0",
         "data.batching.max_batch_seconds=40",
         "data.spec_augment=null",  # short runs learn faster without augmentation and dropout (see the quickstart)
@@ -105,27 +118,39 @@ def train_model(corpus: Path, run_dir: Path, minutes: float, channels: list[int]
 
 
 def analyse(checkpoint: Path, corpus: Path, cache: Path, layers: list[str], source: str, target: str) -> dict:
-    """Character profiles, source/target similarity per layer, the target output unit's response to the
-    source and the source→target rate of one model on the clean test split."""
+    """The candidate measures (module docstring) of one model on the clean test split, its character
+    profiles and how it writes the spoken ``source``."""
     loaded = load_checkpoint(checkpoint)
     loader = manifest_loader(corpus, "test", loaded.features, cache, max_batch_seconds=40)
     profiles = NAP(loaded.model, layers).compute(loader, "character")
-    groups = profiles.groups
-    similarity = {
-        layer: 1 - cosine(profiles[layer].mean[groups.index(source)], profiles[layer].mean[groups.index(target)])
-        for layer in layers
-    }
-    target_unit_response = float(profiles["head"].mean[groups.index(source), loaded.alphabet.index(target)])
+    source_row, target_row = profiles.groups.index(source), profiles.groups.index(target)
+    head = profiles["head"].mean[source_row]
+    measures = {"output_preference": float(head[loaded.alphabet.index(target)] - head[loaded.alphabet.index(source)])}
+    for layer in layers[:-1]:
+        mean = profiles[layer].mean
+        measures[f"distance_{layer}"] = float(np.linalg.norm(mean[source_row] - mean[target_row]) / np.median(pdist(mean)))
+        measures[f"cos_{layer}"] = float(1 - cosine(mean[source_row], mean[target_row]))
     confusions = confusion_counts(collect_outcomes(loaded.model, loader, loaded.alphabet))
     spoken = confusions[confusions.target == source]
-    as_target = spoken[spoken.predicted == target]["count"].sum()
-    return {
-        "profiles": profiles,
-        "similarity": similarity,
-        "rate": float(as_target / spoken["count"].sum()),
-        "target_unit_response": target_unit_response,
-        "confusions": spoken,
-    }
+    measures["rate"] = float(spoken[spoken.predicted == target]["count"].sum() / spoken["count"].sum())
+    return {"profiles": profiles, "measures": measures, "confusions": spoken}
+
+
+def separation(table: pd.DataFrame) -> pd.DataFrame:
+    """Per measure: the clean and biased ranges over seeds, and whether they overlap."""
+    rows = []
+    for measure in table.columns.drop(["model", "seed"]):
+        clean, biased = table.loc[table.model == "clean", measure], table.loc[table.model == "biased", measure]
+        gap = max(biased.min() - clean.max(), clean.min() - biased.max())
+        rows.append(
+            {
+                "measure": measure,
+                "clean": f"{clean.min():.3f} .. {clean.max():.3f}",
+                "biased": f"{biased.min():.3f} .. {biased.max():.3f}",
+                "separates": bool(gap > 0),
+            }
+        )
+    return pd.DataFrame(rows)
 
 
 def bias_figure(results: dict[str, dict], layer: str, source: str, target: str):
@@ -150,7 +175,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--work-dir", type=Path, default=ROOT / "logs" / "planted_bias")
     parser.add_argument("--figures", type=Path, default=ROOT / "docs" / "figures")
-    parser.add_argument("--minutes", type=float, default=3.5, help="training time of each model")
+    parser.add_argument("--results", type=Path, default=ROOT / "docs" / "results")
+    parser.add_argument("--minutes", type=float, default=3.0, help="training time of each model")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--train-utterances", type=int, default=800)
     parser.add_argument("--channels", type=int, nargs="+", default=[64] * 8 + [128, 128])
     parser.add_argument("--source", default="s", help="the character whose labels are corrupted")
@@ -160,25 +187,35 @@ def main() -> None:
     clean, biased = build_corpora(arguments.work_dir, arguments.train_utterances, arguments.source, arguments.target)
     n_layers = len(arguments.channels)
     layers = [f"conv{n_layers - 3}", f"conv{n_layers - 2}", f"conv{n_layers - 1}", "head"]
-    results = {}
-    for name, corpus in (("clean", clean), ("biased", biased)):
-        checkpoint = train_model(corpus, arguments.work_dir / name, arguments.minutes, arguments.channels)
-        results[name] = analyse(checkpoint, clean, arguments.work_dir / "cache", layers, arguments.source, arguments.target)
-        print(f"\n{name} model: how the clean test split's '{arguments.source}' is written")
-        print(results[name]["confusions"].to_string(index=False))
-    table = pd.DataFrame({name: result["similarity"] for name, result in results.items()})
-    table.index.name = f"cos({arguments.source}, {arguments.target})"
-    print("\ncosine similarity of the character profiles per layer\n" + table.to_string(float_format="{:.3f}".format))
-    figure = bias_figure(results, layers[-2], arguments.source, arguments.target)
-    print(f"figure: {save_figure(figure, arguments.figures / 'planted_bias.png')}")
-    clean_result, biased_result = results["clean"], results["biased"]
-    print(
-        f"{arguments.source}→{arguments.target} rate clean {clean_result['rate']:.3f} biased {biased_result['rate']:.3f}; "
-        f"'{arguments.target}' unit response to '{arguments.source}' clean {clean_result['target_unit_response']:.3f} "
-        f"biased {biased_result['target_unit_response']:.3f}; "
-        f"{layers[-2]} profile similarity clean {clean_result['similarity'][layers[-2]]:.3f} "
-        f"biased {biased_result['similarity'][layers[-2]]:.3f}"
+    rows, first_seed = [], {}
+    for seed in arguments.seeds:
+        for name, corpus in (("clean", clean), ("biased", biased)):
+            run_dir = arguments.work_dir / f"{name}_seed{seed}"
+            checkpoint = train_model(corpus, run_dir, arguments.minutes, arguments.channels, seed)
+            result = analyse(checkpoint, clean, arguments.work_dir / "cache", layers, arguments.source, arguments.target)
+            rows.append({"model": name, "seed": seed, **result["measures"]})
+            print(f"\n{name} model, seed {seed}: how the clean test split's '{arguments.source}' is written")
+            print(result["confusions"].to_string(index=False))
+            if seed == arguments.seeds[0]:
+                first_seed[name] = result
+    table = pd.DataFrame(rows)
+    summary = separation(table)
+    arguments.results.mkdir(parents=True, exist_ok=True)
+    table.to_csv(arguments.results / "planted_bias.csv", index=False, float_format="%.4f")
+    (arguments.results / "planted_bias.md").write_text(
+        f"Planted bias '{arguments.source}' labelled '{arguments.target}' (`python scripts/planted_bias.py "
+        f"--minutes {arguments.minutes:g} --seeds {' '.join(map(str, arguments.seeds))}`)\n\n"
+        + table.to_markdown(index=False, floatfmt=".3f")
+        + "\n\n"
+        + summary.to_markdown(index=False)
+        + "\n"
     )
+    print("\n" + table.to_string(index=False, float_format="{:.3f}".format))
+    print("\n" + summary.to_string(index=False))
+    figure = bias_figure(first_seed, layers[-2], arguments.source, arguments.target)
+    print(f"figure: {save_figure(figure, arguments.figures / 'planted_bias.png')}")
+    separating = summary.loc[summary.separates, "measure"].tolist()
+    print(f"measures separating clean from biased over seeds {arguments.seeds}: {', '.join(separating) or 'none'}")
 
 
 if __name__ == "__main__":

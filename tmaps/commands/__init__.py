@@ -2,3 +2,5 @@
 
 ``tmaps.cli`` holds the thin Hydra entry points that call these functions.
 """
+
+import tmaps.commands.resolvers  # noqa: F401  (the configs' resolvers)

@@ -10,8 +10,6 @@ import hydra
 import pandas as pd
 import pytorch_lightning as pl
 import torch
-from hydra.core.hydra_config import HydraConfig
-from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from tmaps.callbacks.transfer import setup_transfer
@@ -22,25 +20,9 @@ from tmaps.data import SpeechDataModule
 from tmaps.progress import set_progress_bars
 from tmaps.training.checkpoint_io import AtomicCheckpointIO
 from tmaps.training.module import ASRModule
-from tmaps.training.precision import cpu_precision
 from tmaps.training.schema import check_config_types
 
 log = logging.getLogger(__name__)
-
-
-def wandb_group(task_name: str) -> str:
-    """The W&B group of a run (``${wandb_group:${task_name}}`` in conf/logger/wandb.yaml).
-
-    ``task_name`` for a single run; ``<task_name>-<sweep folder name>`` in a multirun, so that
-    the runs of one sweep share a group and the runs of two sweeps never do.
-    """
-    if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
-        return f"{task_name}-{Path(HydraConfig.get().sweep.dir).name}"
-    return task_name
-
-
-OmegaConf.register_new_resolver("wandb_group", wandb_group, replace=True)
-OmegaConf.register_new_resolver("cpu_precision", cpu_precision, replace=True)
 
 
 def plain(config: DictConfig | None) -> dict | None:
