@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from tmaps.checkpoint import load_checkpoint
@@ -39,6 +40,12 @@ def main() -> None:
     parser.add_argument("--layer", default=None, help="layer to map; default the last conv layer")
     parser.add_argument("--characters", type=int, default=4, help="map this many of the most misread characters")
     parser.add_argument("--min-count", type=int, default=20, help="characters with fewer correct or wrong frames are not mapped")
+    parser.add_argument(
+        "--limit-percentile",
+        type=float,
+        default=99.0,
+        help="colour limit: this percentile of |profile values| of the layer (a few units far out would otherwise wash out the maps)",
+    )
     parser.add_argument("--figure", type=Path, default=ROOT / "docs" / "figures" / "error_maps.png")
     parser.add_argument("--cache", type=Path, default=ROOT / "logs" / "error_maps")
     arguments = parser.parse_args()
@@ -66,7 +73,9 @@ def main() -> None:
     if not characters:
         raise SystemExit(f"no character has {arguments.min_count} correct and wrong frames; lower --min-count")
     coords = compute_layout("umap", profiles.matrix(layer))
-    figure = plot_outcome_maps(coords, profiles, layer, characters, title=f"{layer}: correct vs wrong frames (UMAP layout)")
+    limit = float(np.percentile(np.abs(profiles[layer].mean), arguments.limit_percentile))
+    title = f"{layer}: correct vs wrong frames (UMAP layout; colours clipped at the {arguments.limit_percentile:g}th percentile)"
+    figure = plot_outcome_maps(coords, profiles, layer, characters, title=title, limit=limit)
     print(f"figure: {save_figure(figure, arguments.figure)}")
     error_rate = table.errors.sum() / table["count"].sum()
     distance = mappable.profile_distance[: len(characters)].mean()

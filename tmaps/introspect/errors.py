@@ -177,11 +177,12 @@ def plot_outcome_maps(
     *,
     style: MapStyle = MapStyle(),
     title: str | None = None,
+    limit: float | None = None,
 ) -> Figure:
     """Per character one row: the maps of its correct frames, its wrong frames, and wrong − correct.
 
     Values are the centred profiles of the ``"outcome"`` grouping at ``layer``, on one
-    symmetric colour scale.
+    symmetric colour scale (``±limit``, by default the largest absolute value of the maps).
 
     Args:
         coords: ``(N, 2)`` layout of the layer's units.
@@ -199,4 +200,4 @@ def plot_outcome_maps(
         correct, wrong = mean[groups.index(f"{char}:{CORRECT}")], mean[groups.index(f"{char}:{WRONG}")]
         rows += [correct, wrong, wrong - correct]
         labels += [f"{char} correct", f"{char} wrong", f"{char} wrong − correct"]
-    return plot_maps(coords, np.stack(rows), labels, order=False, ncols=3, style=style, title=title)
+    return plot_maps(coords, np.stack(rows), labels, order=False, ncols=3, style=style, title=title, limit=limit)
