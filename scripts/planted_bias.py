@@ -41,6 +41,7 @@ import pandas as pd
 import torch
 from hydra import compose, initialize_config_module
 from hydra.core.hydra_config import HydraConfig
+from matplotlib.figure import Figure
 from omegaconf import open_dict
 from scipy.spatial.distance import cosine, pdist
 
@@ -133,7 +134,8 @@ def analyse(checkpoint: Path, corpus: Path, cache: Path, layers: list[str], sour
     confusions = confusion_counts(collect_outcomes(loaded.model, loader, loaded.alphabet))
     spoken = confusions[confusions.target == source]
     measures["rate"] = float(spoken[spoken.predicted == target]["count"].sum() / spoken["count"].sum())
-    return {"profiles": profiles, "measures": measures, "confusions": spoken}
+    classes = ["blank", *loaded.alphabet.chars]
+    return {"profiles": profiles, "measures": measures, "confusions": spoken, "output_profile": (classes, head)}
 
 
 def separation(table: pd.DataFrame) -> pd.DataFrame:
@@ -169,6 +171,21 @@ def bias_figure(results: dict[str, dict], layer: str, source: str, target: str):
         style=MapStyle(show_units=False, panel_size=1.6),
         title=f"planted bias: '{source}' labelled '{target}' in training",
     )
+
+
+def output_figure(results: dict[str, dict], source: str, target: str) -> Figure:
+    """Per model a bar per output unit: its NAP on the spoken ``source`` (the output layer's profile row)."""
+    figure = Figure(figsize=(8, 2.2 * len(results)), layout="constrained")
+    axes = figure.subplots(len(results), 1, sharex=True, squeeze=False)[:, 0]
+    for ax, (name, result) in zip(axes, results.items()):
+        classes, values = result["output_profile"]
+        colours = ["tab:blue" if c == source else "tab:red" if c == target else "0.7" for c in classes]
+        ax.bar(range(len(classes)), values, color=colours)
+        ax.axhline(0, color="k", linewidth=0.5)
+        ax.set_ylabel("NAP (center)")
+        ax.set_title(f"{name} model: output units on spoken '{source}' ({source} blue, {target} red)", fontsize=9)
+    axes[-1].set_xticks(range(len(classes)), ["␣" if c == " " else c for c in classes], fontsize=8)
+    return figure
 
 
 def main() -> None:
@@ -214,6 +231,8 @@ def main() -> None:
     print("\n" + summary.to_string(index=False))
     figure = bias_figure(first_seed, layers[-2], arguments.source, arguments.target)
     print(f"figure: {save_figure(figure, arguments.figures / 'planted_bias.png')}")
+    figure = output_figure(first_seed, arguments.source, arguments.target)
+    print(f"figure: {save_figure(figure, arguments.figures / 'planted_bias_output.png')}")
     separating = summary.loc[summary.separates, "measure"].tolist()
     print(f"measures separating clean from biased over seeds {arguments.seeds}: {', '.join(separating) or 'none'}")
 
