@@ -24,9 +24,8 @@ import argparse
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import torch
-from planted_bias import SPLITS, corpus_config, separation, train_model
+from planted_bias import SPLITS, compare_over_seeds, corpus_config, write_tables
 from scipy.spatial.distance import cdist, pdist
 
 from tmaps.checkpoint import load_checkpoint
@@ -109,28 +108,14 @@ def main() -> None:
     clean, biased = build_corpora(arguments.work_dir, arguments.train_utterances)
     n_layers = len(arguments.channels)
     layers = [f"conv{n_layers - 7}", f"conv{n_layers - 5}", f"conv{n_layers - 3}", f"conv{n_layers - 1}"]
-    rows, first_seed = [], {}
-    for seed in arguments.seeds:
-        for name, corpus in (("clean", clean), ("biased", biased)):
-            checkpoint = train_model(corpus, arguments.work_dir / f"{name}_seed{seed}", arguments.minutes, arguments.channels, seed)
-            result = analyse(checkpoint, clean, arguments.work_dir / "cache", layers)
-            rows.append({"model": name, "seed": seed, **result["measures"]})
-            if seed == arguments.seeds[0]:
-                first_seed[name] = result
-    table = pd.DataFrame(rows)
-    summary = separation(table)
-    arguments.results.mkdir(parents=True, exist_ok=True)
-    table.to_csv(arguments.results / "gender_bias.csv", index=False, float_format="%.4f")
-    (arguments.results / "gender_bias.md").write_text(
-        f"Trained on male voices only (biased) or on all voices (clean) (`python scripts/gender_bias.py "
-        f"--minutes {arguments.minutes:g} --seeds {' '.join(map(str, arguments.seeds))}`)\n\n"
-        + table.to_markdown(index=False, floatfmt=".3f")
-        + "\n\n"
-        + summary.to_markdown(index=False)
-        + "\n"
-    )
-    print("\n" + table.to_string(index=False, float_format="{:.3f}".format))
-    print("\n" + summary.to_string(index=False))
+    corpora = {"clean": clean, "biased": biased}
+    table, first_seed = compare_over_seeds(
+        corpora, arguments.work_dir, arguments.minutes, arguments.channels, arguments.seeds,
+        lambda checkpoint: analyse(checkpoint, clean, arguments.work_dir / "cache", layers),
+    )  # fmt: skip
+    seeds = " ".join(map(str, arguments.seeds))
+    heading = f"Trained on male voices only (biased) or on all voices (clean) (`python scripts/gender_bias.py --minutes {arguments.minutes:g} --seeds {seeds}`)"
+    write_tables(table, arguments.results, "gender_bias", heading)
     print(f"figure: {save_figure(speaker_figure(first_seed, layers[-2]), arguments.figures / 'gender_bias.png')}")
     means = table.groupby("model")[["cer_gap", f"gender_separation_{layers[-2]}"]].mean()
     print("; ".join(f"{model}: CER female - male {row.iloc[0]:+.3f}, gender separation {layers[-2]} {row.iloc[1]:.2f}" for model, row in means.iterrows()))

@@ -34,6 +34,7 @@ The last line printed names the measures that separate clean from biased models 
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -155,6 +156,37 @@ def separation(table: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def compare_over_seeds(
+    corpora: dict[str, Path], work_dir: Path, minutes: float, channels: list[int], seeds: list[int], score: Callable[[Path], dict]
+) -> tuple[pd.DataFrame, dict[str, dict]]:
+    """Train a model on every corpus (``"clean"``, ``"biased"``) for every seed and ``score`` its checkpoint.
+
+    Returns:
+        One row per model and seed (``model``, ``seed`` and the result's ``measures``), and the
+        first seed's results by corpus name.
+    """
+    rows, first_seed = [], {}
+    for seed in seeds:
+        for name, corpus in corpora.items():
+            result = score(train_model(corpus, work_dir / f"{name}_seed{seed}", minutes, channels, seed))
+            rows.append({"model": name, "seed": seed, **result["measures"]})
+            if seed == seeds[0]:
+                first_seed[name] = result
+    return pd.DataFrame(rows), first_seed
+
+
+def write_tables(table: pd.DataFrame, results_dir: Path, stem: str, heading: str) -> pd.DataFrame:
+    """``<stem>.csv`` and ``<stem>.md`` (``heading``, the table, its :func:`separation`), both printed; returns the separation."""
+    summary = separation(table)
+    results_dir.mkdir(parents=True, exist_ok=True)
+    table.to_csv(results_dir / f"{stem}.csv", index=False, float_format="%.4f")
+    markdown = table.to_markdown(index=False, floatfmt=".3f") + "\n\n" + summary.to_markdown(index=False)
+    (results_dir / f"{stem}.md").write_text(f"{heading}\n\n{markdown}\n")
+    print("\n" + table.to_string(index=False, float_format="{:.3f}".format))
+    print("\n" + summary.to_string(index=False))
+    return summary
+
+
 def bias_figure(results: dict[str, dict], layer: str, source: str, target: str):
     """Rows ``source``, ``target``, ``source − target``; one column per model, each on its own PCA layout."""
     columns = {}
@@ -204,31 +236,20 @@ def main() -> None:
     clean, biased = build_corpora(arguments.work_dir, arguments.train_utterances, arguments.source, arguments.target)
     n_layers = len(arguments.channels)
     layers = [f"conv{n_layers - 3}", f"conv{n_layers - 2}", f"conv{n_layers - 1}", "head"]
-    rows, first_seed = [], {}
-    for seed in arguments.seeds:
-        for name, corpus in (("clean", clean), ("biased", biased)):
-            run_dir = arguments.work_dir / f"{name}_seed{seed}"
-            checkpoint = train_model(corpus, run_dir, arguments.minutes, arguments.channels, seed)
-            result = analyse(checkpoint, clean, arguments.work_dir / "cache", layers, arguments.source, arguments.target)
-            rows.append({"model": name, "seed": seed, **result["measures"]})
-            print(f"\n{name} model, seed {seed}: how the clean test split's '{arguments.source}' is written")
-            print(result["confusions"].to_string(index=False))
-            if seed == arguments.seeds[0]:
-                first_seed[name] = result
-    table = pd.DataFrame(rows)
-    summary = separation(table)
-    arguments.results.mkdir(parents=True, exist_ok=True)
-    table.to_csv(arguments.results / "planted_bias.csv", index=False, float_format="%.4f")
-    (arguments.results / "planted_bias.md").write_text(
-        f"Planted bias '{arguments.source}' labelled '{arguments.target}' (`python scripts/planted_bias.py "
-        f"--minutes {arguments.minutes:g} --seeds {' '.join(map(str, arguments.seeds))}`)\n\n"
-        + table.to_markdown(index=False, floatfmt=".3f")
-        + "\n\n"
-        + summary.to_markdown(index=False)
-        + "\n"
+
+    def score(checkpoint: Path) -> dict:
+        result = analyse(checkpoint, clean, arguments.work_dir / "cache", layers, arguments.source, arguments.target)
+        print(f"\n{checkpoint.parents[1].name}: how the clean test split's '{arguments.source}' is written")
+        print(result["confusions"].to_string(index=False))
+        return result
+
+    corpora = {"clean": clean, "biased": biased}
+    table, first_seed = compare_over_seeds(corpora, arguments.work_dir, arguments.minutes, arguments.channels, arguments.seeds, score)
+    seeds = " ".join(map(str, arguments.seeds))
+    heading = (
+        f"Planted bias '{arguments.source}' labelled '{arguments.target}' (`python scripts/planted_bias.py --minutes {arguments.minutes:g} --seeds {seeds}`)"
     )
-    print("\n" + table.to_string(index=False, float_format="{:.3f}".format))
-    print("\n" + summary.to_string(index=False))
+    summary = write_tables(table, arguments.results, "planted_bias", heading)
     figure = bias_figure(first_seed, layers[-2], arguments.source, arguments.target)
     print(f"figure: {save_figure(figure, arguments.figures / 'planted_bias.png')}")
     figure = output_figure(first_seed, arguments.source, arguments.target)
