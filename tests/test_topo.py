@@ -23,7 +23,6 @@ from tmaps.topo import (
     TopoConfig,
     TopographicRegularizer,
     WeightSimilarity,
-    activation_map,
     build_regularizer,
     distance_profile,
     filter_map,
@@ -403,15 +402,6 @@ def test_filter_maps_colour_the_first_layer_by_mel_band_and_deeper_ones_by_pca()
     np.testing.assert_array_equal(colours, principal_component_colours(model.conv1.conv.weight))
     np.testing.assert_allclose(colours.min(0), 0)
     np.testing.assert_allclose(colours.max(0), 1)
-
-
-def test_activation_map_draws_each_units_mean_at_its_cell_with_symmetric_limits():
-    mean_activation = torch.linspace(-0.5, 2.0, 30)
-    figure = activation_map(mean_activation, Grid(30, (5, 6)), "conv1")
-    image = figure.axes[0].images[0]
-    np.testing.assert_allclose(image.get_array(), mean_activation.reshape(5, 6).numpy())
-    assert image.get_clim() == pytest.approx((-2.0, 2.0))
-    assert figure.axes[0].get_title() == "conv1: mean activation"
 
 
 # ---------------------------------------------------------------- training on real audio

@@ -13,7 +13,7 @@ from tmaps.topo.losses import (
     topographic_grids,
 )
 from tmaps.topo.metrics import distance_profile, layer_topography, topography_metrics
-from tmaps.topo.plots import activation_map, filter_map, mel_centre_of_mass, principal_component_colours
+from tmaps.topo.plots import filter_map, mel_centre_of_mass, principal_component_colours
 
 __all__ = [
     "LOSSES",
@@ -24,7 +24,6 @@ __all__ = [
     "TopographicLoss",
     "TopographicRegularizer",
     "WeightSimilarity",
-    "activation_map",
     "build_regularizer",
     "distance_profile",
     "filter_map",

@@ -1,4 +1,4 @@
-"""Pictures of a layer laid out on its grid: filter maps and activation maps.
+"""Pictures of a layer's filters laid out on its grid (activation maps are drawn by ``tmaps.introspect.render``).
 
 Figures are built with ``matplotlib.figure.Figure`` (no pyplot, no GUI backend, nothing
 shown); save them with ``figure.savefig`` or hand them to a logger.
@@ -90,20 +90,4 @@ def filter_map(model: nn.Module, layer: str, grid: Grid | None = None, colour: s
     else:
         figure, axes = _grid_axes(grid, f"{layer}: filter PCs 1-3 as RGB")
         axes.imshow(grid.sheet(torch.from_numpy(principal_component_colours(weight))).numpy())
-    return figure
-
-
-def activation_map(mean_activation: Tensor | np.ndarray, grid: Grid | None = None, layer: str = "") -> Figure:
-    """Topographic activation map: each unit's mean activation ``(units,)`` at its grid cell.
-
-    The means come from the caller, who knows which frames are speech and which are padding
-    (``tmaps.callbacks.TopographicMaps`` takes them from a NAP pass over the valid frames).
-    Drawn with a diverging colormap whose limits are symmetric about 0.
-    """
-    mean_activation = torch.as_tensor(mean_activation).detach().float().cpu()
-    grid = grid or Grid(len(mean_activation))
-    limit = float(mean_activation.abs().max()) or 1.0
-    figure, axes = _grid_axes(grid, f"{layer}: mean activation" if layer else "mean activation")
-    image = axes.imshow(grid.sheet(mean_activation).numpy(), cmap="RdBu_r", vmin=-limit, vmax=limit)
-    figure.colorbar(image, ax=axes, label="activation")
     return figure
