@@ -105,8 +105,6 @@ def train(cfg: DictConfig) -> float | None:
                 pd.DataFrame.from_dict(results, orient="index").rename_axis("split").reset_index().to_csv(
                     Path(cfg.paths.output_dir) / TEST_RESULTS_FILE, index=False
                 )
-            for logger in loggers:
-                logger.log_metrics({f"summary/{key}": value for key, value in metrics.items() if key.count("/") == 2})
         report_skips(datamodule, trainer)
         log.info("run finished in %.1f s; outputs in %s", time.perf_counter() - started, cfg.paths.output_dir)
     finally:
