@@ -309,10 +309,10 @@ def test_bad_configuration_is_named(synth_corpus_en, tmp_path):
 
 
 @pytest.mark.parametrize("config", sorted(CONF.glob("*.yaml")), ids=lambda path: path.stem)
-def test_every_data_config_builds_a_datamodule(config, tmp_path):
+def test_every_data_config_builds_a_datamodule_whose_batch_order_follows_the_run_seed(config, tmp_path):
     # Composed by Hydra, since a preset such as synth_en_hard extends another through its defaults list.
     with initialize_config_module(config_module="tmaps.conf", version_base="1.3"):
-        cfg = compose(config_name="train", overrides=[f"data={config.stem}"]).data
+        cfg = compose(config_name="train", overrides=[f"data={config.stem}", "seed=5"]).data
     with open_dict(cfg):
         cfg.root = str(tmp_path)
     if cfg.source.get("path") == "???":
@@ -320,6 +320,7 @@ def test_every_data_config_builds_a_datamodule(config, tmp_path):
     module = SpeechDataModule(**OmegaConf.to_container(cfg, resolve=True))
     assert module.alphabet == Alphabet.for_language(cfg.language)
     assert module.feature_config["n_mels"] == cfg.features.n_mels
+    assert module.batching["seed"] == 5
 
 
 def test_a_manifest_loader_serves_every_utterance_of_a_split_with_the_given_features_in_the_same_order_twice(synth_corpus_en, tmp_path):
