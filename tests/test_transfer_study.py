@@ -17,6 +17,7 @@ from tmaps.commands.transfer_study import RunResult, condition_overrides, first_
 TINY = [
     "data.source.words_per_utterance=[2,4]",
     "data.batching.num_workers=0",
+    "data.batching.max_batch_seconds=12",  # several batches an epoch, so that a seed's batch order shows
     "model.channels=[32,32,32,32,32,32,32,32,64,64]",
 ]
 
@@ -65,6 +66,13 @@ def test_study_trains_every_run_once_and_a_rerun_skips_finished_runs(tiny_study)
     assert names == {f"{c}-f{f}-s{s}" for c in ("scratch", "freeze0") for f in ("1", "0.1") for s in (0, 1)}
     assert all(r.steps == [2, 4] and len(r.dev_cer) == 2 and r.train_seconds[0] < r.train_seconds[1] for r in results)
     assert all((r.weight_change is None) == (r.condition == "scratch") for r in results)
+    # Seeds of a fine-tuning run start from the same weights; their batch order must differ.
+    by_name = {f"{r.condition}-f{r.fraction:g}-s{r.seed}": r for r in results}
+    assert by_name["freeze0-f1-s0"].weight_change != by_name["freeze0-f1-s1"].weight_change
+    for run_dir in Path(study["out_dir"]).glob("runs/*"):
+        assert "tmaps: utterances kept and skipped per split" in (run_dir / "console.log").read_text()
+        logged = (run_dir / "train.log").read_text().splitlines()
+        assert logged and not [line for line, next_line in zip(logged, logged[1:]) if line == next_line]
     finished = result_times(Path(study["out_dir"]))
     run_study(study)
     assert result_times(Path(study["out_dir"])) == finished

@@ -44,6 +44,8 @@ from tmaps.commands.compare import compare_checkpoints
 log = logging.getLogger(__name__)
 
 RESULT_FILE = "result.json"
+# What a run prints; not train.log, which Hydra's file handler writes in the same folder.
+CONSOLE_LOG = "console.log"
 SCRATCH = "scratch"
 # The condition names a study config may list, and what each one trains.
 CONDITIONS = {
@@ -186,7 +188,7 @@ def run_once(run: Run, source_ckpt: str | None, study: Mapping, out_dir: Path) -
         log.info("%s: no %s, a run that did not finish; training it again", run_dir, RESULT_FILE)
         shutil.rmtree(run_dir)
     log.info("training %s", run.name)
-    train(run_overrides(run, source_ckpt, study, run_dir), run_dir / "train.log")
+    train(run_overrides(run, source_ckpt, study, run_dir), run_dir / CONSOLE_LOG)
     curves = read_curves(run_dir)
     change = source_weight_change(source_ckpt, run_dir) if run.condition != SCRATCH else None
     result = RunResult(
@@ -218,7 +220,7 @@ def source_checkpoint(study: Mapping, out_dir: Path) -> str:
         resume = [f"ckpt_path={checkpoint}"] if checkpoint.is_file() else []
         log.info("training the English source (%s)", " ".join([*study["source"]["overrides"], *resume]))
         overrides = [*study["source"]["overrides"], *resume, "test=false", f"hydra.run.dir={source_dir}", "task_name=transfer_study_source"]
-        train(overrides, source_dir / "train.log")
+        train(overrides, source_dir / CONSOLE_LOG)
         if not checkpoint.is_file():
             raise FileNotFoundError(f"the source run wrote no {checkpoint}; its callbacks must keep last.ckpt")
         write_atomically(source_dir / RESULT_FILE, json.dumps({"checkpoint": str(checkpoint.resolve())}) + "\n")
