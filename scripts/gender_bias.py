@@ -20,12 +20,11 @@ The last line printed gives, per model, the CER gap (female − male) and the ge
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 import numpy as np
 import torch
-from planted_bias import SPLITS, compare_over_seeds, corpus_config, write_tables
+from planted_bias import SPLITS, compare_over_seeds, corpus_config, study_parser, write_tables
 from scipy.spatial.distance import cdist, pdist
 
 from tmaps.checkpoint import load_checkpoint
@@ -35,8 +34,6 @@ from tmaps.data.synth import synthesize_corpus
 from tmaps.introspect import NAP, MapStyle, compute_layout, save_figure
 from tmaps.introspect.errors import collect_outcomes
 from tmaps.introspect.render import plot_layers
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def build_corpora(work_dir: Path, n_train: int) -> tuple[Path, Path]:
@@ -95,14 +92,9 @@ def speaker_figure(results: dict[str, dict], layer: str):
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--work-dir", type=Path, default=ROOT / "logs" / "gender_bias")
-    parser.add_argument("--figures", type=Path, default=ROOT / "docs" / "figures")
-    parser.add_argument("--results", type=Path, default=ROOT / "docs" / "results")
-    parser.add_argument("--minutes", type=float, default=3.0, help="training time of each model")
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
-    parser.add_argument("--train-utterances", type=int, default=1600, help="before the biased split keeps the male half")
-    parser.add_argument("--channels", type=int, nargs="+", default=[64] * 8 + [128, 128])
+    parser = study_parser(
+        __doc__.split("\n\n")[0], "gender_bias", seeds=[0, 1], train_utterances=1600, train_help="before the biased split keeps the male half"
+    )
     arguments = parser.parse_args()
     torch.set_num_threads(2)
     clean, biased = build_corpora(arguments.work_dir, arguments.train_utterances)

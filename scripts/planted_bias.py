@@ -220,15 +220,21 @@ def output_figure(results: dict[str, dict], source: str, target: str) -> Figure:
     return figure
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--work-dir", type=Path, default=ROOT / "logs" / "planted_bias")
+def study_parser(description: str, name: str, seeds: list[int], train_utterances: int, train_help: str | None = None) -> argparse.ArgumentParser:
+    """The options of a bias study (:func:`compare_over_seeds`): folders, training time, seeds, corpus and model size."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--work-dir", type=Path, default=ROOT / "logs" / name)
     parser.add_argument("--figures", type=Path, default=ROOT / "docs" / "figures")
     parser.add_argument("--results", type=Path, default=ROOT / "docs" / "results")
     parser.add_argument("--minutes", type=float, default=3.0, help="training time of each model")
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--train-utterances", type=int, default=800)
+    parser.add_argument("--seeds", type=int, nargs="+", default=seeds)
+    parser.add_argument("--train-utterances", type=int, default=train_utterances, help=train_help)
     parser.add_argument("--channels", type=int, nargs="+", default=[64] * 8 + [128, 128])
+    return parser
+
+
+def main() -> None:
+    parser = study_parser(__doc__.split("\n\n")[0], "planted_bias", seeds=[0, 1, 2], train_utterances=800)
     parser.add_argument("--source", default="s", help="the character whose labels are corrupted")
     parser.add_argument("--target", default="z", help="what it is labelled as")
     arguments = parser.parse_args()
