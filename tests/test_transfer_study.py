@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +13,7 @@ import pytest
 from hydra import compose, initialize_config_module
 from omegaconf import OmegaConf
 
-from tmaps.commands.transfer_study import RunResult, condition_overrides, first_step_at_or_below, results_table, run_study
+from tmaps.commands.transfer_study import RunResult, condition_overrides, first_step_at_or_below, results_table, run_study, write_results
 
 TINY = [
     "data.source.words_per_utterance=[2,4]",
@@ -65,6 +66,7 @@ def test_study_trains_every_run_once_and_a_rerun_skips_finished_runs(tiny_study)
     # The first seed of each condition, then the second seed of scratch and of the best (only) transfer recipe.
     assert names == {f"{c}-f{f}-s{s}" for c in ("scratch", "freeze0") for f in ("1", "0.1") for s in (0, 1)}
     assert all(r.steps == [2, 4] and len(r.dev_cer) == 2 and r.train_seconds[0] < r.train_seconds[1] for r in results)
+    assert all(len(r.dev_loss) == 2 and all(loss > 0 for loss in r.dev_loss) for r in results)
     assert all((r.weight_change is None) == (r.condition == "scratch") for r in results)
     # Seeds of a fine-tuning run start from the same weights; their batch order must differ.
     by_name = {f"{r.condition}-f{r.fraction:g}-s{r.seed}": r for r in results}
@@ -133,6 +135,16 @@ def test_steps_to_scratch_are_read_off_the_mean_curves():
     assert table.loc["freeze0", "train s to scratch's final CER"] == pytest.approx(30.0)
     assert math.isnan(table.loc["freeze8", "steps ratio"]) and table.loc["freeze0", "best transfer"]
     assert first_step_at_or_below(pd.Series([0.5, 0.2], index=[10, 20]), 0.1) is None
+
+
+def test_results_of_runs_made_before_dev_loss_was_recorded_still_make_the_table_and_figure(tmp_path):
+    old = run_result("scratch", 0, [0.8, 0.4, 0.2])
+    new = RunResult(**{**asdict(run_result("freeze0", 0, [0.3, 0.2, 0.1])), "dev_loss": [2.0, 1.5, 1.8]})
+    assert RunResult(**json.loads(json.dumps({key: value for key, value in asdict(old).items() if key != "dev_loss"}))).dev_loss is None
+    study = {"seeds": [0], "fractions": [1.0], "steps": 300, "val_every": 100}
+    summary = write_results([old, new], study, "source.ckpt", tmp_path)
+    assert summary["steps_ratio_100"] == pytest.approx(2 / 3)  # 0.2 at step 200 against scratch's 300
+    assert (tmp_path / "transfer_dev_cer.png").stat().st_size > 10_000
 
 
 def test_conditions_become_recipes_and_unknown_ones_are_refused():

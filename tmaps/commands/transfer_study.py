@@ -77,7 +77,11 @@ class Run:
 
 @dataclass(frozen=True)
 class RunResult:
-    """What a finished run leaves in its ``result.json``: dev CER and training seconds at each validation step."""
+    """What a finished run leaves in its ``result.json``: dev CER, training seconds and dev loss at each validation step.
+
+    ``dev_loss`` rises while the dev CER stalls when a run overfits its training data; it is
+    ``None`` in the results of runs made before the study recorded it.
+    """
 
     condition: str
     fraction: float
@@ -86,6 +90,7 @@ class RunResult:
     dev_cer: list[float]
     train_seconds: list[float]
     weight_change: dict[str, float] | None = None
+    dev_loss: list[float] | None = None
 
     @property
     def final_dev_cer(self) -> float:
@@ -155,7 +160,7 @@ def train(overrides: Sequence[str], log_path: Path) -> None:
 
 
 def read_curves(run_dir: Path) -> pd.DataFrame:
-    """``val/cer`` and ``time/train_s`` by optimizer step from a run's CSV log.
+    """``val/cer``, ``val/loss`` and ``time/train_s`` by optimizer step from a run's CSV log.
 
     Lightning logs a validation that follows optimizer step ``n`` at step ``n - 1``; the index
     here is ``n``, the number of steps taken.
@@ -164,10 +169,10 @@ def read_curves(run_dir: Path) -> pd.DataFrame:
     if not paths:
         raise FileNotFoundError(f"{run_dir} has no csv/*/metrics.csv: did the run use logger=csv?")
     metrics = pd.read_csv(paths[-1])
-    missing = {"val/cer", "time/train_s"} - set(metrics)
+    missing = {"val/cer", "val/loss", "time/train_s"} - set(metrics)
     if missing:
         raise ValueError(f"{paths[-1]} has no {sorted(missing)} column: did the run validate with the TrainTime callback?")
-    curves = metrics.dropna(subset=["val/cer"]).groupby("step")[["val/cer", "time/train_s"]].last()
+    curves = metrics.dropna(subset=["val/cer"]).groupby("step")[["val/cer", "val/loss", "time/train_s"]].last()
     curves.index = curves.index + 1
     return curves
 
@@ -193,7 +198,7 @@ def run_once(run: Run, source_ckpt: str | None, study: Mapping, out_dir: Path) -
     change = source_weight_change(source_ckpt, run_dir) if run.condition != SCRATCH else None
     result = RunResult(
         run.condition, run.fraction, run.seed, [int(step) for step in curves.index],
-        curves["val/cer"].tolist(), curves["time/train_s"].tolist(), change,
+        curves["val/cer"].tolist(), curves["time/train_s"].tolist(), change, curves["val/loss"].tolist(),
     )  # fmt: skip
     write_atomically(result_path, json.dumps(asdict(result), indent=1) + "\n")
     return result
@@ -366,41 +371,52 @@ def summary(results: Sequence[RunResult], table: pd.DataFrame, study: Mapping, s
 
 
 def plot(results: Sequence[RunResult], path: Path) -> None:
-    """Dev CER against optimizer steps (top) and against training seconds (bottom), one column per fraction;
-    mean over seeds, the band one standard deviation where there are several."""
+    """Dev CER against optimizer steps (top) and against training seconds (middle), and dev loss
+    against steps (bottom: it turns up where a run overfits), one column per fraction; mean over
+    seeds, the band one standard deviation where there are several."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fractions = sorted({r.fraction for r in results}, reverse=True)
-    figure, axes = plt.subplots(2, len(fractions), figsize=(5.5 * len(fractions), 8), squeeze=False, sharey=True)
+    figure, axes = plt.subplots(3, len(fractions), figsize=(5.5 * len(fractions), 11), squeeze=False, sharey="row")
     for column, fraction in enumerate(fractions):
         for condition in CONDITIONS:
             runs = [r for r in results if r.fraction == fraction and r.condition == condition]
             if not runs:
                 continue
-            curves = pd.concat([pd.Series(r.dev_cer, index=r.steps) for r in runs], axis=1).dropna()
-            mean, sd = curves.mean(axis=1), curves.std(axis=1, ddof=1) if len(runs) > 1 else None
-            seconds = mean_curve(runs, "train_seconds").loc[mean.index]
             style = {"color": "black", "linewidth": 2.5} if condition == SCRATCH else {"linewidth": 1.5}
             label = f"{condition} ({len(runs)} seeds)" if len(runs) > 1 else condition
-            for row, x in enumerate((mean.index, seconds.values)):
-                line = axes[row][column].plot(x, mean.values, marker="o", markersize=2.5, label=label, **style)[0]
-                if sd is not None:
-                    axes[row][column].fill_between(x, mean - sd, mean + sd, color=line.get_color(), alpha=0.2)
+            seconds = mean_curve(runs, "train_seconds")
+            color = _plot_mean(axes[0][column], runs, "dev_cer", None, label=label, **style)
+            _plot_mean(axes[1][column], runs, "dev_cer", seconds, **{**style, "color": color})
+            if all(r.dev_loss for r in runs):
+                _plot_mean(axes[2][column], runs, "dev_loss", None, **{**style, "color": color})
         axes[0][column].set_title(f"German, {fraction_label(fraction)}% of the training data")
-        axes[0][column].set_xlabel("optimizer step")
-        axes[1][column].set_xlabel("training seconds (batches only)")
-        for row in range(2):
+        for row, xlabel in enumerate(("optimizer step", "training seconds (batches only)", "optimizer step")):
+            axes[row][column].set_xlabel(xlabel)
             axes[row][column].grid(alpha=0.3)
+        for row in range(2):
             axes[row][column].set_yscale("log")
-    axes[0][0].set_ylabel("dev CER")
-    axes[1][0].set_ylabel("dev CER")
+    for row, ylabel in enumerate(("dev CER", "dev CER", "dev CTC loss")):
+        axes[row][0].set_ylabel(ylabel)
     axes[0][-1].legend(fontsize="small")
     figure.tight_layout()
     figure.savefig(path, dpi=110)
     plt.close(figure)
+
+
+def _plot_mean(ax, runs: Sequence[RunResult], column: str, seconds: pd.Series | None, **style) -> str:
+    """The mean over ``runs`` of ``column`` against steps (or ``seconds`` at those steps), ± one sd; returns the line's colour."""
+    curves = pd.concat([pd.Series(getattr(r, column), index=r.steps) for r in runs], axis=1).dropna()
+    mean = curves.mean(axis=1)
+    x = mean.index if seconds is None else seconds.loc[mean.index].to_numpy()
+    line = ax.plot(x, mean.to_numpy(), marker="o", markersize=2.5, **style)[0]
+    if len(runs) > 1:
+        sd = curves.std(axis=1, ddof=1)
+        ax.fill_between(x, mean - sd, mean + sd, color=line.get_color(), alpha=0.2)
+    return line.get_color()
 
 
 def write_results(results: Sequence[RunResult], study: Mapping, source_ckpt: str | None, results_dir: Path) -> dict:
