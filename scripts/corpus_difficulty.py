@@ -12,7 +12,8 @@ decoding); each utterance's CER is set against each draw:
 - the share of the CER's variance that lies between voices (espeak-ng variants), and the
   easiest and hardest voices.
 
-Writes ``<results-dir>/corpus_difficulty.{csv,md}`` (the per-draw table) and
+Writes ``<results-dir>/corpus_difficulty.{csv,md}`` (the per-draw table),
+``<results-dir>/corpus_difficulty_bins.csv`` (mean CER per bin of each draw) and
 ``docs/figures/corpus_difficulty.png`` (CER against each draw, with the bin means).
 
     tmaps-synth data=synth_de_hard data.source.seed=1 'data.source.n_utterances={train:1,dev:1000,test:1,test_unseen:1}'
@@ -80,55 +81,56 @@ def draw_bins(values: pd.Series) -> pd.Series:
     return values if values.nunique() <= N_BINS else pd.cut(values, N_BINS)
 
 
-def bin_label(value) -> str:
-    return f"{value.left:.3g}–{value.right:.3g}" if isinstance(value, pd.Interval) else f"{value:g}"
-
-
 def voice_effects(utterances: pd.DataFrame) -> dict:
     """The share of the CER's variance that lies between voices, and each voice's mean CER.
 
-    The share is omega squared of a one-way ANOVA, which unlike eta squared does not grow with
-    the number of voices when they do not matter (92 voices of ~2 utterances each give eta
-    squared near 0.5 by chance alone).
+    The share is omega squared of a one-way ANOVA, ``df1 (F - 1) / (df1 (F - 1) + N)``, which
+    unlike eta squared does not grow with the number of voices when they do not matter (92 voices
+    of ~2 utterances each give eta squared near 0.5 by chance alone).
+
+    Returns:
+        ``omega_squared``, the ANOVA's ``p``, and ``mean_cer``: a frame of ``mean`` and ``size``
+        per voice, easiest first.
     """
     by_voice = utterances.groupby("speaker")["cer"]
-    cer = utterances["cer"]
-    between = (by_voice.size() * (by_voice.mean() - cer.mean()) ** 2).sum()
-    total = ((cer - cer.mean()) ** 2).sum()
-    n_voices = by_voice.ngroups
-    within_mean_square = (total - between) / (len(cer) - n_voices)
-    omega_squared = (between - (n_voices - 1) * within_mean_square) / (total + within_mean_square)
-    _, p = f_oneway(*(group.to_numpy() for _, group in by_voice))
-    return {"omega_squared": omega_squared, "p": p, "mean_cer": by_voice.agg(["mean", "size"]).sort_values("mean")}
+    f, p = f_oneway(*(group.to_numpy() for _, group in by_voice))
+    excess = (by_voice.ngroups - 1) * (f - 1)
+    return {"omega_squared": excess / (excess + len(utterances)), "p": p, "mean_cer": by_voice.agg(["mean", "size"]).sort_values("mean")}
 
 
-def draw_effects(utterances: pd.DataFrame) -> pd.DataFrame:
-    """Per draw: Spearman's rho and p with CER, the joint linear model's coefficient, and the CER per bin."""
+def draw_effects(utterances: pd.DataFrame) -> tuple[pd.DataFrame, float]:
+    """Per draw that varies: Spearman's rho and p with CER, and the draw's coefficient in a linear
+    model of CER on all the standardized draws (CER per standard deviation), largest effect first;
+    and that model's R²."""
     draws = [draw for draw in DRAWS if draw in utterances and utterances[draw].nunique() > 1]
     features = StandardScaler().fit_transform(utterances[draws])
     regression = LinearRegression().fit(features, utterances["cer"])
-    rows = []
-    for draw, coefficient in zip(draws, regression.coef_):
-        rho, p = spearmanr(utterances[draw], utterances["cer"])
-        by_bin = utterances.groupby(draw_bins(utterances[draw]), observed=True)["cer"].agg(["mean", "size"])
-        rows.append({
-            "draw": draw,
-            "spearman_rho": rho,
-            "p": p,
-            "cer_per_sd": coefficient,
-            **{f"bin{i + 1}": f"{bin_label(value)}: {row['mean']:.3f} (n={int(row['size'])})" for i, (value, row) in enumerate(by_bin.iterrows())},
-        })  # fmt: skip
+    rows = [
+        {"draw": draw, **dict(zip(("spearman_rho", "p"), spearmanr(utterances[draw], utterances["cer"]))), "cer_per_sd": coefficient}
+        for draw, coefficient in zip(draws, regression.coef_)
+    ]
     table = pd.DataFrame(rows).sort_values("cer_per_sd", key=abs, ascending=False, ignore_index=True)
-    table.attrs["r2"] = regression.score(features, utterances["cer"])
-    return table
+    return table, regression.score(features, utterances["cer"])
 
 
-def difficulty_figure(utterances: pd.DataFrame, draws: list[str]) -> plt.Figure:
+def binned_cer(utterances: pd.DataFrame, draws: list[str]) -> pd.DataFrame:
+    """Mean CER and number of utterances per bin of each draw (:func:`draw_bins`), low to high, one row per bin."""
+    rows = []
+    for draw in draws:
+        for value, group in utterances.groupby(draw_bins(utterances[draw]), observed=True)["cer"]:
+            low, high = (value.left, value.right) if isinstance(value, pd.Interval) else (value, value)
+            rows.append({"draw": draw, "low": low, "high": high, "mean_cer": group.mean(), "utterances": len(group)})
+    return pd.DataFrame(rows)
+
+
+def difficulty_figure(utterances: pd.DataFrame, bins: pd.DataFrame) -> plt.Figure:
+    """One panel per draw: each utterance's CER against the draw (grey) and the mean per bin (red)."""
+    draws = list(dict.fromkeys(bins["draw"]))
     figure, axes = plt.subplots(1, len(draws), figsize=(3 * len(draws), 3), sharey=True, squeeze=False)
     for ax, draw in zip(axes[0], draws):
         ax.scatter(utterances[draw], utterances["cer"], s=4, alpha=0.3, color="grey")
-        bins = utterances.groupby(draw_bins(utterances[draw]), observed=True)["cer"].mean()
-        ax.plot([value.mid if isinstance(value, pd.Interval) else value for value in bins.index], bins.to_numpy(), "o-", color="C3")
+        of_draw = bins[bins["draw"] == draw]
+        ax.plot((of_draw["low"] + of_draw["high"]) / 2, of_draw["mean_cer"], "o-", color="C3")
         ax.set_xlabel(DRAWS[draw])
     axes[0, 0].set_ylabel("CER per utterance")
     axes[0, 0].set_ylim(0, min(1.5, utterances["cer"].max() * 1.05))
@@ -147,23 +149,30 @@ def main() -> None:
     args = parser.parse_args()
 
     utterances = utterance_cer(args.checkpoint, args.corpus, args.split, args.cache)
-    table = draw_effects(utterances)
+    table, r2 = draw_effects(utterances)
+    bins = binned_cer(utterances, list(table["draw"]))
     voices = voice_effects(utterances)
     voice_lines = [f"{voice}: {row['mean']:.3f} (n={int(row['size'])})" for voice, row in voices["mean_cer"].iterrows()]
     args.results_dir.mkdir(parents=True, exist_ok=True)
     table.to_csv(args.results_dir / "corpus_difficulty.csv", index=False)
+    bins.to_csv(args.results_dir / "corpus_difficulty_bins.csv", index=False)
+    bin_cells = bins.groupby("draw", sort=False).apply(
+        lambda of_draw: " / ".join(f"{row.low:.3g}–{row.high:.3g}: {row.mean_cer:.3f} (n={row.utterances})" for row in of_draw.itertuples()),
+        include_groups=False,
+    )
     heading = (
         f"# CER per utterance against the corpus' realism draws\n\n{len(utterances)} utterances of {args.corpus.name}/{args.split}, "
-        f"checkpoint {args.checkpoint}; mean CER {utterances['cer'].mean():.3f}. Linear model of CER on all draws: R² {table.attrs['r2']:.2f}.\n\n"
+        f"checkpoint {args.checkpoint}; mean CER {utterances['cer'].mean():.3f}. Linear model of CER on all draws: R² {r2:.2f}.\n\n"
     )
     voice_text = (
         f"\n\nVoices: {voices['omega_squared']:.2f} of the CER's variance (omega squared) lies between the {len(voice_lines)} voices "
         f"(one-way ANOVA p = {voices['p']:.2g}). Easiest five: {'; '.join(voice_lines[:5])}. Hardest five: {'; '.join(voice_lines[-5:])}.\n"
     )
-    (args.results_dir / "corpus_difficulty.md").write_text(heading + table.to_markdown(index=False, floatfmt=".3g") + voice_text)
+    report = table.assign(**{"mean CER per bin": table["draw"].map(bin_cells)})
+    (args.results_dir / "corpus_difficulty.md").write_text(heading + report.to_markdown(index=False, floatfmt=".3g") + voice_text)
     args.figure.parent.mkdir(parents=True, exist_ok=True)
-    difficulty_figure(utterances, list(table["draw"])).savefig(args.figure, dpi=120)
-    print(table.to_string(index=False))
+    difficulty_figure(utterances, bins).savefig(args.figure, dpi=120)
+    print(report.to_string(index=False))
     print(voice_text.strip())
 
     cer, strongest = utterances["cer"], table.iloc[0]

@@ -13,7 +13,7 @@ import pytest
 from hydra import compose, initialize_config_module
 from omegaconf import OmegaConf
 
-from tmaps.commands.transfer_study import RunResult, condition_overrides, first_step_at_or_below, results_table, run_study, write_results
+from tmaps.commands.transfer_study import Run, RunResult, condition_overrides, first_step_at_or_below, results_table, run_once, run_study, write_results
 
 TINY = [
     "data.source.words_per_utterance=[2,4]",
@@ -140,7 +140,10 @@ def test_steps_to_scratch_are_read_off_the_mean_curves():
 def test_results_of_runs_made_before_dev_loss_was_recorded_still_make_the_table_and_figure(tmp_path):
     old = run_result("scratch", 0, [0.8, 0.4, 0.2])
     new = RunResult(**{**asdict(run_result("freeze0", 0, [0.3, 0.2, 0.1])), "dev_loss": [2.0, 1.5, 1.8]})
-    assert RunResult(**json.loads(json.dumps({key: value for key, value in asdict(old).items() if key != "dev_loss"}))).dev_loss is None
+    run_dir = tmp_path / "study" / "runs" / "scratch-f1-s0"
+    run_dir.mkdir(parents=True)
+    (run_dir / "result.json").write_text(json.dumps({key: value for key, value in asdict(old).items() if key != "dev_loss"}))
+    assert run_once(Run("scratch", 1.0, 0), None, {}, tmp_path / "study") == old  # read back, not trained
     study = {"seeds": [0], "fractions": [1.0], "steps": 300, "val_every": 100}
     summary = write_results([old, new], study, "source.ckpt", tmp_path)
     assert summary["steps_ratio_100"] == pytest.approx(2 / 3)  # 0.2 at step 200 against scratch's 300

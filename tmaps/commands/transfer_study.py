@@ -171,7 +171,7 @@ def read_curves(run_dir: Path) -> pd.DataFrame:
     metrics = pd.read_csv(paths[-1])
     missing = {"val/cer", "val/loss", "time/train_s"} - set(metrics)
     if missing:
-        raise ValueError(f"{paths[-1]} has no {sorted(missing)} column: did the run validate with the TrainTime callback?")
+        raise ValueError(f"{paths[-1]} has no {sorted(missing)} column: did the run validate (val/*) with the TrainTime callback (time/train_s)?")
     curves = metrics.dropna(subset=["val/cer"]).groupby("step")[["val/cer", "val/loss", "time/train_s"]].last()
     curves.index = curves.index + 1
     return curves
@@ -261,10 +261,14 @@ def run_study(study: Mapping) -> list[RunResult]:
 # --- results ---------------------------------------------------------------------------------
 
 
+def run_curves(results: Sequence[RunResult], column: str = "dev_cer") -> pd.DataFrame:
+    """``column`` of every run (one column each) at the validation steps that every run has."""
+    return pd.concat([pd.Series(getattr(result, column), index=result.steps) for result in results], axis=1).dropna()
+
+
 def mean_curve(results: Sequence[RunResult], column: str = "dev_cer") -> pd.Series:
     """The mean over runs of ``column`` at each validation step that every run has."""
-    frames = [pd.Series(getattr(result, column), index=result.steps) for result in results]
-    return pd.concat(frames, axis=1).dropna().mean(axis=1)
+    return run_curves(results, column).mean(axis=1)
 
 
 def first_step_at_or_below(curve: pd.Series, target: float) -> int | None:
@@ -409,7 +413,7 @@ def plot(results: Sequence[RunResult], path: Path) -> None:
 
 def _plot_mean(ax, runs: Sequence[RunResult], column: str, seconds: pd.Series | None, **style) -> str:
     """The mean over ``runs`` of ``column`` against steps (or ``seconds`` at those steps), ± one sd; returns the line's colour."""
-    curves = pd.concat([pd.Series(getattr(r, column), index=r.steps) for r in runs], axis=1).dropna()
+    curves = run_curves(runs, column)
     mean = curves.mean(axis=1)
     x = mean.index if seconds is None else seconds.loc[mean.index].to_numpy()
     line = ax.plot(x, mean.to_numpy(), marker="o", markersize=2.5, **style)[0]
