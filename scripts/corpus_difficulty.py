@@ -17,7 +17,7 @@ Writes ``<results-dir>/corpus_difficulty.{csv,md}`` (the per-draw table),
 ``docs/figures/corpus_difficulty.png`` (CER against each draw, with the bin means).
 
     tmaps-synth data=synth_de_hard data.source.seed=1 'data.source.n_utterances={train:1,dev:1000,test:1,test_unseen:1}'
-    python scripts/corpus_difficulty.py --checkpoint <German last.ckpt> --corpus data/synth/de-... --split dev
+    python scripts/corpus_difficulty.py --checkpoint <German last.ckpt> --corpus data/synth-de-<hash> --split dev
 
 The last line printed gives the CER at the lowest and highest quarter of babble SNR, and the
 draw with the largest effect.
@@ -143,7 +143,7 @@ def main() -> None:
     parser.add_argument("--checkpoint", type=Path, required=True)
     parser.add_argument("--corpus", type=Path, required=True, help="a synthetic corpus folder with <split>.jsonl manifests")
     parser.add_argument("--split", default="dev")
-    parser.add_argument("--cache", type=Path, default=Path("data/corpus_difficulty"), help="where the loader keeps its manifest copy")
+    parser.add_argument("--cache", type=Path, default=ROOT / "data" / "corpus_difficulty", help="where the loader keeps its manifest copy")
     parser.add_argument("--results-dir", type=Path, default=ROOT / "docs" / "results")
     parser.add_argument("--figure", type=Path, default=ROOT / "docs" / "figures" / "corpus_difficulty.png")
     args = parser.parse_args()

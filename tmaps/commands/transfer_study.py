@@ -198,7 +198,7 @@ def run_once(run: Run, source_ckpt: str | None, study: Mapping, out_dir: Path) -
     change = source_weight_change(source_ckpt, run_dir) if run.condition != SCRATCH else None
     result = RunResult(
         run.condition, run.fraction, run.seed, [int(step) for step in curves.index],
-        curves["val/cer"].tolist(), curves["time/train_s"].tolist(), change, curves["val/loss"].tolist(),
+        curves["val/cer"].tolist(), curves["time/train_s"].tolist(), weight_change=change, dev_loss=curves["val/loss"].tolist(),
     )  # fmt: skip
     write_atomically(result_path, json.dumps(asdict(result), indent=1) + "\n")
     return result
