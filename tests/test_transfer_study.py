@@ -147,6 +147,10 @@ def test_results_of_runs_made_before_dev_loss_was_recorded_still_make_the_table_
     study = {"seeds": [0], "fractions": [1.0], "steps": 300, "val_every": 100}
     summary = write_results([old, new], study, "source.ckpt", tmp_path)
     assert summary["steps_ratio_100"] == pytest.approx(2 / 3)  # 0.2 at step 200 against scratch's 300
+    assert summary["headlines"] == {
+        "transfer reaches scratch's final dev CER in <= 1/5 of the steps (100%)": False,
+        "transfer on 10% beats scratch on 100%": None,  # no 10% runs: not measured, not missed
+    }
     assert (tmp_path / "transfer_dev_cer.png").stat().st_size > 10_000
 
 
