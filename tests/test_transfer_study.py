@@ -151,6 +151,8 @@ def test_results_of_runs_made_before_dev_loss_was_recorded_still_make_the_table_
         "transfer reaches scratch's final dev CER in <= 1/5 of the steps (100%)": False,
         "transfer on 10% beats scratch on 100%": None,  # no 10% runs: not measured, not missed
     }
+    without_scratch = write_results([new], study, "source.ckpt", tmp_path / "without_scratch")
+    assert without_scratch["headlines"]["transfer reaches scratch's final dev CER in <= 1/5 of the steps (100%)"] is None
     assert (tmp_path / "transfer_dev_cer.png").stat().st_size > 10_000
 
 

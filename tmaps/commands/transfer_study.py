@@ -358,13 +358,13 @@ def summary(results: Sequence[RunResult], table: pd.DataFrame, study: Mapping, s
             scratch_seconds = rows.get((fraction, SCRATCH), {}).get("train s to scratch's final CER", math.nan)
             seconds = row["train s to scratch's final CER"]
             values[f"train_seconds_ratio_{label}"] = None if math.isnan(seconds) or math.isnan(scratch_seconds) else seconds / scratch_seconds
-    # null: the study did not train what the claim needs; false: trained and missed (a ratio of
-    # None means transfer never reached scratch's final CER).
+    # null: the study did not train what the claim needs; false: trained and missed (with scratch
+    # trained, a ratio of None means transfer never reached scratch's final CER).
     ratio = values.get("steps_ratio_100")
     transfer_10, scratch_100 = values.get("dev_cer_transfer_10"), values.get("dev_cer_scratch_100")
     values["headlines"] = {
         "transfer reaches scratch's final dev CER in <= 1/5 of the steps (100%)": (
-            None if "steps_ratio_100" not in values else ratio is not None and ratio <= 0.2
+            None if "steps_ratio_100" not in values or scratch_100 is None else ratio is not None and ratio <= 0.2
         ),
         "transfer on 10% beats scratch on 100%": None if transfer_10 is None or scratch_100 is None else transfer_10 < scratch_100,
     }
