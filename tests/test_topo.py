@@ -29,6 +29,7 @@ from tmaps.topo import (
     layer_topography,
     mel_centre_of_mass,
     principal_component_colours,
+    filter_diversity,
     topography_metrics,
 )
 
@@ -363,7 +364,7 @@ def smooth_sheet(grid: Grid, features: int = 12, noise: float = 0.05) -> torch.T
 def test_metrics_are_neutral_at_random_initialization():
     model = Wav2Letter(n_features=40, n_classes=29, channels=[250, 250], kernel_sizes=[11, 7], strides=[2, 1])
     metrics = topography_metrics(model, ["conv0", "conv1"])
-    assert set(metrics) == {f"{layer}/{key}" for layer in ("conv0", "conv1") for key in ("neighbour_cosine", "shuffled_cosine", "ratio", "smoothness")}
+    assert set(metrics) == {f"{layer}/{key}" for layer in ("conv0", "conv1") for key in ("neighbour_cosine", "shuffled_cosine", "ratio", "smoothness", "centred_cosine", "participation_ratio")}
     for layer in ("conv0", "conv1"):
         assert metrics[f"{layer}/ratio"] == pytest.approx(1, abs=0.02)
         assert abs(metrics[f"{layer}/smoothness"]) < 0.05
@@ -380,6 +381,23 @@ def test_metrics_are_high_for_a_smooth_sheet_and_vanish_when_it_is_shuffled():
     distances, similarity, n_pairs = distance_profile(weight, grid)
     assert distances[0] == 1 and int(n_pairs.sum()) == 250 * 249 // 2
     assert similarity[0] > similarity[len(similarity) // 2] > similarity[-1]
+
+
+def test_diversity_tells_identical_random_and_smooth_filters_apart():
+    grid = Grid(192)
+    generator = torch.Generator().manual_seed(2)
+    identical = torch.randn(1, 240, generator=generator, dtype=torch.float64).repeat(192, 1)
+    identical += 1e-6 * torch.randn(192, 240, generator=generator, dtype=torch.float64)
+    random = torch.randn(192, 240, generator=generator, dtype=torch.float64)
+    smooth = smooth_sheet(grid, features=240, noise=0.05)
+    same, independent, field = (filter_diversity(weight) for weight in (identical, random, smooth))
+    assert same["centred_cosine"] > 0.99 and same["participation_ratio"] < 1.01
+    assert abs(independent["centred_cosine"]) < 0.01
+    # Isotropic Gaussian filters: the Marchenko-Pastur spectrum of a 192 x 240 sample gives a PR near 192 / (1 + 192 / 240).
+    assert 0.8 * 192 / (1 + 192 / 240) < independent["participation_ratio"] < 192
+    # The smooth sheet of smooth_sheet has four directions plus small noise: few distinct filters, and smooth on its grid.
+    assert 2 < field["participation_ratio"] < 6
+    assert layer_topography(smooth, grid)["participation_ratio"] == pytest.approx(field["participation_ratio"])
 
 
 # ---------------------------------------------------------------- pictures

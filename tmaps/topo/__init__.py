@@ -12,7 +12,7 @@ from tmaps.topo.losses import (
     build_regularizer,
     topographic_grids,
 )
-from tmaps.topo.metrics import distance_profile, layer_topography, topography_metrics
+from tmaps.topo.metrics import distance_profile, filter_diversity, layer_topography, topography_metrics
 from tmaps.topo.plots import filter_map, mel_centre_of_mass, principal_component_colours
 
 __all__ = [
@@ -26,6 +26,7 @@ __all__ = [
     "WeightSimilarity",
     "build_regularizer",
     "distance_profile",
+    "filter_diversity",
     "filter_map",
     "layer_topography",
     "mel_centre_of_mass",

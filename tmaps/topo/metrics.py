@@ -17,6 +17,16 @@ topographic loss or not.
   ``i < j``, negated: about 0 without topography, positive when similarity falls with
   distance, 1 if it does so strictly monotonically. :func:`distance_profile` gives the whole
   curve of mean similarity against distance that it summarises.
+
+Topography is cheap to get by collapse: a layer whose filters are all alike is smooth on any
+grid. Two numbers say how diverse the filters stayed:
+
+- ``centred_cosine``: the mean of ``S`` over all pairs after centring each filter on its own
+  mean (the mean Pearson correlation of random filter pairs): about 0 for independent filters,
+  1 for identical ones.
+- ``participation_ratio``: ``(sum l)^2 / sum l^2`` over the eigenvalues ``l`` of the filters'
+  covariance (filters as samples): the effective number of distinct filter directions, 1 for
+  identical filters and up to ``min(out_channels, filter size)`` for isotropic random ones.
 """
 
 from __future__ import annotations
@@ -38,6 +48,20 @@ def cosine_similarities(weight: Tensor) -> Tensor:
     return vectors @ vectors.T
 
 
+def filter_diversity(weight: Tensor) -> dict[str, float]:
+    """``centred_cosine`` and ``participation_ratio`` (module docstring) of a ``(out_channels, *)`` weight."""
+    vectors = weight.detach().reshape(weight.shape[0], -1).double()
+    n_units = vectors.shape[0]
+    correlation = cosine_similarities(vectors - vectors.mean(dim=1, keepdim=True))
+    centred_cosine = (correlation.sum() - correlation.diagonal().sum()) / (n_units * (n_units - 1))
+    # The covariance's eigenvalues are the squared singular values of the filters centred over filters.
+    eigenvalues = torch.linalg.svdvals(vectors - vectors.mean(dim=0, keepdim=True)) ** 2
+    return {
+        "centred_cosine": float(centred_cosine),
+        "participation_ratio": float(eigenvalues.sum() ** 2 / (eigenvalues**2).sum()),
+    }
+
+
 def layer_topography(weight: Tensor, grid: Grid) -> dict[str, float]:
     """The metrics of the module docstring for one ``(out_channels, *)`` weight laid out on ``grid``."""
     similarity = cosine_similarities(weight)
@@ -56,6 +80,7 @@ def layer_topography(weight: Tensor, grid: Grid) -> dict[str, float]:
         "shuffled_cosine": float(shuffled),
         "ratio": float((1 - shuffled) / (1 - neighbour)),
         "smoothness": -float(spearman),
+        **filter_diversity(weight),
     }
 
 
