@@ -179,8 +179,9 @@ def new_record(study: str, run_id: str, settings: Mapping, precision: str | None
 @contextlib.contextmanager
 def locked(run_dir: Path) -> Iterator[None]:
     """Hold an exclusive lock on ``run_dir`` while a run writes into it; a second study on it is refused, naming the folder."""
-    run_dir.mkdir(parents=True, exist_ok=True)
-    with open(run_dir / ".lock", "w") as lock:
+    run_dir.parent.mkdir(parents=True, exist_ok=True)
+    # Beside the folder, not in it: a run that starts over may clear its folder while holding the lock.
+    with open(run_dir.parent / f"{run_dir.name}.lock", "w") as lock:
         try:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError as error:
@@ -226,9 +227,12 @@ def train_run(overrides: Sequence[str], log_path: Path) -> float:
     return time.perf_counter() - started
 
 
-def read_curve(metrics_csv: Path) -> list[dict]:
-    """Every validation of a run's CSV log (``logger=csv``) as ``{"step", "dev_cer", "dev_loss"}``."""
-    table = pd.read_csv(metrics_csv)
+def read_curve(run_dir: Path) -> list[dict]:
+    """Every validation of a run's CSV log (``logger=csv``: the newest ``csv/version_*/metrics.csv``) as ``{"step", "dev_cer", "dev_loss"}``."""
+    logs = sorted(run_dir.glob("csv/version_*/metrics.csv"), key=lambda path: int(path.parent.name.split("_")[1]))
+    if not logs:
+        raise FileNotFoundError(f"run folder {run_dir} has no csv/version_*/metrics.csv: was it trained with logger=csv?")
+    table = pd.read_csv(logs[-1])
     rows = table.dropna(subset=["val/cer"])
     return [
         {"step": int(row["step"]), "dev_cer": float(row["val/cer"]), "dev_loss": float(row["val/loss"]) if "val/loss" in row else None}

@@ -21,6 +21,7 @@ same grids.
 from __future__ import annotations
 
 import logging
+import shutil
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -33,7 +34,7 @@ from tmaps.commands.eval import checkpoint_datamodule
 from tmaps.commands.introspect import checkpoint_profiles
 from tmaps.introspect import Profiles, profile_matrix, resolve_grouping
 from tmaps.introspect.clustering import cluster, grid_adjacency
-from tmaps.studies.runs import RecordStore, new_record, read_curve, relative_path, train_run, utterance_errors
+from tmaps.studies.runs import RecordStore, file_hash, locked, new_record, read_curve, relative_path, train_run, utterance_errors
 from tmaps.topo import Grid, distance_profile, topography_metrics
 from tmaps.training.module import ASRModule
 
@@ -147,17 +148,18 @@ def run(study: Mapping) -> list[dict]:
         if store.load(planned["run_id"], planned["settings"]) is not None:
             continue
         run_dir = out_dir / planned["run_id"]
-        overrides = [*planned["settings"]["overrides"], f"hydra.run.dir={run_dir}"]
-        log.info("training %s", planned["run_id"])
-        wall = train_run(overrides, run_dir / "console.log")
-        best = sorted((run_dir / "checkpoints").glob("best-*.ckpt"))[-1]
-        record = new_record(study["name"], planned["run_id"], planned["settings"])
-        record |= {"arm": planned["arm"], "checkpoint": relative_path(best, out_dir)}
-        record["provenance"]["wall_seconds"] = wall
-        record["curve"] = read_curve(run_dir / "csv" / "version_0" / "metrics.csv")
-        data = _composed_data(planned["settings"]["overrides"])
-        record |= measure(best, data, study["analysis"])
-        store.save(record)
+        with locked(run_dir):
+            # No record: whatever the folder holds is an unfinished run.
+            shutil.rmtree(run_dir, ignore_errors=True)
+            log.info("training %s", planned["run_id"])
+            wall = train_run([*planned["settings"]["overrides"], f"hydra.run.dir={run_dir}"], run_dir / "console.log")
+            best = sorted((run_dir / "checkpoints").glob("best-*.ckpt"))[-1]
+            record = new_record(study["name"], planned["run_id"], planned["settings"])
+            record |= {"arm": planned["arm"], "checkpoint": {"file": relative_path(best, out_dir), "hash": file_hash(best)}}
+            record["provenance"]["wall_seconds"] = wall
+            record["curve"] = read_curve(run_dir)
+            record |= measure(best, _composed_data(planned["settings"]["overrides"]), study["analysis"])
+            store.save(record)
         log.info("%s: test CER %.4f", planned["run_id"], record["test"]["test"]["cer"])
     return store.records()
 
