@@ -35,6 +35,7 @@ from pathlib import Path
 
 import pandas as pd
 import torch
+import yaml
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 RECORD_VERSION = 1
@@ -70,6 +71,20 @@ def relative_path(path: str | Path, start: str | Path = REPO_ROOT) -> str:
         return path.relative_to(Path(start).resolve()).as_posix()
     except ValueError:
         return path.name
+
+
+def without_machine_paths(value: object, run_dir: Path) -> object:
+    """``value`` (a config) with every absolute path made relative to ``run_dir`` or the repository, else cut to ``<elsewhere>/<name>``."""
+    if isinstance(value, Mapping):
+        return {key: without_machine_paths(item, run_dir) for key, item in value.items()}
+    if isinstance(value, list):
+        return [without_machine_paths(item, run_dir) for item in value]
+    if not (isinstance(value, str) and value.startswith("/")):
+        return value
+    for start, prefix in ((run_dir, "<run>"), (REPO_ROOT, "<repo>")):
+        with contextlib.suppress(ValueError):
+            return f"{prefix}/{Path(value).resolve().relative_to(Path(start).resolve()).as_posix()}".rstrip("/.")
+    return f"<elsewhere>/{Path(value).name}"
 
 
 def cpu_description() -> dict:
@@ -227,12 +242,22 @@ def train_run(overrides: Sequence[str], log_path: Path) -> float:
     return time.perf_counter() - started
 
 
+def csv_log(run_dir: Path) -> Path:
+    """The newest ``csv/version_*`` folder of a run trained with ``logger=csv`` (a failed first attempt leaves older ones)."""
+    versions = sorted(run_dir.glob("csv/version_*"), key=lambda path: int(path.name.split("_")[1]))
+    if not versions:
+        raise FileNotFoundError(f"run folder {run_dir} has no csv/version_*/: was it trained with logger=csv?")
+    return versions[-1]
+
+
+def read_config(run_dir: Path) -> dict:
+    """The run's resolved config, as the CSV logger keeps it (``hparams.yaml``)."""
+    return yaml.safe_load((csv_log(run_dir) / "hparams.yaml").read_text(encoding="utf-8"))
+
+
 def read_curve(run_dir: Path) -> list[dict]:
-    """Every validation of a run's CSV log (``logger=csv``: the newest ``csv/version_*/metrics.csv``) as ``{"step", "dev_cer", "dev_loss"}``."""
-    logs = sorted(run_dir.glob("csv/version_*/metrics.csv"), key=lambda path: int(path.parent.name.split("_")[1]))
-    if not logs:
-        raise FileNotFoundError(f"run folder {run_dir} has no csv/version_*/metrics.csv: was it trained with logger=csv?")
-    table = pd.read_csv(logs[-1])
+    """Every validation of a run's CSV log as ``{"step", "dev_cer", "dev_loss"}``."""
+    table = pd.read_csv(csv_log(run_dir) / "metrics.csv")
     rows = table.dropna(subset=["val/cer"])
     return [
         {"step": int(row["step"]), "dev_cer": float(row["val/cer"]), "dev_loss": float(row["val/loss"]) if "val/loss" in row else None}

@@ -34,7 +34,18 @@ from tmaps.commands.eval import checkpoint_datamodule
 from tmaps.commands.introspect import checkpoint_profiles
 from tmaps.introspect import Profiles, profile_matrix, resolve_grouping
 from tmaps.introspect.clustering import cluster, grid_adjacency
-from tmaps.studies.runs import RecordStore, file_hash, locked, new_record, read_curve, relative_path, train_run, utterance_errors
+from tmaps.studies.runs import (
+    RecordStore,
+    file_hash,
+    locked,
+    new_record,
+    read_config,
+    read_curve,
+    relative_path,
+    train_run,
+    utterance_errors,
+    without_machine_paths,
+)
 from tmaps.topo import Grid, distance_profile, topography_metrics
 from tmaps.training.module import ASRModule
 
@@ -154,21 +165,14 @@ def run(study: Mapping) -> list[dict]:
             log.info("training %s", planned["run_id"])
             wall = train_run([*planned["settings"]["overrides"], f"hydra.run.dir={run_dir}"], run_dir / "console.log")
             best = sorted((run_dir / "checkpoints").glob("best-*.ckpt"))[-1]
-            record = new_record(study["name"], planned["run_id"], planned["settings"])
-            record |= {"arm": planned["arm"], "checkpoint": {"file": relative_path(best, out_dir), "hash": file_hash(best)}}
+            config = read_config(run_dir)
+            record = new_record(study["name"], planned["run_id"], planned["settings"], precision=config["trainer"]["precision"])
+            record |= {"arm": planned["arm"], "config": without_machine_paths(config, run_dir)}
+            record["checkpoint"] = {"file": relative_path(best, out_dir), "hash": file_hash(best)}
             record["provenance"]["wall_seconds"] = wall
             record["curve"] = read_curve(run_dir)
-            record |= measure(best, _composed_data(planned["settings"]["overrides"]), study["analysis"])
+            record |= measure(best, config["data"], study["analysis"])
             store.save(record)
         log.info("%s: test CER %.4f", planned["run_id"], record["test"]["test"]["cer"])
     return store.records()
-
-
-def _composed_data(overrides: Sequence[str]) -> dict:
-    from hydra import compose, initialize_config_module
-    from omegaconf import OmegaConf
-
-    with initialize_config_module(config_module="tmaps.conf", version_base="1.3"):
-        cfg = compose(config_name="train", overrides=[o for o in overrides if not o.startswith("hydra.")], return_hydra_config=False)
-    return OmegaConf.to_container(cfg.data, resolve=True)
 
