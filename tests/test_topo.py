@@ -25,12 +25,13 @@ from tmaps.topo import (
     WeightSimilarity,
     build_regularizer,
     distance_profile,
+    filter_diversity,
     filter_map,
     layer_topography,
     mel_centre_of_mass,
     principal_component_colours,
-    filter_diversity,
     topography_metrics,
+    untouched_participation_ratio,
 )
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
@@ -364,7 +365,8 @@ def smooth_sheet(grid: Grid, features: int = 12, noise: float = 0.05) -> torch.T
 def test_metrics_are_neutral_at_random_initialization():
     model = Wav2Letter(n_features=40, n_classes=29, channels=[250, 250], kernel_sizes=[11, 7], strides=[2, 1])
     metrics = topography_metrics(model, ["conv0", "conv1"])
-    assert set(metrics) == {f"{layer}/{key}" for layer in ("conv0", "conv1") for key in ("neighbour_cosine", "shuffled_cosine", "ratio", "smoothness", "centred_cosine", "participation_ratio")}
+    keys = ("neighbour_cosine", "shuffled_cosine", "ratio", "smoothness", "centred_cosine", "participation_ratio")
+    assert set(metrics) == {f"{layer}/{key}" for layer in ("conv0", "conv1") for key in keys}
     for layer in ("conv0", "conv1"):
         assert metrics[f"{layer}/ratio"] == pytest.approx(1, abs=0.02)
         assert abs(metrics[f"{layer}/smoothness"]) < 0.05
@@ -383,6 +385,17 @@ def test_metrics_are_high_for_a_smooth_sheet_and_vanish_when_it_is_shuffled():
     assert similarity[0] > similarity[len(similarity) // 2] > similarity[-1]
 
 
+def test_untouched_reference_is_the_mean_over_layers_of_the_same_width():
+    model = Wav2Letter(n_features=40, n_classes=29, channels=[64, 64, 64, 32], kernel_sizes=[5, 5, 5, 5], strides=[1, 1, 1, 1])
+    with torch.no_grad():
+        model.conv1.conv.weight.copy_(model.conv1.conv.weight[:1].expand_as(model.conv1.conv.weight))
+    references = untouched_participation_ratio(model, ["conv0"], ["conv1", "conv2", "conv3"])
+    expected = [filter_diversity(getattr(model, name).conv.weight)["participation_ratio"] for name in ("conv1", "conv2")]
+    assert references == {"conv0/participation_ratio_untouched": pytest.approx(sum(expected) / 2)}
+    assert expected[0] < 1.01 < expected[1]
+    assert untouched_participation_ratio(model, ["conv3"], ["conv1", "conv2"]) == {}
+
+
 def test_diversity_tells_identical_random_and_smooth_filters_apart():
     grid = Grid(192)
     generator = torch.Generator().manual_seed(2)
@@ -393,8 +406,8 @@ def test_diversity_tells_identical_random_and_smooth_filters_apart():
     same, independent, field = (filter_diversity(weight) for weight in (identical, random, smooth))
     assert same["centred_cosine"] > 0.99 and same["participation_ratio"] < 1.01
     assert abs(independent["centred_cosine"]) < 0.01
-    # Isotropic Gaussian filters: the Marchenko-Pastur spectrum of a 192 x 240 sample gives a PR near 192 / (1 + 192 / 240).
-    assert 0.8 * 192 / (1 + 192 / 240) < independent["participation_ratio"] < 192
+    # Independent filters of 240 weights correlate by about 1 / sqrt(240): a PR near 192 / (1 + 191 / 240).
+    assert independent["participation_ratio"] == pytest.approx(192 / (1 + 191 / 240), rel=0.1)
     # The smooth sheet of smooth_sheet has four directions plus small noise: few distinct filters, and smooth on its grid.
     assert 2 < field["participation_ratio"] < 6
     assert layer_topography(smooth, grid)["participation_ratio"] == pytest.approx(field["participation_ratio"])

@@ -12,7 +12,7 @@ from tmaps.topo.losses import (
     build_regularizer,
     topographic_grids,
 )
-from tmaps.topo.metrics import distance_profile, filter_diversity, layer_topography, topography_metrics
+from tmaps.topo.metrics import distance_profile, filter_diversity, layer_topography, topography_metrics, untouched_participation_ratio
 from tmaps.topo.plots import filter_map, mel_centre_of_mass, principal_component_colours
 
 __all__ = [
@@ -34,4 +34,5 @@ __all__ = [
     "principal_component_colours",
     "topographic_grids",
     "topography_metrics",
+    "untouched_participation_ratio",
 ]

@@ -24,9 +24,11 @@ grid. Two numbers say how diverse the filters stayed:
 - ``centred_cosine``: the mean of ``S`` over all pairs after centring each filter on its own
   mean (the mean Pearson correlation of random filter pairs): about 0 for independent filters,
   1 for identical ones.
-- ``participation_ratio``: ``(sum l)^2 / sum l^2`` over the eigenvalues ``l`` of the filters'
-  covariance (filters as samples): the effective number of distinct filter directions, 1 for
-  identical filters and up to ``min(out_channels, filter size)`` for isotropic random ones.
+- ``participation_ratio``: ``(sum l)^2 / sum l^2`` over the eigenvalues ``l`` of the centred
+  filters' correlation matrix, i.e. ``out_channels / (1 + (out_channels - 1) * mean squared
+  correlation)``: the effective number of distinct filters, 1 for identical filters and about
+  ``out_channels / (1 + out_channels / filter size)`` for independent random ones. Correlations
+  rather than covariances, so that a few filters of large norm do not stand for the layer.
 """
 
 from __future__ import annotations
@@ -53,12 +55,13 @@ def filter_diversity(weight: Tensor) -> dict[str, float]:
     vectors = weight.detach().reshape(weight.shape[0], -1).double()
     n_units = vectors.shape[0]
     correlation = cosine_similarities(vectors - vectors.mean(dim=1, keepdim=True))
-    centred_cosine = (correlation.sum() - correlation.diagonal().sum()) / (n_units * (n_units - 1))
-    # The covariance's eigenvalues are the squared singular values of the filters centred over filters.
-    eigenvalues = torch.linalg.svdvals(vectors - vectors.mean(dim=0, keepdim=True)) ** 2
+    off_diagonal = correlation.sum() - correlation.diagonal().sum()
+    # tr(C)^2 / tr(C^2) of the correlation matrix C: its eigenvalues are those of the normalised filters'
+    # second-moment matrix, so filter norms (which weight decay shrinks unevenly) do not count.
+    participation = correlation.diagonal().sum() ** 2 / (correlation**2).sum()
     return {
-        "centred_cosine": float(centred_cosine),
-        "participation_ratio": float(eigenvalues.sum() ** 2 / (eigenvalues**2).sum()),
+        "centred_cosine": float(off_diagonal / (n_units * (n_units - 1))),
+        "participation_ratio": float(participation),
     }
 
 
@@ -119,3 +122,21 @@ def topography_metrics(
         grid = grids.get(name) or Grid(weight.shape[0])
         metrics.update({f"{name}/{key}": value for key, value in layer_topography(weight, grid).items()})
     return metrics
+
+
+def untouched_participation_ratio(model: nn.Module, layers: Sequence[str], untouched: Sequence[str]) -> dict[str, float]:
+    """``"<layer>/participation_ratio_untouched"``: for each of ``layers``, the mean participation ratio of the
+    ``untouched`` layers (trained without a topographic loss) with as many output channels; layers with no
+    such reference are left out. The scale a topographic layer's diversity is judged against.
+    """
+    ratios: dict[int, list[float]] = {}
+    for name in untouched:
+        weight = filter_vectors(get_layer(model, name))
+        ratios.setdefault(weight.shape[0], []).append(filter_diversity(weight)["participation_ratio"])
+    references = {}
+    for name in layers:
+        width = filter_vectors(get_layer(model, name)).shape[0]
+        if width in ratios:
+            references[f"{name}/participation_ratio_untouched"] = sum(ratios[width]) / len(ratios[width])
+    return references
+

@@ -16,7 +16,7 @@ from tmaps.checkpoint import read_checkpoint
 from tmaps.inference.decoding import GreedyDecoder
 from tmaps.models import build_model, model_config
 from tmaps.text import BLANK, Alphabet
-from tmaps.topo import build_regularizer, topography_metrics
+from tmaps.topo import build_regularizer, topography_metrics, untouched_participation_ratio
 from tmaps.training.loggers import log_table
 
 Schedule = Literal["constant", "cosine", "onecycle"]
@@ -169,6 +169,8 @@ class ASRModule(pl.LightningModule):
             log_table(self.loggers, "val/examples", ["id", "reference", "hypothesis"], self._examples, self.global_step)
         if self.topo is not None:
             metrics = topography_metrics(self.model, self.topo.layer_names, self.topo.grids)
+            untouched = [name for name in self.model.layer_names if name not in self.topo.layer_names and name != "head"]
+            metrics |= untouched_participation_ratio(self.model, self.topo.layer_names, untouched)
             self.log_dict({f"val/topo/{name}": value for name, value in metrics.items()})
 
     def test_step(self, batch: Mapping, batch_idx: int, dataloader_idx: int = 0) -> None:
