@@ -105,12 +105,17 @@ def provenance(precision: str | None = None) -> dict:
     }
 
 
-def write_json_atomically(path: Path, value: object) -> None:
-    """Write ``value`` as JSON beside ``path``, then rename: a reader never sees half a record, and a failed write keeps the old one."""
+def write_text_atomically(path: Path, text: str) -> None:
+    """Write ``text`` beside ``path``, then rename: a reader never sees half a file, and a failed write keeps the old one."""
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(f".{path.name}.partial")
-    partial.write_text(json.dumps(value, indent=1, sort_keys=False, default=str) + "\n", encoding="utf-8")
+    partial.write_text(text, encoding="utf-8")
     os.replace(partial, path)
+
+
+def write_json_atomically(path: Path, value: object) -> None:
+    """Write ``value`` as JSON (one space of indent, keys in their given order), atomically (:func:`write_text_atomically`)."""
+    write_text_atomically(path, json.dumps(value, indent=1, sort_keys=False, default=str) + "\n")
 
 
 class RecordStore:
