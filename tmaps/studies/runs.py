@@ -63,6 +63,13 @@ def file_hash(path: str | Path) -> str:
     return f"sha256:{digest.hexdigest()}"
 
 
+def checkpoint_reference(path: str | Path, start: str | Path = REPO_ROOT) -> dict:
+    """How results name a checkpoint: ``{"path": relative to start (else its file name), "hash": "sha256:<hex>"}``; a file
+    that is not there keeps its name, with ``hash`` saying it is unknown."""
+    known = Path(path).is_file()
+    return {"path": relative_path(path, start), "hash": file_hash(path) if known else "unknown: the checkpoint was not found"}
+
+
 def relative_path(path: str | Path, start: str | Path = REPO_ROOT) -> str:
     """``path`` relative to ``start`` where it lies below it, else its file name only: no machine path goes into a record."""
     path = Path(path).resolve()
