@@ -10,6 +10,7 @@ import pytest
 from tmaps.studies.claims import (
     CLAIMS,
     FIELDS,
+    README,
     RESULTS_DIR,
     SPECS,
     Measurement,
@@ -55,6 +56,9 @@ def test_a_claim_holds_only_beyond_noise():
     assert topo(0.7, 0.6, 0.8, conditions_met=False)["status"] == "fails"  # e.g. not in every seed
     assert topo(0.7, 0.6, 0.8, n_seeds=2)["status"] == "not measured"  # too few seeds to judge noise
     assert topo(0.7, float("-inf"), 0.8)["status"] == "not measured"
+    bias = SPECS["maps_expose_bias"]  # asks for 5 seeds per arm, and p < 0.01
+    assert judge(bias, Measurement(0.3, (0.2, 0.4), 5, [], p=1 / 252))["status"] == "holds"
+    assert judge(bias, Measurement(0.3, (0.2, 0.4), 4, [], p=1 / 70))["status"] == "not measured"
     steps = SPECS["transfer_fewer_steps"]  # a claim that holds below its threshold
     assert judge(steps, Measurement(0.15, (0.1, 0.19), 3, []))["status"] == "holds"
     assert judge(steps, Measurement(0.15, (0.1, 0.4), 3, []))["status"] == "fails"
@@ -138,6 +142,21 @@ def test_replace_marked_section(tmp_path):
     swapped.write_text("<!-- claims:end -->\n<!-- claims:start -->\n")
     with pytest.raises(ValueError, match="comes before"):
         replace_marked_section(swapped, table)
+
+
+def test_update_claims_puts_the_table_into_the_readme(tmp_path):
+    readme = tmp_path / "README.md"
+    readme.write_text("# tmaps\n\n<!-- claims:start -->\n<!-- claims:end -->\n")
+    claims = update_claims({"transfer_fewer_steps": Measurement(0.3, (0.2, 0.4), 3, [])}, tmp_path, markdown_files=[readme])
+    assert claims_table(claims) in readme.read_text()
+    assert claims_table(claims) in (tmp_path / "claims.md").read_text()
+
+
+def test_the_readme_claims_table_is_the_committed_one():
+    if "<!-- claims:start -->" not in README.read_text(encoding="utf-8"):
+        pytest.skip("the README has no claims markers yet")
+    section = README.read_text(encoding="utf-8").split("<!-- claims:start -->")[1].split("<!-- claims:end -->")[0]
+    assert section.strip() == claims_table(read_claims(RESULTS_DIR / "claims.json"))
 
 
 def test_claims_files_name_no_file_outside_the_repository():

@@ -12,9 +12,9 @@ criterion's text is part of an entry: an entry judged by another wording of its 
 not kept, it becomes ``not measured``.
 
 A claim within noise never ``holds``: the headline interval must lie wholly beyond the
-criterion's threshold, the test's p (where the criterion has one) below its level, and at least
-:data:`MIN_SEEDS` seeds must back it. Otherwise it ``fails``, or is ``not measured`` when there
-are too few seeds to tell.
+criterion's threshold, the test's p (where the criterion has one) must be below its level, and
+the criterion's number of seeds (:data:`MIN_SEEDS` unless it asks for more) must back it.
+Otherwise it ``fails``, or is ``not measured`` when there are too few seeds to tell.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ from pathlib import Path
 from tmaps.studies.runs import REPO_ROOT, relative_path, write_text_atomically
 
 RESULTS_DIR = REPO_ROOT / "docs" / "results"
+README = REPO_ROOT / "README.md"
 FIELDS = ("id", "paper", "criterion", "status", "estimate", "ci95", "n_seeds", "p", "records")
 STATUSES = ("holds", "fails", "not measured")
 MIN_SEEDS = 3
@@ -42,7 +43,7 @@ CLAIMS_MD_HEADER = (
 @dataclass(frozen=True)
 class ClaimSpec:
     """A claim and its criterion: the headline interval must lie wholly ``holds_when`` (``above``/``below``) ``threshold``,
-    and, where the criterion has a test (``alpha``), its p below ``alpha``."""
+    where the criterion has a test (``alpha``) its p must be below ``alpha``, and ``min_seeds`` seeds must back it."""
 
     id: str
     paper: str
@@ -50,6 +51,7 @@ class ClaimSpec:
     threshold: float
     holds_when: str
     alpha: float | None = None
+    min_seeds: int = MIN_SEEDS
 
 
 @dataclass(frozen=True)
@@ -76,10 +78,11 @@ CLAIMS: tuple[ClaimSpec, ...] = (
         "Topographic filter maps group phoneme-responsive units: on a layer trained with a topographic loss, "
         "units that respond to the same phonemes lie next to each other.",
         "Test split, at the topo weight chosen on dev: the lower end of the 95% CI over seeds of the mean Moran's I "
-        "of the phoneme NAP maps of the topographic layers is above 0.5 and above the upper end of the weight-0 "
-        "baseline's CI on the same grids; the Moran's I permutation p is below 0.01 in every seed (p: the largest "
-        "over seeds); and the participation ratio of each topographic layer is at least 50% of the untouched "
-        "layers' in every seed.",
+        "of the phoneme NAP maps of the topographic layers is above 0.5, above the upper end of the weight-0 "
+        "baseline's CI on the same grids and above the upper end of a collapse control's CI (the layer reduced to "
+        "the same participation ratio without topography); the Moran's I permutation p is below 0.01 in every seed "
+        "(p: the largest over seeds); and the participation ratio of each topographic layer is at least 50% of the "
+        "untouched layers' in every seed.",
         threshold=0.5,
         holds_when="above",
         alpha=0.01,
@@ -98,10 +101,11 @@ CLAIMS: tuple[ClaimSpec, ...] = (
         "transfer_fewer_steps",
         "A model pretrained on English and fine-tuned on German reaches the CER of a German model trained from "
         "scratch in at most a fifth of the training steps.",
-        "Test split, all German training data: per seed, the steps ratio of the best transfer recipe (chosen on "
-        "dev) = its steps to scratch's converged test CER (the mean over seeds of scratch's final test CER) over "
-        "scratch's steps to it, each crossing interpolated between evaluations; the upper end of the ratio's 95% "
-        "CI over seeds is below 0.2.",
+        "Test split, all German training data, every run trained to early stopping on dev under one schedule: per "
+        "seed, the steps ratio of the best transfer recipe (chosen on dev) = its steps to scratch's converged test "
+        "CER (the mean over seeds of scratch's test CER at its best-dev checkpoint) over scratch's steps to it, each "
+        "crossing interpolated between evaluations of the kept checkpoints on test; the upper end of the ratio's "
+        "95% CI over seeds is below 0.2.",
         threshold=0.2,
         holds_when="below",
     ),
@@ -109,10 +113,10 @@ CLAIMS: tuple[ClaimSpec, ...] = (
         "transfer_less_data",
         "With transfer from English, a tenth of the German training data suffices to reach the CER that "
         "training from scratch reaches with all of it.",
-        "Test split: test CER of transfer with 10% of the German data (best recipe chosen on dev, with the same "
-        "regularization as scratch) minus that of scratch with 100%, paired by seed and test utterance; the upper "
-        "end of its 95% CI (bootstrap over seeds, then utterances within each) is below 0.01 (a non-inferiority "
-        "margin of one CER point).",
+        "Test split, every run trained to early stopping on dev under one schedule and the same regularization: "
+        "test CER of the best transfer recipe on 10% of the German data (chosen on dev) minus that of scratch on "
+        "100%, paired by seed and test utterance; the upper end of its 95% CI (bootstrap over seeds, then "
+        "utterances within each) is below 0.01 (a non-inferiority margin of one CER point).",
         threshold=0.01,
         holds_when="below",
     ),
@@ -120,35 +124,38 @@ CLAIMS: tuple[ClaimSpec, ...] = (
         "transfer_inner_layers_least",
         "Fine-tuning a transferred model changes its inner layers least: the relative weight change is smallest "
         "in the middle layers and grows towards the input and the output.",
-        "Fine-tuning every layer on all German training data (weights, no split): per seed, the mean relative "
-        "weight change |W - W0| / |W0| of the middle third of the conv layers minus that of the first conv layer, "
-        "the last conv layer and the head; the upper end of its 95% CI over seeds is below 0.",
+        "Fine-tuning every layer on all German training data to early stopping (weights, no split): per seed, the "
+        "mean relative weight change |W - W0| / |W0| of the middle third of the conv layers minus that of the first "
+        "conv layer, the last conv layer and the head; the upper end of its 95% CI over seeds is below 0.",
         threshold=0.0,
         holds_when="below",
     ),
     ClaimSpec(
         "maps_expose_errors",
-        "Topographic activation maps expose a model's errors: the maps of characters the model gets wrong differ "
-        "from the maps of the characters it gets right.",
-        "Test split, last conv layer of a topographic model: per seed, for every character the model gets wrong "
-        "at least 20 times, the cosine distance of its wrong-frame and correct-frame profiles over the distance "
-        "of two random halves of its correct frames, averaged over those characters; the lower end of its 95% CI "
-        "over seeds is above 1.",
+        "Topographic activation maps expose a model's errors: the maps of the frames of a phoneme the model gets "
+        "wrong differ from the maps of its frames it gets right.",
+        "Test split, a topographic model, at least 5 seeds: per seed, for every phoneme with at least 20 wrongly "
+        "and 20 correctly recognised frames, the distance between its wrong-frame and correct-frame maps over its "
+        "split-half null (the distance between two random halves of its correct frames), averaged over those "
+        "phonemes and over the conv layers (every layer but the output head); the lower end of its 95% CI over "
+        "seeds is above 1.",
         threshold=1.0,
         holds_when="above",
+        min_seeds=5,
     ),
     ClaimSpec(
         "maps_expose_bias",
-        "Topographic activation maps expose a model's biases: a model trained on a skewed population shows the "
-        "skew in the maps of its inner layers.",
-        "Test split: gender separation of utterance maps (between-gender over within-gender profile distance), "
-        "averaged over the conv layers below the last, of a model trained on male voices only minus that of a "
-        "model trained on all voices; the lower end of its 95% CI over seeds is above 0 and the one-sided exact "
-        "permutation p (biased against clean seeds) is below 0.05, which needs at least 4 seeds per model "
-        "(3 against 3 cannot go below 1/20).",
+        "Topographic activation maps expose a model's biases: a model trained on data that under-represents a "
+        "group of speakers shows it in the maps of its inner layers.",
+        "Test split, the data-set bias design at its strongest (one gender under-represented in training) against "
+        "a balanced model, at least 5 seeds per arm: per seed, the distance between the two genders' maps over its "
+        "split-half null, averaged over the conv layers (every layer but the output head); biased minus balanced: "
+        "the lower end of its 95% CI over seeds is above 0 and the one-sided exact permutation p (biased against "
+        "balanced seeds) is below 0.01, which 5 against 5 can reach (1/252) and 4 against 4 cannot (1/70).",
         threshold=0.0,
         holds_when="above",
-        alpha=0.05,
+        alpha=0.01,
+        min_seeds=5,
     ),
 )
 SPECS = {spec.id: spec for spec in CLAIMS}
@@ -168,7 +175,7 @@ def judge(spec: ClaimSpec, measurement: Measurement | None) -> dict:
         raise ValueError(f"claim {spec.id}: the 95% CI [{low}, {high}] does not contain the estimate {measurement.estimate}")
     if spec.alpha is not None and measurement.p is None:
         raise ValueError(f"claim {spec.id}: its criterion has a test (p < {spec.alpha}); the measurement gives no p")
-    if measurement.n_seeds >= MIN_SEEDS and all(map(math.isfinite, (low, high))):
+    if measurement.n_seeds >= spec.min_seeds and all(map(math.isfinite, (low, high))):
         beyond = low > spec.threshold if spec.holds_when == "above" else high < spec.threshold
         significant = spec.alpha is None or measurement.p < spec.alpha
         entry["status"] = "holds" if beyond and significant and measurement.conditions_met else "fails"
@@ -181,14 +188,20 @@ def judge(spec: ClaimSpec, measurement: Measurement | None) -> dict:
     }
 
 
-def update_claims(measurements: Mapping[str, Measurement | None], results_dir: str | Path = RESULTS_DIR) -> list[dict]:
+def update_claims(
+    measurements: Mapping[str, Measurement | None], results_dir: str | Path = RESULTS_DIR, markdown_files: Sequence[str | Path] = ()
+) -> list[dict]:
     """Judge ``measurements`` (claim id -> measurement, ``None`` for not measured) and rewrite ``claims.json`` and ``claims.md``.
+
+    ``markdown_files`` (the README: :data:`README`) get the same table between their claims
+    markers (:func:`replace_marked_section`).
 
     Claims missing from ``measurements`` keep the numbers of their entry in the existing file,
     judged again, if it was judged by today's criterion; else they become ``not measured``. Returns the entries, in :data:`CLAIMS` order.
 
     Raises:
-        ValueError: an unknown claim id, or an existing claims file that is not valid JSON (its path is named; nothing is written).
+        ValueError: an unknown claim id, or an existing claims file that is not valid JSON (its path is named; nothing is
+            written); a Markdown file without the claims markers (after the claims files are written).
     """
     unknown = sorted(set(measurements) - set(SPECS))
     if unknown:
@@ -204,7 +217,10 @@ def update_claims(measurements: Mapping[str, Measurement | None], results_dir: s
         else:
             claims.append(judge(spec, None))
     write_text_atomically(results_dir / "claims.json", json.dumps({"claims": claims}, indent=1, ensure_ascii=False) + "\n")
-    write_text_atomically(results_dir / "claims.md", f"{CLAIMS_MD_HEADER}\n\n{claims_table(claims)}\n")
+    table = claims_table(claims)
+    write_text_atomically(results_dir / "claims.md", f"{CLAIMS_MD_HEADER}\n\n{table}\n")
+    for markdown_file in markdown_files:
+        replace_marked_section(markdown_file, table)
     return claims
 
 
