@@ -90,6 +90,11 @@ def test_utterance_ci_of_an_error_free_model_is_a_point():
     assert (interval.estimate, interval.low, interval.high) == (0.0, 0.0, 0.0)
 
 
+def test_seed_ci_of_three_seeds_is_their_range():
+    interval = seed_ci([0.31, 0.27, 0.35])
+    assert (interval.low, interval.high) == (pytest.approx(0.27), pytest.approx(0.35))
+
+
 def test_seed_ci_covers_the_true_mean_and_needs_two_seeds():
     values = np.random.default_rng(3).normal(0.3, 0.02, 20)
     interval = seed_ci(values)
@@ -133,6 +138,8 @@ def test_paired_hierarchical_difference_needs_the_same_utterances_and_seeds():
         hierarchical_ci(other_set, baseline=runs)
     with pytest.raises(ValueError, match="same seeds"):
         hierarchical_ci(runs, baseline=runs[:1])
+    with pytest.raises(ValueError, match="1 utterance ids occur more than once"):
+        hierarchical_ci([[*runs[0], runs[0][0]]])
 
 
 def test_steps_to_target_is_exact_on_a_linear_curve():

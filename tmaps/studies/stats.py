@@ -10,8 +10,10 @@ Three kinds of 95% interval, for three questions:
 - :func:`utterance_ci`: how much one model's error rate depends on which test utterances were
   drawn (bootstrap over utterances, one seed);
 - :func:`seed_ci`: how much a per-seed number (a Moran's I, a steps ratio) depends on the seed
-  (bootstrap over seeds). With three seeds a bootstrap has only ten distinct resamples and its
-  interval is too narrow rather than too wide: it states the spread that was observed;
+  (percentile bootstrap over seeds). With two or three seeds this interval is the range of the
+  seeds (a resample of three copies of the lowest seed has chance 1/27 > 2.5%), so a criterion
+  on it asks every seed to lie beyond the threshold; it is still narrower than a t-interval,
+  and it says nothing about seeds not yet drawn;
 - :func:`hierarchical_ci`: both at once, for an error rate (or a paired difference of two) over
   seeds and utterances. Each replicate draws the seeds with replacement, then for every drawn
   seed the utterances with replacement, independently for a seed drawn twice; the statistic is
@@ -46,9 +48,6 @@ class Interval:
     low: float
     high: float
 
-    def excludes(self, value: float) -> bool:
-        return value < self.low or value > self.high
-
     def as_list(self) -> list[float]:
         return [self.low, self.high]
 
@@ -79,6 +78,8 @@ def error_counts(utterances: Sequence[Mapping], unit: str = "char", ids: Sequenc
     by_id = {row["id"]: (row[edits], row[lengths]) for row in utterances}
     if not by_id:
         raise ValueError("no utterances to count errors over")
+    if len(by_id) != len(utterances):
+        raise ValueError(f"{len(utterances) - len(by_id)} utterance ids occur more than once: a test set counts each utterance once")
     wanted = sorted(by_id) if ids is None else list(ids)
     if len(wanted) != len(by_id) or (missing := [i for i in wanted if i not in by_id]):
         extra = sorted(set(by_id) - set(wanted))
