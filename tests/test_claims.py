@@ -52,6 +52,7 @@ def test_a_claim_holds_only_beyond_noise():
     assert topo(0.7, 0.6, 0.8)["status"] == "holds"
     assert topo(0.7, 0.45, 0.9)["status"] == "fails"  # the CI reaches below the 0.5 threshold
     assert topo(0.7, 0.5, 0.8)["status"] == "fails"  # touching the threshold is not beyond it
+    assert topo(0.7, 0.5000000001, 0.8)["status"] == "fails"  # nor is touching it at the precision the file shows
     assert topo(0.7, 0.6, 0.8, p=0.02)["status"] == "fails"  # test not significant at the criterion's 0.01
     assert topo(0.7, 0.6, 0.8, conditions_met=False)["status"] == "fails"  # e.g. not in every seed
     assert topo(0.7, 0.6, 0.8, n_seeds=2)["status"] == "not measured"  # too few seeds to judge noise
@@ -77,6 +78,8 @@ def test_record_paths_are_stored_relative_to_the_repository():
     absolute = REPO_ROOT / TOPO_RECORDS[0]
     entry = judge(SPECS["topo_groups_phonemes"], Measurement(0.7, (0.6, 0.8), 3, [absolute, *TOPO_RECORDS[1:]], 0.001))
     assert entry["records"] == TOPO_RECORDS
+    with pytest.raises(ValueError, match="record x.json lies outside the repository"):
+        judge(SPECS["topo_groups_phonemes"], Measurement(0.7, (0.6, 0.8), 3, [REPO_ROOT.parent / "x.json"], 0.001))
 
 
 def test_each_study_updates_its_own_claims_and_keeps_the_others(tmp_path):

@@ -170,22 +170,19 @@ def judge(spec: ClaimSpec, measurement: Measurement | None) -> dict:
     entry = {"id": spec.id, "paper": spec.paper, "criterion": spec.criterion, "status": "not measured"}
     if measurement is None:
         return entry | {"estimate": None, "ci95": None, "n_seeds": 0, "p": None, "records": []}
-    low, high = measurement.ci95
-    if not low <= measurement.estimate <= high:
-        raise ValueError(f"claim {spec.id}: the 95% CI [{low}, {high}] does not contain the estimate {measurement.estimate}")
-    if spec.alpha is not None and measurement.p is None:
+    # Judged on the numbers as the file shows them, so that judging the file again gives the same status.
+    estimate, low, high = (_rounded(value) for value in (measurement.estimate, *measurement.ci95))
+    p = None if measurement.p is None else _rounded(measurement.p)
+    if not low <= estimate <= high:
+        raise ValueError(f"claim {spec.id}: the 95% CI [{low}, {high}] does not contain the estimate {estimate}")
+    if spec.alpha is not None and p is None:
         raise ValueError(f"claim {spec.id}: its criterion has a test (p < {spec.alpha}); the measurement gives no p")
     if measurement.n_seeds >= spec.min_seeds and all(map(math.isfinite, (low, high))):
         beyond = low > spec.threshold if spec.holds_when == "above" else high < spec.threshold
-        significant = spec.alpha is None or measurement.p < spec.alpha
+        significant = spec.alpha is None or p < spec.alpha
         entry["status"] = "holds" if beyond and significant and measurement.conditions_met else "fails"
-    return entry | {
-        "estimate": _rounded(measurement.estimate),
-        "ci95": [_rounded(low), _rounded(high)],
-        "n_seeds": int(measurement.n_seeds),
-        "p": None if measurement.p is None else _rounded(measurement.p),
-        "records": sorted(relative_path(path) if Path(path).is_absolute() else Path(path).as_posix() for path in measurement.records),
-    }
+    records = sorted(_repository_path(path, spec.id) for path in measurement.records)
+    return entry | {"estimate": estimate, "ci95": [low, high], "n_seeds": int(measurement.n_seeds), "p": p, "records": records}
 
 
 def update_claims(
@@ -197,7 +194,8 @@ def update_claims(
     markers (:func:`replace_marked_section`).
 
     Claims missing from ``measurements`` keep the numbers of their entry in the existing file,
-    judged again, if it was judged by today's criterion; else they become ``not measured``. Returns the entries, in :data:`CLAIMS` order.
+    judged again, if it was judged by today's criterion; else they become ``not measured``.
+    Returns the entries, in :data:`CLAIMS` order.
 
     Raises:
         ValueError: an unknown claim id, or an existing claims file that is not valid JSON (its path is named; nothing is
@@ -293,6 +291,15 @@ def _as_measurement(entry: Mapping) -> Measurement | None:
     if entry.get("estimate") is None or entry.get("ci95") is None:
         return None
     return Measurement(entry["estimate"], tuple(entry["ci95"]), entry["n_seeds"], entry["records"], entry["p"], conditions_met=entry["status"] == "holds")
+
+
+def _repository_path(path: str | Path, claim: str) -> str:
+    path = Path(path)
+    if not path.is_absolute():
+        return path.as_posix()
+    if not path.resolve().is_relative_to(REPO_ROOT):
+        raise ValueError(f"claim {claim}: record {path.name} lies outside the repository; claims rest on committed records only")
+    return relative_path(path)
 
 
 def _rounded(value: float) -> float:
