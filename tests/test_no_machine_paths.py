@@ -6,8 +6,8 @@ repository or a run folder (a checkpoint by its content hash), and documentation
 illustrative paths such as ``<corpora>/LibriSpeech``. Code that needs a temporary folder asks
 ``tempfile`` or pytest's ``tmp_path`` and never spells one out.
 
-Every tracked text file is read; binary files (checkpoints, images) are skipped, so a
-screenshot that shows a machine path is not caught here.
+Every tracked text file but this test's own examples is read; binary files (checkpoints,
+images) are skipped, so a screenshot that shows a machine path is not caught here.
 """
 
 from __future__ import annotations
@@ -33,7 +33,8 @@ def tracked_text_files() -> list[Path]:
     except (OSError, subprocess.CalledProcessError):
         pytest.skip("not a git checkout: no list of committed files")
     paths = [ROOT / name for name in listed.decode().split("\0") if name]
-    return [path for path in paths if path.is_file() and not path.is_symlink() and b"\0" not in path.read_bytes()[:8192]]
+    own = Path(__file__).resolve()
+    return [path for path in paths if path.is_file() and not path.is_symlink() and path != own and b"\0" not in path.read_bytes()[:8192]]
 
 
 def machine_paths(text: str) -> list[str]:
