@@ -125,7 +125,7 @@ CLAIMS: tuple[ClaimSpec, ...] = (
         "Fine-tuning a transferred model changes its inner layers least: the relative weight change is smallest "
         "in the middle layers and grows towards the input and the output.",
         "Fine-tuning every layer on all German training data to early stopping (weights, no split): per seed, the "
-        "mean relative weight change |W - W0| / |W0| of the middle third of the conv layers minus that of the first "
+        "mean relative weight change ‖W − W₀‖ / ‖W₀‖ of the middle third of the conv layers minus that of the first "
         "conv layer, the last conv layer and the head; the upper end of its 95% CI over seeds is below 0.",
         threshold=0.0,
         holds_when="below",
