@@ -44,6 +44,7 @@ from tmaps.data import manifest_loader
 from tmaps.data.manifest import read_manifest
 from tmaps.inference import GreedyDecoder
 from tmaps.introspect.alignment import utterance_outputs
+from tmaps.studies.runs import checkpoint_reference
 
 ROOT = Path(__file__).resolve().parents[1]
 # The per-utterance draws of the synthetic corpus (tmaps.data.synth) that can make an utterance hard.
@@ -160,9 +161,11 @@ def main() -> None:
         lambda of_draw: " / ".join(f"{row.low:.3g}–{row.high:.3g}: {row.mean_cer:.3f} (n={row.utterances})" for row in of_draw.itertuples()),
         include_groups=False,
     )
+    checkpoint = checkpoint_reference(args.checkpoint)
     heading = (
         f"# CER per utterance against the corpus' realism draws\n\n{len(utterances)} utterances of {args.corpus.name}/{args.split}, "
-        f"checkpoint {args.checkpoint}; mean CER {utterances['cer'].mean():.3f}. Linear model of CER on all draws: R² {r2:.2f}.\n\n"
+        f"checkpoint {checkpoint['path']} ({checkpoint['hash']}); mean CER {utterances['cer'].mean():.3f}. "
+        f"Linear model of CER on all draws: R² {r2:.2f}.\n\n"
     )
     voice_text = (
         f"\n\nVoices: {voices['omega_squared']:.2f} of the CER's variance (omega squared) lies between the {len(voice_lines)} voices "

@@ -9,7 +9,7 @@ wrong most often, maps of the correct frames, the wrong frames and their differe
 cosine distance between the correct and wrong profiles. The most frequent confusion pairs
 are printed too.
 
-    python scripts/error_maps.py --checkpoint /work/runs/quickstart_baseline/checkpoints/last.ckpt \\
+    python scripts/error_maps.py --checkpoint <run folder>/checkpoints/last.ckpt \\
         --corpus data/synth/en-... --split dev
 
 The last line printed is the key figure: the overall character error rate and the mean

@@ -14,6 +14,7 @@ from hydra import compose, initialize_config_module
 from omegaconf import OmegaConf
 
 from tmaps.commands.transfer_study import Run, RunResult, condition_overrides, first_step_at_or_below, results_table, run_once, run_study, write_results
+from tmaps.studies.runs import checkpoint_reference
 
 TINY = [
     "data.source.words_per_utterance=[2,4]",
@@ -145,13 +146,15 @@ def test_results_of_runs_made_before_dev_loss_was_recorded_still_make_the_table_
     (run_dir / "result.json").write_text(json.dumps({key: value for key, value in asdict(old).items() if key != "dev_loss"}))
     assert run_once(Run("scratch", 1.0, 0), None, {}, tmp_path / "study") == old  # read back, not trained
     study = {"seeds": [0], "fractions": [1.0], "steps": 300, "val_every": 100}
-    summary = write_results([old, new], study, "source.ckpt", tmp_path)
+    source = checkpoint_reference(tmp_path / "source.ckpt", tmp_path)
+    summary = write_results([old, new], study, source, tmp_path)
     assert summary["steps_ratio_100"] == pytest.approx(2 / 3)  # 0.2 at step 200 against scratch's 300
+    assert summary["source_checkpoint"] == {"path": "source.ckpt", "hash": "unknown: the checkpoint was not found"}
     assert summary["headlines"] == {
         "transfer reaches scratch's final dev CER in <= 1/5 of the steps (100%)": False,
         "transfer on 10% beats scratch on 100%": None,  # no 10% runs: not measured, not missed
     }
-    without_scratch = write_results([new], study, "source.ckpt", tmp_path / "without_scratch")
+    without_scratch = write_results([new], study, source, tmp_path / "without_scratch")
     assert without_scratch["headlines"]["transfer reaches scratch's final dev CER in <= 1/5 of the steps (100%)"] is None
     assert (tmp_path / "transfer_dev_cer.png").stat().st_size > 10_000
 

@@ -40,6 +40,7 @@ import pandas as pd
 
 from tmaps.checkpoint import load_checkpoint
 from tmaps.commands.compare import compare_checkpoints
+from tmaps.studies.runs import checkpoint_reference
 
 log = logging.getLogger(__name__)
 
@@ -254,7 +255,8 @@ def run_study(study: Mapping) -> list[RunResult]:
     for fraction in study["fractions"]:
         repeated = {SCRATCH, best_transfer(results, fraction, first_seed)} & set(study["conditions"])
         results += [run_once(Run(condition, fraction, seed), source_ckpt, study, out_dir) for condition in sorted(repeated) for seed in other_seeds]
-    write_results(results, study, source_ckpt, Path(study["results_dir"]))
+    source = None if source_ckpt is None else checkpoint_reference(source_ckpt, out_dir)
+    write_results(results, study, source, Path(study["results_dir"]))
     return results
 
 
@@ -334,8 +336,9 @@ def _number(value: float, spec: str) -> str:
     return "-" if value is None or math.isnan(value) else format(value, spec)
 
 
-def summary(results: Sequence[RunResult], table: pd.DataFrame, study: Mapping, source_ckpt: str | None) -> dict:
-    """The headline numbers (means over seeds) and whether each meets the paper's claim."""
+def summary(results: Sequence[RunResult], table: pd.DataFrame, study: Mapping, source: Mapping | None) -> dict:
+    """The headline numbers (means over seeds) and whether each meets the paper's claim; ``source`` names the source checkpoint
+    (:func:`~tmaps.studies.runs.checkpoint_reference`)."""
     first_seed = study["seeds"][0]
     rows = {(row["train fraction"], row["condition"]): row for row in table.to_dict("records")}
     best = {fraction_label(f): best_transfer(results, f, first_seed) for f in study["fractions"]}
@@ -344,7 +347,7 @@ def summary(results: Sequence[RunResult], table: pd.DataFrame, study: Mapping, s
         "val_every": study["val_every"],
         "fractions": list(study["fractions"]),
         "seeds": list(study["seeds"]),
-        "source_checkpoint": source_ckpt,
+        "source_checkpoint": source,
         "best_transfer": best,
     }
     for fraction in study["fractions"]:
@@ -426,7 +429,7 @@ def _plot_mean(ax, runs: Sequence[RunResult], column: str, seconds: pd.Series | 
     return line.get_color()
 
 
-def write_results(results: Sequence[RunResult], study: Mapping, source_ckpt: str | None, results_dir: Path) -> dict:
+def write_results(results: Sequence[RunResult], study: Mapping, source: Mapping | None, results_dir: Path) -> dict:
     """Table (CSV, Markdown), figure, weight changes and summary of ``results`` into ``results_dir``."""
     results_dir.mkdir(parents=True, exist_ok=True)
     table = results_table(results, study["seeds"][0])
@@ -438,7 +441,7 @@ def write_results(results: Sequence[RunResult], study: Mapping, source_ckpt: str
     )
     if len(changes):
         changes.to_csv(results_dir / "transfer_weight_change.csv", index=False)
-    values = summary(results, table, study, source_ckpt)
+    values = summary(results, table, study, source)
     (results_dir / "transfer_summary.json").write_text(json.dumps(values, indent=2) + "\n")
     log.info("wrote the study's results to %s", results_dir)
     print(markdown(table), flush=True)

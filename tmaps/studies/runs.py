@@ -64,6 +64,13 @@ def file_hash(path: str | Path) -> str:
     return f"sha256:{digest.hexdigest()}"
 
 
+def checkpoint_reference(path: str | Path, start: str | Path = REPO_ROOT) -> dict:
+    """How results name a checkpoint: ``{"path": relative to start (else its file name), "hash": "sha256:<hex>"}``; a file
+    that is not there keeps its name, with ``hash`` saying it is unknown."""
+    known = Path(path).is_file()
+    return {"path": relative_path(path, start), "hash": file_hash(path) if known else "unknown: the checkpoint was not found"}
+
+
 def relative_path(path: str | Path, start: str | Path = REPO_ROOT) -> str:
     """``path`` relative to ``start`` where it lies below it, else its file name only: no machine path goes into a record."""
     path = Path(path).resolve()
@@ -120,12 +127,17 @@ def provenance(precision: str | None = None) -> dict:
     }
 
 
-def write_json_atomically(path: Path, value: object) -> None:
-    """Write ``value`` as JSON beside ``path``, then rename: a reader never sees half a record, and a failed write keeps the old one."""
+def write_text_atomically(path: Path, text: str) -> None:
+    """Write ``text`` beside ``path``, then rename: a reader never sees half a file, and a failed write keeps the old one."""
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(f".{path.name}.partial")
-    partial.write_text(json.dumps(value, indent=1, sort_keys=False, default=str) + "\n", encoding="utf-8")
+    partial.write_text(text, encoding="utf-8")
     os.replace(partial, path)
+
+
+def write_json_atomically(path: Path, value: object) -> None:
+    """Write ``value`` as JSON (one space of indent, keys in their given order), atomically (:func:`write_text_atomically`)."""
+    write_text_atomically(path, json.dumps(value, indent=1, sort_keys=False, default=str) + "\n")
 
 
 class RecordStore:

@@ -1,6 +1,6 @@
 """Made these fixtures: tiny checkpoints of tmaps 5927a59, the last Wav2Letter without padding masks.
 
-    git worktree add /tmp/old 5927a59 && cd tests/data/pre_masking && PYTHONPATH=/tmp/old python make.py
+    git worktree add ../tmaps-5927a59 5927a59 && cd tests/data/pre_masking && PYTHONPATH=../../../../tmaps-5927a59 python make.py
 
 Writes ``<norm>.ckpt`` (Lightning checkpoints after one short epoch on random batches, so that
 BatchNorm has running statistics) and ``<norm>_reference.pt`` (an unpadded input and the old
