@@ -218,7 +218,7 @@ def update_claims(
     table = claims_table(claims)
     write_text_atomically(results_dir / "claims.md", f"{CLAIMS_MD_HEADER}\n\n{table}\n")
     for markdown_file in markdown_files:
-        replace_marked_section(markdown_file, table)
+        replace_marked_section(markdown_file, claims_table(claims, criteria=False))
     return claims
 
 
@@ -240,24 +240,30 @@ def read_claims(path: str | Path) -> list[dict]:
     return claims
 
 
-def claims_table(claims: Sequence[Mapping]) -> str:
-    """The claims as a Markdown table: claim, paper, criterion, status, estimate with its 95% CI, seeds, p and the record folders."""
-    lines = ["| claim | paper | criterion | status | estimate [95% CI] | seeds | p | records |", "|---|---|---|---|---|---|---|---|"]
+def claims_table(claims: Sequence[Mapping], criteria: bool = True) -> str:
+    """The claims as a Markdown table: claim, paper, criterion, status, estimate with its 95% CI, seeds, p and the record folders.
+
+    ``criteria=False`` leaves out the criterion and the record folders: the README's short table, which points to ``claims.md``.
+    """
+    columns = ["claim", "paper", "criterion", "status", "estimate [95% CI]", "seeds", "p", "records"]
+    if not criteria:
+        columns = [column for column in columns if column not in ("criterion", "records")]
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     for claim in claims:
         estimate = "-" if claim["estimate"] is None else _number(claim["estimate"])
         if claim["ci95"] is not None:
             estimate += f" [{_number(claim['ci95'][0])}, {_number(claim['ci95'][1])}]"
-        cells = [
-            f"`{claim['id']}`",
-            _cell(claim["paper"]),
-            _cell(claim["criterion"]),
-            f"**{claim['status']}**",
-            estimate,
-            str(claim["n_seeds"]),
-            "-" if claim["p"] is None else _number(claim["p"]),
-            _record_folders(claim["records"]),
-        ]
-        lines.append("| " + " | ".join(cells) + " |")
+        cells = {
+            "claim": f"`{claim['id']}`",
+            "paper": _cell(claim["paper"]),
+            "criterion": _cell(claim["criterion"]),
+            "status": f"**{claim['status']}**",
+            "estimate [95% CI]": estimate,
+            "seeds": str(claim["n_seeds"]),
+            "p": "-" if claim["p"] is None else _number(claim["p"]),
+            "records": _record_folders(claim["records"]),
+        }
+        lines.append("| " + " | ".join(cells[column] for column in columns) + " |")
     return "\n".join(lines)
 
 
