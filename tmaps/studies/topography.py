@@ -76,8 +76,8 @@ def joint_morans_i(profiles: np.ndarray, grid: Grid, permutations: int, seed: in
     null = np.array([mean_i(centred[:, rng.permutation(grid.n_units)]) for _ in range(permutations)])
     return {
         "morans_i": statistic,
-        "morans_i_p": float((1 + np.count_nonzero(null >= statistic)) / (permutations + 1)),
-        "morans_i_null_mean": float(null.mean()),
+        "morans_i_p": float((1 + np.count_nonzero(null >= statistic)) / (permutations + 1)) if permutations else None,
+        "morans_i_null_mean": float(null.mean()) if permutations else None,
         "groups": int(len(rows)),
     }
 
@@ -118,9 +118,13 @@ def measure(checkpoint_path: Path, data: Mapping, analysis: Mapping) -> dict:
     datamodule.setup("test")
     test = {split: utterance_errors(module, module.decode, loader) for split, loader in datamodule.test_loaders().items()}
 
-    options = {"split": analysis["split"], "layers": conv_layers, "groups": "phoneme", "max_utterances": analysis.get("max_utterances")}
-    nap = checkpoint_profiles(checkpoint, data, kind="nap", **options)
-    gradnap = checkpoint_profiles(checkpoint, data, kind="gradnap", **options)
+    options = {"layers": conv_layers, "groups": "phoneme", "max_utterances": analysis.get("max_utterances")}
+    nap = checkpoint_profiles(checkpoint, data, kind="nap", split=analysis["split"], **options)
+    gradnap = checkpoint_profiles(checkpoint, data, kind="gradnap", split=analysis["split"], **options)
+    # The default weight is chosen on dev: Moran's I of dev NAPs selects, that of test NAPs judges.
+    selection = checkpoint_profiles(checkpoint, data, kind="nap", split=analysis["selection_split"], **{**options, "layers": sorted(grids)})
+    for layer in grids:
+        layers[layer]["dev_morans_i"] = joint_morans_i(selection[layer].mean, grids[layer], permutations=0)["morans_i"]
     for layer in conv_layers:
         layers[layer] |= clustering_scores(nap, gradnap, layer, analysis["shuffles"])
         if layer in grids:
