@@ -16,6 +16,7 @@ from tmaps.data.features import LogMel, SpecAugment
 from tmaps.data.manifest import SPLITS, read_manifest
 from tmaps.data.readers import READERS, build_corpus
 from tmaps.data.synth import synthesize_corpus
+from tmaps.processes import die_with_parent
 from tmaps.text import Alphabet
 
 log = logging.getLogger(__name__)
@@ -225,6 +226,7 @@ class SpeechDataModule(pl.LightningDataModule):
             num_workers=workers,
             persistent_workers=workers > 0,
             pin_memory=torch.cuda.is_available(),
+            worker_init_fn=die_with_parent,
         )
 
     def train_dataloader(self) -> DataLoader:

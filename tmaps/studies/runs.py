@@ -20,7 +20,6 @@ machine; checkpoints stay out of git and are named by content hash.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import fcntl
 import hashlib
 import json
@@ -36,6 +35,8 @@ from pathlib import Path
 import pandas as pd
 import torch
 import yaml
+
+from tmaps.processes import die_with_parent
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 RECORD_VERSION = 1
@@ -219,11 +220,9 @@ def locked(run_dir: Path) -> Iterator[None]:
             fcntl.flock(lock, fcntl.LOCK_UN)
 
 
-def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
+def _own_group_dying_with_parent() -> None:  # runs in the child between fork and exec
     os.setpgrp()
-    with contextlib.suppress(OSError, AttributeError):
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG: the child is killed when the study dies, even by kill -9
+    die_with_parent()
 
 
 def train_run(overrides: Sequence[str], log_path: Path) -> float:
@@ -240,7 +239,7 @@ def train_run(overrides: Sequence[str], log_path: Path) -> float:
     started = time.perf_counter()
     with open(log_path, "w", encoding="utf-8") as output:
         child = subprocess.Popen(
-            [sys.executable, "-m", "tmaps.cli.train", *overrides], stdout=output, stderr=subprocess.STDOUT, preexec_fn=_die_with_parent
+            [sys.executable, "-m", "tmaps.cli.train", *overrides], stdout=output, stderr=subprocess.STDOUT, preexec_fn=_own_group_dying_with_parent
         )
         try:
             status = child.wait()
