@@ -242,6 +242,7 @@ def sweep_table(records: Sequence[Mapping]) -> pd.DataFrame:
             estimate, low, high = _interval(per_seed[column].tolist())
             row |= {column: estimate, f"{column}_low": low, f"{column}_high": high}
         row["morans_i_p"] = per_seed["morans_i_p"].max()
+        del row["morans_i_p_low"], row["morans_i_p_high"]
         row["participation_fraction_min"] = per_seed["participation_fraction"].min()
         row["gradnap_layers_above_null_min"] = per_seed["gradnap_layers_above_null"].min()
         rows.append(row)
@@ -344,12 +345,19 @@ def markdown_table(table: pd.DataFrame) -> str:
     return cells.to_markdown(index=False)
 
 
+def _criteria_text(criteria: Mapping) -> str:
+    return (
+        f"dev Moran's I ≥ {criteria['morans_i']}, every topographic layer's participation ratio ≥ "
+        f"{criteria['participation_fraction']:.0%} of the untouched layers' in every seed, best dev CER ≤ weight 0's + {criteria['dev_cer_margin']}"
+    )
+
+
 def _with_interval(value: float, low: float, high: float) -> str:
     return f"{value:.3g}" if math.isnan(low) else f"{value:.3g} [{low:.3g}, {high:.3g}]"
 
 
-def report(study: Mapping) -> dict:
-    """Tables, the Pareto figure, the chosen default and the claims, from the committed records alone."""
+def report(study: Mapping, claims_dir: str | Path = claims.RESULTS_DIR, readme: str | Path = claims.README) -> dict:
+    """Tables, the Pareto figure, the chosen default and the claims (in ``claims_dir`` and ``readme``), from the committed records alone."""
     store = RecordStore(study["records_dir"])
     records = store.records()
     if not records:
@@ -359,10 +367,14 @@ def report(study: Mapping) -> dict:
     table.to_csv(results_dir / "topography_sweep.csv", index=False, float_format="%.6g")
     chosen = choose_default(table, study["default_criteria"])
     choice = "no setting meets the criteria" if chosen is None else f"{chosen['loss']} on {chosen['layers']} at weight {chosen['weight']:g}"
-    (results_dir / "topography_sweep.md").write_text(
-        f"{markdown_table(table)}\n\nDefault chosen on dev ({dict(study['default_criteria'])}): {choice}.\n", encoding="utf-8"
+    summary = (
+        f"{markdown_table(table)}\n\n{len(records)} runs. Test CER: mean over seeds with the 95% CI over seeds and test utterances; "
+        "every other number: mean over seeds [95% CI over seeds] (no interval with one seed). "
+        f"Default chosen on dev ({_criteria_text(study['default_criteria'])}): **{choice}**.\n"
     )
+    (results_dir / "topography_sweep.md").write_text(summary, encoding="utf-8")
     plot_pareto(table, results_dir / "topography_pareto.png")
+    claims.replace_marked_section(study["results_page"], summary, name="topography-sweep")
     record_paths = {record["run_id"]: relative_path(store.path(record["run_id"])) for record in records}
-    judged = claims.update_claims(claim_measurements(records, chosen, record_paths), markdown_files=[claims.README])
+    judged = claims.update_claims(claim_measurements(records, chosen, record_paths), claims_dir, markdown_files=[readme])
     return {"table": table, "chosen": chosen, "claims": judged}

@@ -1,0 +1,76 @@
+"""The topography study: its statistics on planted maps, a real run end to end, and a report that regenerates the committed results."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from omegaconf import OmegaConf
+
+from tmaps.studies import topography
+from tmaps.studies.runs import SettingsChanged
+from tmaps.topo import Grid
+
+REPO = Path(__file__).resolve().parents[1]
+STUDY = OmegaConf.to_container(OmegaConf.load(REPO / "conf" / "study" / "topography.yaml"))
+
+
+def test_joint_morans_i_finds_smooth_maps_and_not_shuffled_ones():
+    grid = Grid(192, shape=(12, 16))
+    rows, cols = grid.positions[:, 0].numpy(), grid.positions[:, 1].numpy()
+    rng = np.random.default_rng(0)
+    smooth = np.stack([np.sin(rows / 3 + phase) + np.cos(cols / 4 - phase) for phase in rng.uniform(0, 6, size=20)])
+    smooth += 0.1 * rng.standard_normal(smooth.shape)
+    found = topography.joint_morans_i(smooth, grid, permutations=99)
+    assert found["morans_i"] > 0.7 and found["morans_i_p"] == pytest.approx(1 / 100) and found["groups"] == 20
+    shuffled = topography.joint_morans_i(smooth[:, rng.permutation(192)], grid, permutations=99)
+    assert abs(shuffled["morans_i"]) < 0.1 and shuffled["morans_i_p"] > 0.05
+
+
+def test_report_regenerates_the_committed_results(tmp_path):
+    """What the README and docs/ show of the study is what the records give: a regenerated table or page section must not drift."""
+    results = REPO / "docs" / "results"
+    shutil.copytree(results / "topography", tmp_path / "topography")
+    shutil.copy(REPO / "docs" / "topography.md", tmp_path / "topography.md")
+    shutil.copy(results / "claims.json", tmp_path / "claims.json")
+    (tmp_path / "README.md").write_text("<!-- claims:start -->\n<!-- claims:end -->\n")
+    study = STUDY | {"records_dir": str(tmp_path / "topography" / "runs"), "results_page": str(tmp_path / "topography.md")}
+    topography.report(study, claims_dir=tmp_path, readme=tmp_path / "README.md")
+    for name in ("topography_sweep.md", "topography_sweep.csv"):
+        assert (tmp_path / "topography" / name).read_text() == (results / "topography" / name).read_text(), name
+    assert (tmp_path / "topography.md").read_text() == (REPO / "docs" / "topography.md").read_text()
+    assert json.loads((tmp_path / "claims.json").read_text()) == json.loads((results / "claims.json").read_text())
+
+
+def test_a_tiny_study_trains_measures_and_resumes(tmp_path, monkeypatch):
+    monkeypatch.setenv("TMAPS_DATA_DIR", str(tmp_path / "data"))
+    study = STUDY | {
+        "records_dir": str(tmp_path / "runs"),
+        "out_dir": str(tmp_path / "out"),
+        "seeds": [3],
+        "arms": [{"loss": "weight_similarity", "layers": ["conv1"], "weights": [0.5]}],
+        "train_overrides": [
+            *STUDY["train_overrides"],
+            "data.source.n_utterances={train:24,dev:8,test:8,test_unseen:4}",
+            "trainer.max_epochs=1",
+            "model.channels=[32,32,32]",
+            "model.kernel_sizes=[11,5,1]",
+            "model.strides=[2,1,1]",
+        ],
+        "analysis": STUDY["analysis"] | {"permutations": 9, "shuffles": 9},
+    }
+    (record,) = topography.run(study)
+    assert record["run_id"] == "weight_similarity-conv1-w0.5-s3" and record["settings"]["seed"] == 3
+    assert record["topographic_layers"] == ["conv1"] and set(record["layers"]) == {"conv0", "conv1", "conv2"}
+    assert {"participation_ratio", "centred_cosine", "morans_i", "dev_morans_i", "ari_gradnap"} <= set(record["layers"]["conv1"])
+    assert len(record["test"]["test"]["utterances"]) == 8 and record["curve"] and record["checkpoint"]["hash"].startswith("sha256:")
+    assert "/" + "tmp" not in json.dumps(record["config"])
+    recorded = Path(study["records_dir"], f"{record['run_id']}.json").read_bytes()
+    assert topography.run(study) == [record]  # resumed: nothing trains again, nothing is rewritten
+    assert Path(study["records_dir"], f"{record['run_id']}.json").read_bytes() == recorded
+    with pytest.raises(SettingsChanged, match=r"analysis\.shuffles: 9 -> 8"):
+        topography.run(study | {"analysis": study["analysis"] | {"shuffles": 8}})
+    assert Path(study["records_dir"], f"{record['run_id']}.json").read_bytes() == recorded
