@@ -37,6 +37,7 @@ from tmaps.commands.introspect import checkpoint_profiles
 from tmaps.introspect import save_figure
 from tmaps.introspect.maps import recorded_grids
 from tmaps.introspect.topography import MODELS, plot_topography_comparison, topography_comparison
+from tmaps.training.resolvers import register_resolvers
 
 
 def main(argv: Sequence[str] | None = None) -> pd.DataFrame:
@@ -48,6 +49,7 @@ def main(argv: Sequence[str] | None = None) -> pd.DataFrame:
     parser.add_argument("overrides", nargs="*", help="overrides of conf/introspect.yaml (data=..., split=..., max_utterances=...)")
     arguments = parser.parse_args(argv)
     output_dir = Path(arguments.output_dir)
+    register_resolvers()
     with initialize_config_module(config_module="tmaps.conf", version_base="1.3"):
         cfg = compose(config_name="introspect", overrides=[f"paths.output_dir={output_dir}", *arguments.overrides])
     options = OmegaConf.to_container(cfg, resolve=True)

@@ -3,4 +3,6 @@
 ``tmaps.cli`` holds the thin Hydra entry points that call these functions.
 """
 
-import tmaps.commands.resolvers  # noqa: F401  (the configs' resolvers)
+from tmaps.training.resolvers import register_resolvers
+
+register_resolvers()

@@ -36,6 +36,7 @@ from tmaps.introspect.clustering import cluster, grid_adjacency
 from tmaps.studies.runs import RecordStore, new_record, read_curve, relative_path, train_run, utterance_errors
 from tmaps.topo import Grid, distance_profile, topography_metrics
 from tmaps.training.module import ASRModule
+from tmaps.training.resolvers import register_resolvers
 
 log = logging.getLogger(__name__)
 
@@ -166,6 +167,7 @@ def _composed_data(overrides: Sequence[str]) -> dict:
     from hydra import compose, initialize_config_module
     from omegaconf import OmegaConf
 
+    register_resolvers()
     with initialize_config_module(config_module="tmaps.conf", version_base="1.3"):
         cfg = compose(config_name="train", overrides=[o for o in overrides if not o.startswith("hydra.")], return_hydra_config=False)
     return OmegaConf.to_container(cfg.data, resolve=True)
