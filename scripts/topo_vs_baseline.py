@@ -4,7 +4,7 @@
         --topo runs/quickstart_topo/checkpoints/last.ckpt [--output-dir DIR] [--permutations 999] \\
         [overrides of conf/introspect.yaml: data=synth_en split=test max_utterances=200 kind=nap ...]
 
-Both checkpoints get phoneme NAPs on the same split (:func:`tmaps.commands.introspect.checkpoint_profiles`);
+Both checkpoints get phoneme NAPs on the same split (:func:`tmaps.studies.profiles.checkpoint_profiles`);
 :func:`tmaps.introspect.topography.topography_comparison` reports per layer
 
 - ``ari_*``: the adjusted Rand index between clusters of the phonemes' profiles and the
@@ -33,10 +33,10 @@ from hydra import compose, initialize_config_module
 from omegaconf import OmegaConf
 
 from tmaps.checkpoint import load_checkpoint
-from tmaps.commands.introspect import checkpoint_profiles
 from tmaps.introspect import save_figure
 from tmaps.introspect.maps import recorded_grids
 from tmaps.introspect.topography import MODELS, plot_topography_comparison, topography_comparison
+from tmaps.studies.profiles import checkpoint_profiles
 from tmaps.training.resolvers import register_resolvers
 
 

@@ -137,7 +137,7 @@ def test_runs_started_together_get_a_folder_each_and_a_bad_type_is_named(tmp_pat
     environment = {**os.environ, "TMAPS_ROOT": str(tmp_path), "HYDRA_FULL_ERROR": "0", "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
     runs = [
         subprocess.Popen(
-            [sys.executable, "-m", "tmaps.cli.train", "hydra.run.dir=${new_folder:runs/same}", f"seed={seed}", "trainer.max_epochs=abc"],
+            [sys.executable, "-m", "tmaps.commands.train", "hydra.run.dir=${new_folder:runs/same}", f"seed={seed}", "trainer.max_epochs=abc"],
             cwd=tmp_path, env=environment, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         )
         for seed in (1, 2, 3)

@@ -8,7 +8,8 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parents[1] / "tmaps"
 # Bottom up, as in the package map of docs/design.md.
 LAYERS = [
-    "extras", "progress", "text", "models", "topo", "checkpoint", "data", "introspect", "inference", "transfer", "training", "callbacks", "commands", "cli",
+    "extras", "progress", "text", "models", "topo", "checkpoint", "data", "introspect", "inference", "transfer", "training", "callbacks", "studies",
+    "commands", "cli",
 ]
 CORE = ("topo", "introspect")  # plain PyTorch/NumPy
 

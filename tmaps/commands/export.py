@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+import hydra
 import torch
+from omegaconf import DictConfig, OmegaConf
 
 from tmaps.checkpoint import load_checkpoint
+from tmaps.commands.wrapper import task_wrapper
 from tmaps.inference.export import example_inputs, export_model, run_exported
 
 
@@ -34,3 +37,14 @@ def export(config: Mapping) -> dict[str, float]:
         print(f"{kind:<11} {path}  max |log_probs - PyTorch| = {differences[kind]:.2e}")
     print(f"model card  {paths['card']}")
     return differences
+
+
+@hydra.main(version_base="1.3", config_path="pkg://tmaps.conf", config_name="export")
+@task_wrapper("tmaps-export")
+def main(cfg: DictConfig) -> None:
+    """``tmaps-export ckpt_path=...``: ONNX, ``torch.export`` program and plain state dict of a checkpoint (see conf/export.yaml)."""
+    export(OmegaConf.to_container(cfg, resolve=True))
+
+
+if __name__ == "__main__":
+    main()

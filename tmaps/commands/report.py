@@ -25,11 +25,16 @@ import io
 import json
 import math
 import re
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+import hydra
 import pandas as pd
 from matplotlib.figure import Figure
+from omegaconf import DictConfig
+
+from tmaps.commands.wrapper import task_wrapper
 
 REPORT_NAME = "report.html"
 METRICS_FILE = "metrics.csv"
@@ -212,3 +217,21 @@ def write_report(run_dir: str | Path, output: str | Path | None = None) -> Path:
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(page, encoding="utf-8")
     return output
+
+
+@hydra.main(version_base="1.3", config_path="pkg://tmaps.conf", config_name="report")
+@task_wrapper("tmaps-report")
+def main(cfg: DictConfig) -> None:
+    """``tmaps-report run_dir=<run dir>``: the run's report page."""
+    print(f"report: {write_report(cfg.run_dir, cfg.output)}")
+
+
+def run() -> None:
+    """The console script ``tmaps-report <run dir>``: a first argument without ``=`` is the run folder."""
+    if len(sys.argv) > 1 and "=" not in sys.argv[1] and not sys.argv[1].startswith("-"):
+        sys.argv[1] = f"run_dir={sys.argv[1]}"
+    main()
+
+
+if __name__ == "__main__":
+    run()

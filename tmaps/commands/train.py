@@ -16,6 +16,7 @@ from tmaps.callbacks.transfer import setup_transfer
 from tmaps.checkpoint import check_compatible, check_writable
 from tmaps.commands.eval import print_summary, report_skips, test_splits
 from tmaps.commands.report import TEST_RESULTS_FILE, write_report
+from tmaps.commands.wrapper import task_wrapper
 from tmaps.data import SpeechDataModule
 from tmaps.progress import set_progress_bars
 from tmaps.training.checkpoint_io import AtomicCheckpointIO
@@ -142,3 +143,14 @@ def _finish_wandb(loggers: list) -> None:
         import wandb
 
         wandb.finish()
+
+
+@hydra.main(version_base="1.3", config_path="pkg://tmaps.conf", config_name="train")
+@task_wrapper("tmaps-train")
+def main(cfg: DictConfig) -> float | None:
+    """``tmaps-train``: train a speech recogniser from the Hydra config in ``conf/train.yaml``."""
+    return train(cfg)
+
+
+if __name__ == "__main__":
+    main()

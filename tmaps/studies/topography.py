@@ -29,10 +29,10 @@ import torch
 from sklearn.metrics import adjusted_rand_score
 
 from tmaps.checkpoint import load_checkpoint
-from tmaps.commands.eval import checkpoint_datamodule
-from tmaps.commands.introspect import checkpoint_profiles
+from tmaps.data import checkpoint_datamodule
 from tmaps.introspect import Profiles, profile_matrix, resolve_grouping
 from tmaps.introspect.clustering import cluster, grid_adjacency
+from tmaps.studies.profiles import checkpoint_profiles
 from tmaps.studies.runs import RecordStore, new_record, read_curve, relative_path, train_run, utterance_errors
 from tmaps.topo import Grid, distance_profile, topography_metrics
 from tmaps.training.module import ASRModule
