@@ -144,8 +144,9 @@ def test_runs_started_together_get_a_folder_each_and_a_bad_type_is_named(tmp_pat
     ]
     outputs = [run.communicate(timeout=300) for run in runs]
     assert all(run.returncode != 0 for run in runs)
+    message = "tmaps-train: config values of the wrong type or unknown keys: trainer.max_epochs='abc': expected int or None, got str"
     for _, stderr in outputs:
-        assert "trainer.max_epochs='abc': expected int or None, got str" in stderr
+        assert stderr.strip().splitlines() == [message], stderr  # one line, no traceback
     assert [path.name for path in tmp_path.iterdir()] == ["runs"], "a run made another folder (the unused sweep folder?)"
     folders = sorted((tmp_path / "runs").iterdir())
     assert [folder.name for folder in folders] == ["same", "same_2", "same_3"]

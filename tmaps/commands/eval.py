@@ -58,7 +58,7 @@ def evaluate(cfg: DictConfig) -> dict:
     """WER and CER of ``cfg.ckpt_path`` on the test splits of ``cfg.data``, decoded by ``cfg.decoder``
     (a beam search's lexicon and LM come from the corpus' train transcripts unless ``decoder.text`` is set)."""
     if not cfg.get("ckpt_path"):
-        raise ValueError("tmaps-eval needs ckpt_path=<file.ckpt>")
+        raise ValueError("ckpt_path is not set: name the checkpoint to evaluate, ckpt_path=<file.ckpt>")
     set_progress_bars(None if cfg.trainer.get("enable_progress_bar", True) else False)
     module = ASRModule.from_checkpoint(cfg.ckpt_path)
     datamodule = checkpoint_datamodule(OmegaConf.to_container(cfg.data, resolve=True), module.alphabet, module.hparams.features, cfg.ckpt_path)

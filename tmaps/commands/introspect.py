@@ -79,7 +79,7 @@ class Introspection:
 def introspect(cfg: DictConfig) -> Introspection:
     """Profiles, summary table and figures of ``cfg.ckpt_path`` on ``cfg.split`` of ``cfg.data``."""
     if OmegaConf.is_missing(cfg, "ckpt_path"):
-        raise ValueError("tmaps-introspect needs ckpt_path=<file.ckpt>")
+        raise ValueError("ckpt_path is not set: name the checkpoint to profile, ckpt_path=<file.ckpt>")
     options = OmegaConf.to_container(cfg, resolve=True)
     checkpoint = load_checkpoint(options["ckpt_path"])
     profiles = checkpoint_profiles(checkpoint, options["data"], **{key: options[key] for key in PROFILE_OPTIONS})

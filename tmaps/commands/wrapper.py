@@ -47,10 +47,9 @@ class CommandError(CompactHydraException):
 
 def one_line(message: str) -> str:
     """``message`` on one line: the lines after the first (a listing, OmegaConf's ``full_key: ...``) joined by ``; ``."""
-    first, *rest = [line.strip() for line in message.strip().splitlines() if line.strip()] or [""]
-    if not rest:
-        return first
-    return f"{first} {'; '.join(rest)}" if first.endswith(":") else f"{first}; {'; '.join(rest)}"
+    first, *rest = [line.strip() for line in message.splitlines() if line.strip()] or [""]
+    separator = " " if first.endswith(":") else "; "
+    return first + (separator + "; ".join(rest) if rest else "")
 
 
 def task_wrapper(command_name: str) -> Callable[[Callable[[DictConfig], Result]], Callable[[DictConfig], Result]]:
