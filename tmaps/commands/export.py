@@ -14,7 +14,8 @@ from tmaps.inference.export import example_inputs, export_model, run_exported
 
 
 def export(config: Mapping) -> dict[str, float]:
-    """Export ``config["ckpt_path"]`` in ``config["formats"]`` to ``config["output_dir"]``.
+    """Export ``config["ckpt_path"]`` in ``config["formats"]`` to ``config["output_dir"]``
+    (which must not hold an earlier export unless ``config["overwrite"]``).
 
     Each exported file is run on a fresh random batch of other sizes than the traced one and
     compared with the PyTorch model; returns and prints the largest absolute difference of the
@@ -22,7 +23,9 @@ def export(config: Mapping) -> dict[str, float]:
     """
     checkpoint = load_checkpoint(config["ckpt_path"])
     arguments = checkpoint.hyper_parameters["model"]
-    paths = export_model(checkpoint.model, arguments, checkpoint.alphabet, checkpoint.features, config["output_dir"], config["formats"])
+    paths = export_model(
+        checkpoint.model, arguments, checkpoint.alphabet, checkpoint.features, config["output_dir"], config["formats"], overwrite=config.get("overwrite", False)
+    )
     features, lengths = example_inputs(arguments["n_features"], lengths=(531, 377, 64))
     with torch.no_grad():
         expected, expected_lengths = checkpoint.model(features, lengths)
