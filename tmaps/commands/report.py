@@ -100,6 +100,21 @@ def metric_curves(metrics: pd.DataFrame) -> Figure:
     return figure
 
 
+def read_metrics(path: Path) -> tuple[pd.DataFrame, int]:
+    """The rows of a metrics file with a step, a metric name and a number, and how many rows were cut short.
+
+    :class:`~tmaps.callbacks.MetricHistory` writes finite numbers only; a run stopped while the
+    file was written leaves its last line cut (``120,3,val/c``). Such rows are left out, so that
+    the rest of the curves are still drawn.
+    """
+    metrics = read_csv(path)
+    if not {"step", "metric", "value"} <= set(metrics.columns):
+        raise ValueError(f"metrics file {path} needs the columns step, metric, value; it has {list(metrics.columns)}")
+    metrics = metrics.assign(step=pd.to_numeric(metrics["step"], errors="coerce"), value=pd.to_numeric(metrics["value"], errors="coerce"))
+    complete = metrics.dropna(subset=["step", "metric", "value"])
+    return complete, len(metrics) - len(complete)
+
+
 def read_csv(path: Path) -> pd.DataFrame:
     try:
         return pd.read_csv(path)
@@ -180,11 +195,10 @@ def write_report(run_dir: str | Path, output: str | Path | None = None) -> Path:
     if (run_dir / TEST_RESULTS_FILE).is_file():
         sections.append(("test", "Test results", table_html(read_csv(run_dir / TEST_RESULTS_FILE))))
     if (run_dir / METRICS_FILE).is_file():
-        metrics = read_csv(run_dir / METRICS_FILE)
-        if not {"step", "metric", "value"} <= set(metrics.columns):
-            raise ValueError(f"metrics file {run_dir / METRICS_FILE} needs the columns step, metric, value; it has {list(metrics.columns)}")
+        metrics, cut = read_metrics(run_dir / METRICS_FILE)
+        note = f"<p class='note'>{cut} row(s) of {METRICS_FILE} cut short (the run stopped while writing it?) are left out</p>" if cut else ""
         if len(metrics):
-            sections.append(("metrics", "Metric curves", f"<img alt='metric curves' src='{figure_uri(metric_curves(metrics))}'>"))
+            sections.append(("metrics", "Metric curves", f"<img alt='metric curves' src='{figure_uri(metric_curves(metrics))}'>{note}"))
     maps = map_frames(run_dir)
     loose = loose_figures(run_dir)
     if maps or loose:
