@@ -23,6 +23,7 @@ import pytorch_lightning as pl
 from hydra import compose, initialize_config_module
 
 from tmaps.commands.train import build_datamodule, build_module, instantiate_list
+from tmaps.training.resolvers import register_resolvers
 
 QUICKSTART_TRAIN = 3000
 
@@ -48,6 +49,7 @@ class EpochTimer(pl.Callback):
 
 
 def epoch_seconds(callbacks: str, root: Path, n_train: int, epochs: int, overrides: list[str]) -> list[float]:
+    register_resolvers()
     with initialize_config_module(config_module="tmaps.conf", version_base="1.3"):
         cfg = compose(
             config_name="train",

@@ -215,12 +215,13 @@ def check_ddp(model_config: dict, batches: list, device: torch.device, steps: in
     from hydra.utils import instantiate
     from torch.utils.data import DataLoader
 
-    import tmaps.commands.train  # noqa: F401  (registers the config's resolvers)
     from tmaps.training.module import ASRModule
+    from tmaps.training.resolvers import register_resolvers
 
     overrides = ["trainer=ddp", "trainer.devices=1", f"trainer.max_steps={steps}", "trainer.max_epochs=-1", "trainer.num_sanity_val_steps=0"]
     if device.type == "cpu":
         overrides += ["trainer.accelerator=cpu", "trainer.sync_batchnorm=false", "trainer.precision=${cpu_precision:}"]
+    register_resolvers()
     with initialize_config_module(config_module="tmaps.conf", version_base="1.3"):
         cfg = compose(config_name="train", overrides=[*overrides, "paths.output_dir=."])
 

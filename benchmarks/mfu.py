@@ -109,7 +109,9 @@ def quickstart_datamodule(data_dir: Path, utterances: int):
 
     from tmaps.data import SpeechDataModule
     from tmaps.training.module import ASRModule
+    from tmaps.training.resolvers import register_resolvers
 
+    register_resolvers()
     with initialize_config_module(config_module="tmaps.conf", version_base="1.3"):
         cfg = compose(
             config_name="train",

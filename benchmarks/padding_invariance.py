@@ -25,7 +25,7 @@ from omegaconf import OmegaConf
 from torchmetrics.text import CharErrorRate
 
 from tmaps.checkpoint import load_checkpoint
-from tmaps.commands.eval import checkpoint_datamodule
+from tmaps.data import checkpoint_datamodule
 
 TARGET = 1e-4
 

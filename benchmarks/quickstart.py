@@ -57,7 +57,7 @@ def main(overrides: list[str]) -> None:
     with tempfile.TemporaryDirectory(prefix="tmaps-quickstart-") as root:
         started = time.perf_counter()
         result = subprocess.run(
-            [sys.executable, "-m", "tmaps.cli.train", "experiment=quickstart", f"paths.root_dir={root}", *overrides],
+            [sys.executable, "-m", "tmaps.commands.train", "experiment=quickstart", f"paths.root_dir={root}", *overrides],
             capture_output=True,
             text=True,
         )

@@ -25,8 +25,7 @@ import mne
 import numpy as np
 from matplotlib.figure import Figure
 
-from tmaps.commands.maps import load_profiles
-from tmaps.introspect import compute_layout, plot_maps, save_figure
+from tmaps.introspect import Profiles, compute_layout, plot_maps, save_figure
 from tmaps.introspect.quality import make_planted_profiles
 from tmaps.introspect.render import MapStyle, figure_image, group_order, map_points
 
@@ -63,7 +62,7 @@ def main() -> None:
     parser.add_argument("--out", default="docs/figures/mne_vs_tmaps.png")
     args = parser.parse_args()
     if args.profiles:
-        profiles = load_profiles(args.profiles)
+        profiles = Profiles.load(args.profiles)
         matrix, labels = profiles.matrix(args.layer), profiles.groups
         source = f"{args.layer} of {args.profiles}"
     else:

@@ -54,6 +54,7 @@ from tmaps.data.synth import synthesize_corpus
 from tmaps.introspect import NAP, MapStyle, compute_layout, save_figure
 from tmaps.introspect.errors import collect_outcomes, confusion_counts
 from tmaps.introspect.render import plot_layers
+from tmaps.training.resolvers import register_resolvers
 
 ROOT = Path(__file__).resolve().parents[1]
 SPLITS = ("train", "dev", "test")
@@ -110,6 +111,7 @@ def train_model(corpus: Path, run_dir: Path, minutes: float, channels: list[int]
         "optim.schedule=constant",
         "test=false",
     ]
+    register_resolvers()
     with initialize_config_module(config_module="tmaps.conf", version_base="1.3"):
         cfg = compose(config_name="train", overrides=overrides, return_hydra_config=True)
     HydraConfig.instance().set_config(cfg)

@@ -4,7 +4,7 @@
         --topo runs/quickstart_topo/checkpoints/last.ckpt [--output-dir DIR] [--permutations 999] \\
         [overrides of conf/introspect.yaml: data=synth_en split=test max_utterances=200 kind=nap ...]
 
-Both checkpoints get phoneme NAPs on the same split (:func:`tmaps.commands.introspect.checkpoint_profiles`);
+Both checkpoints get phoneme NAPs on the same split (:func:`tmaps.studies.profiles.checkpoint_profiles`);
 :func:`tmaps.introspect.topography.topography_comparison` reports per layer
 
 - ``ari_*``: the adjusted Rand index between clusters of the phonemes' profiles and the
@@ -33,10 +33,11 @@ from hydra import compose, initialize_config_module
 from omegaconf import OmegaConf
 
 from tmaps.checkpoint import load_checkpoint
-from tmaps.commands.introspect import checkpoint_profiles
 from tmaps.introspect import save_figure
 from tmaps.introspect.maps import recorded_grids
 from tmaps.introspect.topography import MODELS, plot_topography_comparison, topography_comparison
+from tmaps.studies.profiles import checkpoint_profiles
+from tmaps.training.resolvers import register_resolvers
 
 
 def main(argv: Sequence[str] | None = None) -> pd.DataFrame:
@@ -48,6 +49,7 @@ def main(argv: Sequence[str] | None = None) -> pd.DataFrame:
     parser.add_argument("overrides", nargs="*", help="overrides of conf/introspect.yaml (data=..., split=..., max_utterances=...)")
     arguments = parser.parse_args(argv)
     output_dir = Path(arguments.output_dir)
+    register_resolvers()
     with initialize_config_module(config_module="tmaps.conf", version_base="1.3"):
         cfg = compose(config_name="introspect", overrides=[f"paths.output_dir={output_dir}", *arguments.overrides])
     options = OmegaConf.to_container(cfg, resolve=True)

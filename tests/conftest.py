@@ -7,6 +7,10 @@ from pathlib import Path
 import pytest
 
 from tmaps.data.synth import synthesize_corpus
+from tmaps.training.resolvers import register_resolvers
+
+# The tests compose configs themselves (hydra.compose), as library code does: the resolvers first.
+register_resolvers()
 
 
 def tiny_synth_config(language: str) -> dict:

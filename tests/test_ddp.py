@@ -38,7 +38,7 @@ def ddp_run(synth_corpus_en: Path, tmp_path_factory) -> tuple[Path, dict]:
     ]
     environment = {**os.environ, "TMAPS_ROOT": str(root), "HYDRA_FULL_ERROR": "1", "OMP_NUM_THREADS": "1"}
     result = subprocess.run(
-        [sys.executable, "-m", "tmaps.cli.train", *overrides], cwd=root, env=environment, capture_output=True, text=True, timeout=600
+        [sys.executable, "-m", "tmaps.commands.train", *overrides], cwd=root, env=environment, capture_output=True, text=True, timeout=600
     )
     if result.returncode != 0:
         raise AssertionError(f"DDP training failed:\n{result.stdout[-3000:]}\n{result.stderr[-5000:]}")

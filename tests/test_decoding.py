@@ -7,7 +7,6 @@ import torch
 from hydra import compose, initialize_config_module
 from test_introspect_cli import TINY_SYNTH, train_checkpoint
 
-import tmaps.commands  # noqa: F401  (the resolvers of the configs)
 from tmaps.commands.eval import evaluate
 from tmaps.inference.decoding import BeamSearchDecoder, GreedyDecoder, build_decoder
 from tmaps.inference.lm import BOS, UNK, arpa_probability, kneser_ney, read_sentences, write_kneser_ney_arpa

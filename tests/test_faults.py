@@ -137,15 +137,16 @@ def test_runs_started_together_get_a_folder_each_and_a_bad_type_is_named(tmp_pat
     environment = {**os.environ, "TMAPS_ROOT": str(tmp_path), "HYDRA_FULL_ERROR": "0", "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
     runs = [
         subprocess.Popen(
-            [sys.executable, "-m", "tmaps.cli.train", "hydra.run.dir=${new_folder:runs/same}", f"seed={seed}", "trainer.max_epochs=abc"],
+            [sys.executable, "-m", "tmaps.commands.train", "hydra.run.dir=${new_folder:runs/same}", f"seed={seed}", "trainer.max_epochs=abc"],
             cwd=tmp_path, env=environment, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         )
         for seed in (1, 2, 3)
     ]
     outputs = [run.communicate(timeout=300) for run in runs]
     assert all(run.returncode != 0 for run in runs)
+    message = "tmaps-train: config values of the wrong type or unknown keys: trainer.max_epochs='abc': expected int or None, got str"
     for _, stderr in outputs:
-        assert "trainer.max_epochs='abc': expected int or None, got str" in stderr
+        assert stderr.strip().splitlines() == [message], stderr  # one line, no traceback
     assert [path.name for path in tmp_path.iterdir()] == ["runs"], "a run made another folder (the unused sweep folder?)"
     folders = sorted((tmp_path / "runs").iterdir())
     assert [folder.name for folder in folders] == ["same", "same_2", "same_3"]

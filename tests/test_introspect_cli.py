@@ -16,9 +16,9 @@ from hydra import compose, initialize_config_module
 from PIL import Image
 
 from tmaps.checkpoint import load_checkpoint
-from tmaps.cli.introspect import main as introspect_command
-from tmaps.commands.introspect import Utterances, introspect
-from tmaps.data import SpeechDataModule
+from tmaps.commands.introspect import introspect
+from tmaps.commands.introspect import main as introspect_command
+from tmaps.data import SpeechDataModule, Utterances
 from tmaps.data.manifest import read_manifest, write_manifest
 from tmaps.introspect import NAP, Profiles
 from tmaps.introspect.clustering import leaf_order
@@ -190,7 +190,7 @@ def run_script(*arguments: str, cwd: Path) -> subprocess.CompletedProcess:
 
 def test_the_command_prints_the_summary_and_writes_time_resolved_profiles(checkpoint, synth_data_dir, tmp_path):
     overrides = [f"ckpt_path={checkpoint}", "groups=phoneme_class", "window=2", "layers=[conv1,conv8]", f"paths.data_dir={synth_data_dir}"]
-    result = run_script("-m", "tmaps.cli.introspect", *overrides, *TINY_SYNTH, "hydra.run.dir=run", cwd=tmp_path)
+    result = run_script("-m", "tmaps.commands.introspect", *overrides, *TINY_SYNTH, "hydra.run.dir=run", cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "silhouette" in result.stdout and "conv8" in result.stdout
     stored = Profiles.load(tmp_path / "run" / "profiles.npz")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -105,7 +106,7 @@ def test_maps_are_drawn_per_layer_and_method_and_side_by_side_per_method(every_m
 def run_maps(*arguments: str, cwd: Path) -> subprocess.CompletedProcess:
     environment = {**os.environ, "TMAPS_ROOT": str(cwd), "HYDRA_FULL_ERROR": "0"}
     return subprocess.run(
-        [sys.executable, "-m", "tmaps.cli.maps", *arguments, "hydra.run.dir=out"],
+        [sys.executable, "-m", "tmaps.commands.maps", *arguments, "hydra.run.dir=out"],
         cwd=cwd,
         env=environment,
         capture_output=True,
@@ -171,6 +172,6 @@ def test_a_missing_or_foreign_file_is_named(tmp_path):
         maps_from_config(maps_config(tmp_path / "missing.npz", tmp_path))
     foreign = tmp_path / "foreign.npz"
     np.savez(foreign, values=np.zeros(3))
-    with pytest.raises(ValueError, match=rf"profiles file {foreign} cannot be read: .*no 'metadata' entry"):
+    with pytest.raises(ValueError, match=rf"{re.escape(str(foreign))} is not a tmaps profiles file: it has no 'metadata' entry"):
         maps_from_config(maps_config(foreign, tmp_path))
 

@@ -10,19 +10,11 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parents[1] / "tmaps"
 # Bottom up, as in the package map of docs/design.md.
 LAYERS = [
-    "extras", "processes", "progress", "text", "models", "topo", "checkpoint", "data", "introspect", "inference", "transfer", "training", "callbacks", "studies", "commands",
-    "cli",
+    "extras", "processes", "progress", "text", "models", "topo", "checkpoint", "data", "introspect", "inference", "transfer", "training", "callbacks",
+    "studies", "commands", "cli",
 ]
 CORE = ("topo", "introspect")  # plain PyTorch/NumPy
 FRAMEWORKS = ("pytorch_lightning", "lightning", "hydra", "omegaconf")
-# Upward imports that an open issue removes (issue 31: the helpers that commands/ lends to others move to the library).
-# The test also fails when one of them is gone, so that this list can only shrink.
-KNOWN_UPWARD = {
-    "tmaps/studies/topography.py imports tmaps.commands.eval",
-    "tmaps/studies/topography.py imports tmaps.commands.introspect",
-}
-
-
 def imported_modules(path: Path) -> set[str]:
     names = set()
     for node in ast.walk(ast.parse(path.read_text(), str(path))):
@@ -54,8 +46,7 @@ def test_no_import_runs_upward_and_the_core_never_imports_lightning_or_hydra():
                 upward.append(f"{path.relative_to(PACKAGE.parent)} imports {module}")
             if own in CORE and parts[0] in FRAMEWORKS:
                 upward.append(f"{path.relative_to(PACKAGE.parent)} (core) imports {module}")
-    assert not set(upward) - KNOWN_UPWARD, "\n".join(sorted(set(upward) - KNOWN_UPWARD))
-    assert KNOWN_UPWARD <= set(upward), f"remove from KNOWN_UPWARD what no longer happens: {sorted(KNOWN_UPWARD - set(upward))}"
+    assert not upward, "\n".join(upward)
 
 
 def test_the_studies_statistics_load_no_torch_lightning_or_hydra():

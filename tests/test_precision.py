@@ -8,7 +8,6 @@ import pytest
 import torch
 from hydra import compose, initialize_config_module
 
-import tmaps.commands  # noqa: F401  (registers the cpu_precision resolver)
 from tmaps.models import Wav2Letter
 from tmaps.training.precision import cpu_has_native_bf16, cpu_precision
 

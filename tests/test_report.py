@@ -35,7 +35,7 @@ def run_module(*arguments: str, cwd: Path) -> subprocess.CompletedProcess:
 def trained_run(tmp_path_factory) -> tuple[Path, str]:
     """A real `tmaps-train` run with a topographic loss and the default callbacks, and what it printed."""
     root = tmp_path_factory.mktemp("report")
-    result = run_module("tmaps.cli.train", *TINY_RUN, f"paths.data_dir={root / 'data'}", f"paths.root_dir={root}", "hydra.run.dir=run", cwd=root)
+    result = run_module("tmaps.commands.train", *TINY_RUN, f"paths.data_dir={root / 'data'}", f"paths.root_dir={root}", "hydra.run.dir=run", cwd=root)
     return root / "run", result.stdout
 
 
@@ -56,7 +56,7 @@ def test_the_page_is_one_self_contained_file(trained_run, tmp_path):
     for section in ("Test results", "Metric curves", "maps/filters/conv2", "profiles/map/conv3", "profiles/layout_quality.csv", "config.yaml"):
         assert section in page, section
     copy = tmp_path / "elsewhere.html"
-    result = run_module("tmaps.cli.report", str(run_dir), f"output={copy}", cwd=tmp_path)
+    result = run_module("tmaps.commands.report", str(run_dir), f"output={copy}", cwd=tmp_path)
     assert result.stdout.strip() == f"report: {copy}"
     assert copy.read_text() == page
 

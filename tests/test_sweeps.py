@@ -40,7 +40,7 @@ def corpus_overrides(synth_corpus_en: Path, tmp_path_factory) -> list[str]:
 def sweep(*overrides: str, cwd: Path) -> subprocess.CompletedProcess:
     environment = {**os.environ, "TMAPS_ROOT": str(cwd), "HYDRA_FULL_ERROR": "1", "WANDB_SILENT": "true"}
     result = subprocess.run(
-        [sys.executable, "-m", "tmaps.cli.train", "-m", *overrides, "hydra.sweep.dir=sweep"],
+        [sys.executable, "-m", "tmaps.commands.train", "-m", *overrides, "hydra.sweep.dir=sweep"],
         cwd=cwd, env=environment, capture_output=True, text=True, timeout=600,
     )
     if result.returncode != 0:

@@ -91,7 +91,7 @@ def trained_run(tmp_path_factory, data_dir) -> Path:
     """One real `tmaps-train` subprocess on a tiny corpus with the W&B and CSV loggers."""
     root = tmp_path_factory.mktemp("run")
     run_cli(
-        "tmaps.cli.train",
+        "tmaps.commands.train",
         *TINY_CORPUS,
         *TINY_MODEL,
         f"paths.data_dir={data_dir}",
@@ -150,7 +150,7 @@ def test_checkpoint_rebuilds_model_alphabet_and_features(trained_run):
 
 def test_eval_prints_error_rates_of_a_checkpoint(trained_run, data_dir):
     result = run_cli(
-        "tmaps.cli.eval",
+        "tmaps.commands.eval",
         f"ckpt_path={trained_run / 'checkpoints' / 'last.ckpt'}",
         *TINY_CORPUS,
         f"paths.data_dir={data_dir}",
@@ -199,7 +199,7 @@ def test_loading_never_executes_code_from_a_checkpoint(tmp_path):
     [("modle=small", "Could not override 'modle'"), ("model=huge", "Could not find 'model/huge'")],
 )
 def test_a_wrong_config_key_or_value_fails_with_hydras_message(override, message, tmp_path):
-    result = run_cli("tmaps.cli.train", override, cwd=tmp_path, check=False)
+    result = run_cli("tmaps.commands.train", override, cwd=tmp_path, check=False)
     assert result.returncode != 0
     assert message in result.stderr
     assert "Traceback" not in result.stderr

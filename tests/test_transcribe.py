@@ -110,7 +110,7 @@ def test_bad_inputs_are_named_and_the_other_files_transcribed(checkpoint, uttera
 
 def test_the_command_writes_csv_with_word_timings(checkpoint, utterances, tmp_path):
     output = tmp_path / "transcripts.csv"
-    command = [sys.executable, "-m", "tmaps.cli.transcribe", f"ckpt_path={checkpoint}", f"inputs=[{utterances[0]['audio']},{utterances[1]['audio']}]"]
+    command = [sys.executable, "-m", "tmaps.commands.transcribe", f"ckpt_path={checkpoint}", f"inputs=[{utterances[0]['audio']},{utterances[1]['audio']}]"]
     command += [f"output={output}", "timings=true", f"hydra.run.dir={tmp_path / 'run'}"]
     subprocess.run(command, check=True, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True, timeout=300)
     rows = list(csv.DictReader(output.open()))

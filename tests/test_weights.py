@@ -132,7 +132,7 @@ def test_weight_change_callback_logs_every_epoch_without_a_logger(german_run):
 
 
 def run_compare(*arguments) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "tmaps.cli.compare", *map(str, arguments)], capture_output=True, text=True, timeout=120)
+    return subprocess.run([sys.executable, "-m", "tmaps.commands.compare", *map(str, arguments)], capture_output=True, text=True, timeout=120)
 
 
 def test_compare_prints_the_per_layer_table(german_run, english_checkpoint, tmp_path):

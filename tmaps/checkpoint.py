@@ -169,17 +169,17 @@ def save_checkpoint(checkpoint: Mapping, path: str | os.PathLike) -> None:
         raise CheckpointWriteError(f"cannot write checkpoint {path} into the folder {path.parent}: {error}") from error
 
 
-def check_writable(folder: str | os.PathLike) -> None:
-    """Create ``folder`` and write a probe file in it; raise ``CheckpointWriteError`` naming it if that fails."""
+def check_writable(folder: str | os.PathLike, what: str = "checkpoints") -> None:
+    """Create ``folder`` and write a probe file in it; raise ``CheckpointWriteError`` naming it (and ``what`` goes there) if that fails."""
     folder = Path(folder)
     try:
         folder.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryFile(dir=folder):
             pass
     except FileExistsError as error:
-        raise CheckpointWriteError(f"checkpoints cannot be written into the folder {folder}: a file of that name is in the way") from error
+        raise CheckpointWriteError(f"{what} cannot be written into the folder {folder}: a file of that name is in the way") from error
     except OSError as error:
-        raise CheckpointWriteError(f"checkpoints cannot be written into the folder {folder}: {error}") from error
+        raise CheckpointWriteError(f"{what} cannot be written into the folder {folder}: {error}") from error
 
 
 def mismatched_tensors(

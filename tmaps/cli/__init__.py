@@ -1,2 +1,2 @@
-"""Thin Hydra entry points (``tmaps-train``, ...); the resolvers their configs use live in
-:mod:`tmaps.commands.resolvers`."""
+"""The transfer study's entry point only (``python -m tmaps.cli.transfer_study``), until ``tmaps-study`` replaces it;
+every command's entry point is beside what it does, in :mod:`tmaps.commands`."""

@@ -1,6 +1,6 @@
-"""What each command does, one module per command (``tmaps-train`` is :mod:`tmaps.commands.train`, ...).
+"""The commands, one module per command: what it does and, beside it, its Hydra entry point ``main``
+(``tmaps-train`` is :func:`tmaps.commands.train.main`, configured by ``conf/train.yaml``).
 
-``tmaps.cli`` holds the thin Hydra entry points that call these functions.
+Every entry point is wrapped by :func:`tmaps.commands.wrapper.task_wrapper`. Nothing but the
+console scripts imports a command: what other code needs lives in the library.
 """
-
-import tmaps.commands.resolvers  # noqa: F401  (the configs' resolvers)

@@ -8,30 +8,16 @@ When the alphabets differ, the output layer is compared on the rows of the class
 from __future__ import annotations
 
 import os
+import sys
+from collections.abc import Sequence
 
+import hydra
 import pandas as pd
+from omegaconf import DictConfig, OmegaConf
 
-from tmaps.checkpoint import LoadedCheckpoint, load_checkpoint, mismatched_tensors
-from tmaps.introspect.weights import WeightMismatchError, change_table, weight_change
-from tmaps.transfer import shared_classes
-
-
-def compare_checkpoints(first: LoadedCheckpoint, second: LoadedCheckpoint) -> pd.DataFrame:
-    """The :func:`~tmaps.introspect.weights.change_table` of ``second`` against ``first``.
-
-    Raises:
-        WeightMismatchError: the two models differ in more than their output alphabet; the
-            message lists every tensor that does not match.
-    """
-    start, end = first.model.state_dict(), second.model.state_dict()
-    if first.alphabet != second.alphabet:
-        first_rows, second_rows = shared_classes(first.alphabet, second.alphabet)
-        start.update({key: start[key][first_rows] for key in ("head.weight", "head.bias")})
-        end.update({key: end[key][second_rows] for key in ("head.weight", "head.bias")})
-    problems = mismatched_tensors(start, end, expected_as=str(first.path), found_as=str(second.path))
-    if problems:
-        raise WeightMismatchError(f"{first.path} and {second.path} are different models:\n  " + "\n  ".join(problems))
-    return change_table(weight_change(start, end, first.model.layer_names))
+from tmaps.checkpoint import load_checkpoint
+from tmaps.commands.wrapper import task_wrapper
+from tmaps.transfer.compare import compare_checkpoints
 
 
 def compare(first_path: str | os.PathLike, second_path: str | os.PathLike, csv: str | os.PathLike | None = None) -> pd.DataFrame:
@@ -51,3 +37,42 @@ def compare(first_path: str | os.PathLike, second_path: str | os.PathLike, csv: 
     if csv:
         table.to_csv(csv, index=False)
     return table
+
+
+CHECKPOINT_KEYS = ("first", "second")
+# Hydra options that take a value of their own (which is then no bare checkpoint path).
+VALUED_OPTIONS = ("--cfg", "-c", "--package", "-p", "--config-path", "-cp", "--config-name", "-cn", "--config-dir", "-cd", "--info", "--experimental-rerun")
+
+
+def overrides(arguments: Sequence[str]) -> list[str]:
+    """``arguments`` with the bare checkpoint paths of the short form named ``first=`` and ``second=``."""
+    named = list(arguments)
+    bare = [
+        index
+        for index, argument in enumerate(named)
+        if "=" not in argument and not argument.startswith(("-", "~", "+")) and (index == 0 or named[index - 1] not in VALUED_OPTIONS)
+    ]
+    if len(bare) > len(CHECKPOINT_KEYS):
+        sys.exit(f"tmaps-compare: takes two checkpoints, got {[named[index] for index in bare]}")
+    for key, index in zip(CHECKPOINT_KEYS, bare):
+        named[index] = f"{key}={named[index]}"
+    return named
+
+
+@hydra.main(version_base="1.3", config_path="pkg://tmaps.conf", config_name="compare")
+@task_wrapper("tmaps-compare")
+def main(cfg: DictConfig) -> None:
+    """``tmaps-compare first=A.ckpt second=B.ckpt [csv=table.csv]``: how far each layer of B moved from A."""
+    if any(OmegaConf.is_missing(cfg, key) for key in CHECKPOINT_KEYS):
+        raise ValueError("needs two checkpoints: tmaps-compare first=A.ckpt second=B.ckpt (or tmaps-compare A.ckpt B.ckpt)")
+    compare(cfg.first, cfg.second, csv=cfg.csv)
+
+
+def run() -> None:
+    """The console script: ``tmaps-compare A.ckpt B.ckpt`` names its bare checkpoint paths ``first=`` and ``second=``."""
+    sys.argv[1:] = overrides(sys.argv[1:])
+    main()
+
+
+if __name__ == "__main__":
+    run()

@@ -3,37 +3,21 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
 from pathlib import Path
 
 import hydra
 import pytorch_lightning as pl
 from omegaconf import DictConfig, OmegaConf
 
-from tmaps.data import SpeechDataModule
+from tmaps.commands.wrapper import task_wrapper
+from tmaps.data import SpeechDataModule, checkpoint_datamodule
 from tmaps.data.datamodule import skip_report_lines
 from tmaps.inference.decoding import build_decoder
 from tmaps.progress import set_progress_bars
-from tmaps.text import Alphabet
 from tmaps.training.loggers import log_table
 from tmaps.training.module import ASRModule
 
 log = logging.getLogger(__name__)
-
-
-def checkpoint_datamodule(data: Mapping, alphabet: Alphabet, features: Mapping, checkpoint_path: str | Path) -> SpeechDataModule:
-    """The corpus of a ``data`` config read with a checkpoint's features, for its model.
-
-    Raises:
-        ValueError: the data's language has another alphabet than the checkpoint's output.
-    """
-    datamodule = SpeechDataModule(**{**data, "features": {**(data.get("features") or {}), **features}})
-    if datamodule.alphabet != alphabet:
-        raise ValueError(
-            f"checkpoint {checkpoint_path} predicts the alphabet {alphabet.chars!r}, but data "
-            f"language {data.get('language')!r} uses {datamodule.alphabet.chars!r}"
-        )
-    return datamodule
 
 
 def test_splits(trainer: pl.Trainer, module: ASRModule, datamodule: SpeechDataModule, ckpt_path: str | None) -> dict:
@@ -74,7 +58,7 @@ def evaluate(cfg: DictConfig) -> dict:
     """WER and CER of ``cfg.ckpt_path`` on the test splits of ``cfg.data``, decoded by ``cfg.decoder``
     (a beam search's lexicon and LM come from the corpus' train transcripts unless ``decoder.text`` is set)."""
     if not cfg.get("ckpt_path"):
-        raise ValueError("tmaps-eval needs ckpt_path=<file.ckpt>")
+        raise ValueError("ckpt_path is not set: name the checkpoint to evaluate, ckpt_path=<file.ckpt>")
     set_progress_bars(None if cfg.trainer.get("enable_progress_bar", True) else False)
     module = ASRModule.from_checkpoint(cfg.ckpt_path)
     datamodule = checkpoint_datamodule(OmegaConf.to_container(cfg.data, resolve=True), module.alphabet, module.hparams.features, cfg.ckpt_path)
@@ -89,3 +73,14 @@ def evaluate(cfg: DictConfig) -> dict:
     print_summary(results, title=f"tmaps: {Path(cfg.ckpt_path).name}")
     report_skips(datamodule, trainer)
     return results
+
+
+@hydra.main(version_base="1.3", config_path="pkg://tmaps.conf", config_name="eval")
+@task_wrapper("tmaps-eval")
+def main(cfg: DictConfig) -> None:
+    """``tmaps-eval ckpt_path=... data=...``: WER and CER of a checkpoint on a corpus' test splits."""
+    evaluate(cfg)
+
+
+if __name__ == "__main__":
+    main()

@@ -26,26 +26,18 @@ from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 
+import hydra
 import numpy as np
 import pandas as pd
 from numpy.typing import NDArray
+from omegaconf import DictConfig, OmegaConf
 
+from tmaps.commands.wrapper import task_wrapper
 from tmaps.introspect.maps import layer_layouts, quality_table
 from tmaps.introspect.nap import Profiles
 from tmaps.introspect.render import MapStyle, plot_layers, plot_maps, save_figure
 
 LAYER_FIGURE_GROUPS = 12
-
-
-def load_profiles(path: str | os.PathLike) -> Profiles:
-    """``Profiles.load`` with errors that name the file (missing, unreadable, wrong format)."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"profiles file {path} does not exist")
-    try:
-        return Profiles.load(path)
-    except (OSError, ValueError, KeyError) as error:
-        raise ValueError(f"profiles file {path} cannot be read: {error}") from error
 
 
 def write_coords(coords: Mapping[str, Mapping[str, NDArray[np.float64]]], output_dir: Path) -> tuple[Path, Path]:
@@ -144,7 +136,7 @@ def make_maps(
         The quality table (also written as ``quality.csv`` and ``quality.md``).
     """
     source = f"profiles file {profiles_path}"
-    profiles = load_profiles(profiles_path)
+    profiles = Profiles.load(profiles_path)
     bad_formats = [suffix for suffix in formats if suffix not in ("png", "svg")]
     if bad_formats:
         raise ValueError(f"figure formats must be png or svg; got {bad_formats}")
@@ -193,3 +185,17 @@ def maps_from_config(config: Mapping) -> pd.DataFrame:
 def markdown(table: pd.DataFrame) -> str:
     """A table as GitHub Markdown with 3 decimals."""
     return table.to_markdown(index=False, floatfmt=".3f")
+
+
+@hydra.main(version_base="1.3", config_path="pkg://tmaps.conf", config_name="maps")
+@task_wrapper("tmaps-maps")
+def main(cfg: DictConfig) -> None:
+    """``tmaps-maps profiles=path.npz layouts=[grid,som,pca,umap] layers=[...]``: maps and layout quality of a profiles file."""
+    options = OmegaConf.to_container(cfg, resolve=True)
+    table = maps_from_config(options)
+    print(f"maps, coordinates and quality of {options['profiles']} in {options['output_dir']}")
+    print(markdown(table))
+
+
+if __name__ == "__main__":
+    main()

@@ -25,11 +25,16 @@ import io
 import json
 import math
 import re
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+import hydra
 import pandas as pd
 from matplotlib.figure import Figure
+from omegaconf import DictConfig
+
+from tmaps.commands.wrapper import task_wrapper
 
 REPORT_NAME = "report.html"
 METRICS_FILE = "metrics.csv"
@@ -93,6 +98,21 @@ def metric_curves(metrics: pd.DataFrame) -> Figure:
     for axes in figure.axes[len(names) :]:
         axes.set_axis_off()
     return figure
+
+
+def read_metrics(path: Path) -> tuple[pd.DataFrame, int]:
+    """The rows of a metrics file with a step, a metric name and a number, and how many rows were cut short.
+
+    :class:`~tmaps.callbacks.MetricHistory` writes finite numbers only; a run stopped while the
+    file was written leaves its last line cut (``120,3,val/c``). Such rows are left out, so that
+    the rest of the curves are still drawn.
+    """
+    metrics = read_csv(path)
+    if not {"step", "metric", "value"} <= set(metrics.columns):
+        raise ValueError(f"metrics file {path} needs the columns step, metric, value; it has {list(metrics.columns)}")
+    metrics = metrics.assign(step=pd.to_numeric(metrics["step"], errors="coerce"), value=pd.to_numeric(metrics["value"], errors="coerce"))
+    complete = metrics.dropna(subset=["step", "metric", "value"])
+    return complete, len(metrics) - len(complete)
 
 
 def read_csv(path: Path) -> pd.DataFrame:
@@ -175,11 +195,10 @@ def write_report(run_dir: str | Path, output: str | Path | None = None) -> Path:
     if (run_dir / TEST_RESULTS_FILE).is_file():
         sections.append(("test", "Test results", table_html(read_csv(run_dir / TEST_RESULTS_FILE))))
     if (run_dir / METRICS_FILE).is_file():
-        metrics = read_csv(run_dir / METRICS_FILE)
-        if not {"step", "metric", "value"} <= set(metrics.columns):
-            raise ValueError(f"metrics file {run_dir / METRICS_FILE} needs the columns step, metric, value; it has {list(metrics.columns)}")
+        metrics, cut = read_metrics(run_dir / METRICS_FILE)
+        note = f"<p class='note'>{cut} row(s) of {METRICS_FILE} cut short (the run stopped while writing it?) are left out</p>" if cut else ""
         if len(metrics):
-            sections.append(("metrics", "Metric curves", f"<img alt='metric curves' src='{figure_uri(metric_curves(metrics))}'>"))
+            sections.append(("metrics", "Metric curves", f"<img alt='metric curves' src='{figure_uri(metric_curves(metrics))}'>{note}"))
     maps = map_frames(run_dir)
     loose = loose_figures(run_dir)
     if maps or loose:
@@ -212,3 +231,21 @@ def write_report(run_dir: str | Path, output: str | Path | None = None) -> Path:
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(page, encoding="utf-8")
     return output
+
+
+@hydra.main(version_base="1.3", config_path="pkg://tmaps.conf", config_name="report")
+@task_wrapper("tmaps-report")
+def main(cfg: DictConfig) -> None:
+    """``tmaps-report run_dir=<run dir>``: the run's report page."""
+    print(f"report: {write_report(cfg.run_dir, cfg.output)}")
+
+
+def run() -> None:
+    """The console script ``tmaps-report <run dir>``: a first argument without ``=`` is the run folder."""
+    if len(sys.argv) > 1 and "=" not in sys.argv[1] and not sys.argv[1].startswith("-"):
+        sys.argv[1] = f"run_dir={sys.argv[1]}"
+    main()
+
+
+if __name__ == "__main__":
+    run()

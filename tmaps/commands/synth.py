@@ -5,8 +5,10 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import hydra
 from omegaconf import DictConfig, OmegaConf
 
+from tmaps.commands.wrapper import task_wrapper
 from tmaps.data.manifest import SPLITS, read_manifest
 from tmaps.data.synth import SynthConfig, corpus_dir, synthesize_corpus
 
@@ -30,3 +32,14 @@ def synthesize(cfg: DictConfig) -> Path:
     else:
         print(f"synthesized in {seconds:.1f} s, {audio_seconds / seconds:.0f}x real time")
     return folder
+
+
+@hydra.main(version_base="1.3", config_path="pkg://tmaps.conf", config_name="synth")
+@task_wrapper("tmaps-synth")
+def main(cfg: DictConfig) -> None:
+    """``tmaps-synth``: synthesize the corpus of ``data.source`` (``conf/synth.yaml``) under ``data.root``."""
+    synthesize(cfg)
+
+
+if __name__ == "__main__":
+    main()

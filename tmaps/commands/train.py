@@ -16,6 +16,7 @@ from tmaps.callbacks.transfer import setup_transfer
 from tmaps.checkpoint import check_compatible, check_writable
 from tmaps.commands.eval import print_summary, report_skips, test_splits
 from tmaps.commands.report import TEST_RESULTS_FILE, write_report
+from tmaps.commands.wrapper import task_wrapper
 from tmaps.data import SpeechDataModule
 from tmaps.progress import set_progress_bars
 from tmaps.training.checkpoint_io import AtomicCheckpointIO
@@ -58,18 +59,34 @@ def check_complete(cfg: DictConfig) -> None:
         raise ValueError(f"mandatory config values are not set: {missing}; add them as overrides, e.g. {missing[0]}=...")
 
 
+def check_trains(cfg: DictConfig) -> None:
+    """Raise ``ValueError`` naming the key when the trainer is set to take no training step, unless ``allow_untrained``.
+
+    Such a run tests the initial weights and writes no checkpoint, and its report looks like any other.
+    """
+    untrained = [key for key in ("max_epochs", "max_steps") if cfg.trainer.get(key) == 0]
+    if untrained and not cfg.get("allow_untrained"):
+        raise ValueError(
+            f"trainer.{untrained[0]}=0 trains nothing: the run would test untrained weights and write no checkpoint; "
+            "set allow_untrained=true if that is what you want"
+        )
+    if untrained:
+        log.warning("trainer.%s=0 and allow_untrained=true: testing the untrained weights", untrained[0])
+
+
 def train(cfg: DictConfig) -> float | None:
     """Fit, then test the best checkpoint; return the metric named by ``cfg.optimized_metric``.
 
     That is ``val/cer_best`` by default: the best validation CER of the run, which a sweep
-    minimizes. Unset mandatory values and config types are checked first; checkpoint folders are checked writable before
-    training. At the end, a table of the utterances kept and skipped per split is printed and
+    minimizes. Unset mandatory values, config types and a trainer that would take no step (:func:`check_trains`) are
+    checked first; checkpoint folders are checked writable before training. At the end, a table of the utterances kept and skipped per split is printed and
     logged.
     """
     started = time.perf_counter()
     set_progress_bars(None if cfg.trainer.get("enable_progress_bar", True) else False)
     check_complete(cfg)
     check_config_types(cfg)
+    check_trains(cfg)
     pl.seed_everything(cfg.seed, workers=True)
     datamodule = build_datamodule(cfg)
     module = build_module(cfg, datamodule)
@@ -142,3 +159,14 @@ def _finish_wandb(loggers: list) -> None:
         import wandb
 
         wandb.finish()
+
+
+@hydra.main(version_base="1.3", config_path="pkg://tmaps.conf", config_name="train")
+@task_wrapper("tmaps-train")
+def main(cfg: DictConfig) -> float | None:
+    """``tmaps-train``: train a speech recogniser from the Hydra config in ``conf/train.yaml``."""
+    return train(cfg)
+
+
+if __name__ == "__main__":
+    main()

@@ -10,7 +10,11 @@ import sys
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
+import hydra
+from omegaconf import DictConfig, OmegaConf
+
 from tmaps.checkpoint import load_checkpoint
+from tmaps.commands.wrapper import task_wrapper
 from tmaps.inference import Transcriber, audio_files, build_decoder
 from tmaps.progress import progress_bar, set_progress_bars
 
@@ -84,3 +88,15 @@ def _writer(output: Path | None, timings: bool) -> Iterator[Callable[[dict], Non
                 stream.flush()
 
         yield write
+
+
+@hydra.main(version_base="1.3", config_path="pkg://tmaps.conf", config_name="transcribe")
+@task_wrapper("tmaps-transcribe")
+def main(cfg: DictConfig) -> None:
+    """``tmaps-transcribe ckpt_path=... inputs=[a.wav,folder/]``: transcripts of audio files (see conf/transcribe.yaml)."""
+    options = OmegaConf.to_container(cfg, resolve=True)
+    transcribe({**options, "work_dir": cfg.paths.output_dir})
+
+
+if __name__ == "__main__":
+    main()

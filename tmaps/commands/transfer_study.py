@@ -39,8 +39,8 @@ import numpy as np
 import pandas as pd
 
 from tmaps.checkpoint import load_checkpoint
-from tmaps.commands.compare import compare_checkpoints
 from tmaps.studies.runs import checkpoint_reference
+from tmaps.transfer.compare import compare_checkpoints
 
 log = logging.getLogger(__name__)
 
@@ -155,7 +155,7 @@ def train(overrides: Sequence[str], log_path: Path) -> None:
     """
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "a") as output:
-        status = subprocess.run([sys.executable, "-m", "tmaps.cli.train", *overrides], stdout=output, stderr=subprocess.STDOUT)
+        status = subprocess.run([sys.executable, "-m", "tmaps.commands.train", *overrides], stdout=output, stderr=subprocess.STDOUT)
     if status.returncode:
         raise RuntimeError(f"tmaps-train failed (exit code {status.returncode}); see {log_path}")
 

@@ -8,6 +8,8 @@ from importlib import import_module
 
 _EXPORTS = {
     "SpeechDataModule": "datamodule",
+    "Utterances": "datamodule",
+    "checkpoint_datamodule": "datamodule",
     "manifest_loader": "datamodule",
     "DurationBatchSampler": "dataset",
     "SpeechDataset": "dataset",

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import numpy
@@ -277,6 +277,51 @@ def manifest_loader(
     )
     data.prepare_data()
     return data.loader(split, shuffle=False)
+
+
+def checkpoint_datamodule(data: Mapping, alphabet: Alphabet, features: Mapping, checkpoint_path: str | Path) -> SpeechDataModule:
+    """The corpus of a ``data`` config read with a checkpoint's features, for its model.
+
+    Raises:
+        ValueError: the data's language has another alphabet than the checkpoint's output.
+    """
+    datamodule = SpeechDataModule(**{**data, "features": {**(data.get("features") or {}), **features}})
+    if datamodule.alphabet != alphabet:
+        raise ValueError(
+            f"checkpoint {checkpoint_path} predicts the alphabet {alphabet.chars!r}, but data "
+            f"language {data.get('language')!r} uses {datamodule.alphabet.chars!r}"
+        )
+    return datamodule
+
+
+class Utterances:
+    """Re-iterable batches of ``loader``, at most ``max_utterances`` utterances, the same on every pass.
+
+    The loader's batch sampler is reset to epoch 0 before each pass, so a shuffled loader
+    serves the same batches to forced alignment and to profiling. The last batch is cut to fit.
+
+    Attributes:
+        count: utterances served by the last complete pass.
+    """
+
+    def __init__(self, loader: DataLoader, max_utterances: int | None = None) -> None:
+        if max_utterances is not None and max_utterances < 1:
+            raise ValueError(f"max_utterances must be at least 1 or null, got {max_utterances}")
+        self.loader = loader
+        self.max_utterances = max_utterances
+        self.count = 0
+
+    def __iter__(self) -> Iterator[dict]:
+        self.loader.batch_sampler.set_epoch(0)
+        served = 0
+        for batch in self.loader:
+            room = len(batch["records"]) if self.max_utterances is None else self.max_utterances - served
+            batch = {key: value[:room] for key, value in batch.items()}
+            served += len(batch["records"])
+            yield batch
+            if served == self.max_utterances:
+                break
+        self.count = served
 
 
 def _with_defaults(group: str, options: Mapping | None, defaults: Mapping) -> dict:

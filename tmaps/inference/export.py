@@ -23,6 +23,7 @@ import torch
 from torch import Tensor, nn
 from torch.export import Dim
 
+from tmaps.checkpoint import check_writable
 from tmaps.data.features import HOP_LENGTH, N_FFT, SAMPLE_RATE
 from tmaps.extras import require
 from tmaps.models import build_model
@@ -30,6 +31,7 @@ from tmaps.text import Alphabet
 
 FORMATS = ("onnx", "program", "state_dict")
 FILE_NAMES = {"onnx": "model.onnx", "program": "model.pt2", "state_dict": "model_state.pt"}
+CARD_NAME = "model.json"
 INPUT_NAMES = ("features", "lengths")
 OUTPUT_NAMES = ("log_probs", "output_lengths")
 # Shortest input the exported graphs accept, in feature frames (0.16 s). A lower bound keeps
@@ -110,14 +112,24 @@ def export_model(
     features: Mapping,
     output_dir: str | os.PathLike,
     formats: Iterable[str] = FORMATS,
+    overwrite: bool = False,
 ) -> dict[str, Path]:
-    """Write the requested formats and ``model.json`` into ``output_dir``; return their paths by format."""
+    """Write the requested formats and ``model.json`` into ``output_dir``; return their paths by format.
+
+    Raises:
+        ValueError: an unknown format.
+        FileExistsError: ``output_dir`` holds an earlier export and ``overwrite`` is false.
+        CheckpointWriteError: ``output_dir`` cannot be created or written (a file is in its place, or it is read-only).
+    """
     formats = list(formats)
     unknown = sorted(set(formats) - set(FORMATS))
     if unknown:
         raise ValueError(f"unknown export formats {unknown}; formats are {FORMATS}")
     output_dir = Path(output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
+    earlier = [name for name in [*(FILE_NAMES[kind] for kind in formats), CARD_NAME] if (output_dir / name).exists()]
+    if earlier and not overwrite:
+        raise FileExistsError(f"the folder {output_dir} holds an earlier export ({', '.join(earlier)}); set overwrite=true to replace it")
+    check_writable(output_dir, what="exported models")
     model = model.eval()
     example = example_inputs(model_arguments["n_features"])
     paths = {}
@@ -129,7 +141,7 @@ def export_model(
             paths[kind] = export_program(model, path, example)
         else:
             paths[kind] = export_state_dict(model, model_arguments, alphabet, features, path)
-    card = output_dir / "model.json"
+    card = output_dir / CARD_NAME
     card.write_text(json.dumps(model_card(model_arguments, alphabet, features), indent=1, ensure_ascii=False), encoding="utf-8")
     paths["card"] = card
     return paths

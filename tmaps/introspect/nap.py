@@ -259,9 +259,23 @@ class Profiles:
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> Profiles:
-        """Profiles written by ``save`` (loaded with ``allow_pickle=False``)."""
+        """Profiles written by ``save`` (loaded with ``allow_pickle=False``).
+
+        Raises:
+            FileNotFoundError: ``path`` does not exist.
+            ValueError: it is not a tmaps profiles file, or it cannot be read; the message names it.
+        """
+        if not Path(path).is_file():
+            raise FileNotFoundError(f"profiles file {path} does not exist")
         if not zipfile.is_zipfile(path):
             raise ValueError(f"{path} is not a tmaps profiles file: profiles are NPZ (zip) archives, and this file is not one")
+        try:
+            return cls._read(path)
+        except (OSError, KeyError, zipfile.BadZipFile, json.JSONDecodeError) as error:
+            raise ValueError(f"profiles file {path} cannot be read: {error}") from error
+
+    @classmethod
+    def _read(cls, path: str | os.PathLike) -> Profiles:
         with np.load(path, allow_pickle=False) as stored:
 
             def entry(name: str) -> np.ndarray:

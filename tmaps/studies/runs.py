@@ -239,7 +239,7 @@ def train_run(overrides: Sequence[str], log_path: Path) -> float:
     started = time.perf_counter()
     with open(log_path, "w", encoding="utf-8") as output:
         child = subprocess.Popen(
-            [sys.executable, "-m", "tmaps.cli.train", *overrides], stdout=output, stderr=subprocess.STDOUT, preexec_fn=_own_group_dying_with_parent
+            [sys.executable, "-m", "tmaps.commands.train", *overrides], stdout=output, stderr=subprocess.STDOUT, preexec_fn=_own_group_dying_with_parent
         )
         try:
             status = child.wait()

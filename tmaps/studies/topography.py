@@ -33,11 +33,11 @@ import torch
 from sklearn.metrics import adjusted_rand_score
 
 from tmaps.checkpoint import load_checkpoint
-from tmaps.commands.eval import checkpoint_datamodule
-from tmaps.commands.introspect import checkpoint_profiles
+from tmaps.data import checkpoint_datamodule
 from tmaps.introspect import Profiles, profile_matrix, resolve_grouping
 from tmaps.introspect.clustering import cluster, grid_adjacency
 from tmaps.studies import claims, stats
+from tmaps.studies.profiles import checkpoint_profiles
 from tmaps.studies.runs import (
     RecordStore,
     file_hash,

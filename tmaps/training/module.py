@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from typing import Literal, TypedDict, get_args
+from typing import Annotated, Literal, TypedDict, get_args
 
 import pytorch_lightning as pl
 import torch
+from pydantic import Field
 from torch import Tensor, nn
 from torchmetrics import MetricCollection, MinMetric
 from torchmetrics.text import CharErrorRate, WordErrorRate
@@ -26,8 +27,8 @@ SCHEDULES = get_args(Schedule)
 class OptimConfig(TypedDict, total=False):
     """The ``optim`` config group: the keys and types ``ASRModule`` reads (see its ``optim`` argument)."""
 
-    lr: float
-    weight_decay: float
+    lr: Annotated[float, Field(ge=0)]  # what the optimizers take; a negative rate would climb the loss
+    weight_decay: Annotated[float, Field(ge=0)]
     betas: Sequence[float]
     schedule: Schedule
     warmup_steps: int

@@ -83,15 +83,30 @@ def check_values(values: Mapping, target: Callable, prefix: str) -> list[str]:
             continue
         try:
             adapter.validate_python(value)
-        except ValidationError:
-            problems.append(f"{prefix}.{key}={value!r}: expected {describe_type(hints[key])}, got {type(value).__name__}")
+        except ValidationError as error:
+            problems.append(f"{prefix}.{key}={value!r}: {_mismatch(hints[key], value, error)}")
     return problems
+
+
+def _mismatch(hint: object, value: object, error: ValidationError) -> str:
+    """What is wrong with ``value``: its type (``expected float, got str``) or, when the type fits, a bound (pydantic's words)."""
+    if typing.get_origin(hint) is typing.Annotated and _fits(typing.get_args(hint)[0], value):
+        return error.errors()[0]["msg"]
+    return f"expected {describe_type(hint)}, got {type(value).__name__}"
+
+
+def _fits(hint: object, value: object) -> bool:
+    try:
+        TypeAdapter(hint).validate_python(value)
+    except ValidationError:
+        return False
+    return True
 
 
 def _annotations(target: Callable) -> tuple[dict[str, object | None], bool]:
     """Argument name -> annotation (``None`` when it has none or it cannot be resolved), and whether ``**kwargs`` is taken."""
     if typing.is_typeddict(target):
-        return typing.get_type_hints(target), False
+        return typing.get_type_hints(target, include_extras=True), False
     function = target.__init__ if inspect.isclass(target) else target
     try:
         resolved = typing.get_type_hints(function)
@@ -109,6 +124,8 @@ def _annotations(target: Callable) -> tuple[dict[str, object | None], bool]:
 def describe_type(hint: object) -> str:
     """``int or None``, ``'cosine' or 'constant'``, ``list[int]``: an annotation as a user reads it."""
     origin, arguments = typing.get_origin(hint), typing.get_args(hint)
+    if origin is typing.Annotated:
+        return describe_type(arguments[0])
     if origin in (typing.Union, types.UnionType):
         return " or ".join(describe_type(argument) for argument in arguments)
     if origin is typing.Literal:

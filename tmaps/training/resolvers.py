@@ -1,4 +1,7 @@
-"""The OmegaConf resolvers of tmaps' configs, registered when any command module is imported.
+"""The OmegaConf resolvers of tmaps' configs; :func:`register_resolvers` registers them.
+
+Every command registers them as its entry point is defined (:func:`tmaps.commands.wrapper.task_wrapper`);
+code that composes a config itself (``hydra.compose``) calls :func:`register_resolvers` first.
 
 - ``new_folder`` (conf/hydra/default.yaml): a run folder of its own for every run;
 - ``wandb_group`` (conf/logger/wandb.yaml): one W&B group per sweep;
@@ -42,7 +45,9 @@ def wandb_group(task_name: str) -> str:
     return task_name
 
 
-# new_folder is cached, so that every reading of the run folder (and every job of a sweep) gets the same one.
-OmegaConf.register_new_resolver("new_folder", new_folder, use_cache=True, replace=True)
-OmegaConf.register_new_resolver("wandb_group", wandb_group, replace=True)
-OmegaConf.register_new_resolver("cpu_precision", cpu_precision, replace=True)
+def register_resolvers() -> None:
+    """Register ``new_folder``, ``wandb_group`` and ``cpu_precision`` with OmegaConf; calling it again changes nothing."""
+    # new_folder is cached, so that every reading of the run folder (and every job of a sweep) gets the same one.
+    OmegaConf.register_new_resolver("new_folder", new_folder, use_cache=True, replace=True)
+    OmegaConf.register_new_resolver("wandb_group", wandb_group, replace=True)
+    OmegaConf.register_new_resolver("cpu_precision", cpu_precision, replace=True)
