@@ -149,8 +149,28 @@ class RecordStore:
         write_json_atomically(path, record)
         return path
 
+    def supersede(self, run_id: str) -> Path:
+        """Move the record of ``run_id`` to ``superseded/<run id>-<its settings hash>.json``, out of the study but kept; return where."""
+        path = self.path(run_id)
+        record = json.loads(path.read_text(encoding="utf-8"))
+        moved = self.folder / "superseded" / f"{run_id}-{record.get('settings_hash', 'unknown')}.json"
+        moved.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(path, moved)
+        return moved
+
     def records(self) -> list[dict]:
-        return [json.loads(path.read_text(encoding="utf-8")) for path in sorted(self.folder.glob("*.json"))]
+        """Every record of the study (not the superseded ones), by run id.
+
+        Raises:
+            ValueError: a record is not valid JSON (its file is named).
+        """
+        records = []
+        for path in sorted(self.folder.glob("*.json")):
+            try:
+                records.append(json.loads(path.read_text(encoding="utf-8")))
+            except json.JSONDecodeError as error:
+                raise ValueError(f"record {path} is not valid JSON ({error})") from error
+        return records
 
 
 def differing_keys(old: Mapping, new: Mapping, prefix: str = "") -> list[str]:
@@ -198,22 +218,20 @@ def _die_with_parent() -> None:  # pragma: no cover - runs in the child between 
         libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG: the child is killed when the study dies, even by kill -9
 
 
-def train_run(overrides: Sequence[str], log_path: Path) -> float:
-    """Run ``tmaps-train`` with ``overrides`` as a child that dies with this process; return its wall seconds.
+def run_child(command: Sequence[str], log_path: Path) -> float:
+    """Run ``command`` as a child that dies with this process; return its wall seconds.
 
     The child gets its own process group and a parent-death signal, so that neither ``kill -9``
     of the study nor Ctrl-C leaves an orphan writing into the run folder. Its console goes to
     ``log_path``.
 
     Raises:
-        RuntimeError: the run failed; the message names the log and its last lines.
+        RuntimeError: the child failed; the message names the log and its last lines.
     """
     log_path.parent.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     with open(log_path, "w", encoding="utf-8") as output:
-        child = subprocess.Popen(
-            [sys.executable, "-m", "tmaps.cli.train", *overrides], stdout=output, stderr=subprocess.STDOUT, preexec_fn=_die_with_parent
-        )
+        child = subprocess.Popen(list(command), stdout=output, stderr=subprocess.STDOUT, preexec_fn=_die_with_parent)
         try:
             status = child.wait()
         except BaseException:
@@ -226,13 +244,38 @@ def train_run(overrides: Sequence[str], log_path: Path) -> float:
     return time.perf_counter() - started
 
 
+def train_run(overrides: Sequence[str], log_path: Path) -> float:
+    """Run ``tmaps-train`` with ``overrides`` as a child that dies with this process (:func:`run_child`); return its wall seconds."""
+    return run_child([sys.executable, "-m", "tmaps.cli.train", *overrides], log_path)
+
+
+def composed_train_config(overrides: Sequence[str]):
+    """The ``tmaps-train`` config that ``overrides`` compose (a ``DictConfig``, unresolved), inside a Hydra app or outside one."""
+    from hydra import compose, initialize_config_module
+    from hydra.core.global_hydra import GlobalHydra
+
+    if GlobalHydra.instance().is_initialized():  # inside tmaps-study's own Hydra app, whose search path holds tmaps.conf
+        return compose(config_name="train", overrides=list(overrides))
+    with initialize_config_module(config_module="tmaps.conf", version_base="1.3"):
+        return compose(config_name="train", overrides=list(overrides))
+
+
 def read_curve(metrics_csv: Path) -> list[dict]:
-    """Every validation of a run's CSV log (``logger=csv``) as ``{"step", "dev_cer", "dev_loss"}``."""
+    """Every validation of a run's CSV log (``logger=csv``) as ``{"step", "dev_cer", "dev_loss", "train_seconds"}``.
+
+    ``step`` is the number of optimizer steps taken, as checkpoints count it: Lightning logs a
+    validation that follows step ``n`` at step ``n - 1``. ``train_seconds`` is the
+    :class:`~tmaps.callbacks.TrainTime` callback's ``time/train_s`` where the run had it, else ``None``.
+    """
     table = pd.read_csv(metrics_csv)
-    rows = table.dropna(subset=["val/cer"])
+    rows = table.dropna(subset=["val/cer"]).groupby("step").last()
+
+    def value(row: pd.Series, column: str) -> float | None:
+        return float(row[column]) if column in row and pd.notna(row[column]) else None
+
     return [
-        {"step": int(row["step"]), "dev_cer": float(row["val/cer"]), "dev_loss": float(row["val/loss"]) if "val/loss" in row else None}
-        for _, row in rows.iterrows()
+        {"step": int(step) + 1, "dev_cer": float(row["val/cer"]), "dev_loss": value(row, "val/loss"), "train_seconds": value(row, "time/train_s")}
+        for step, row in rows.iterrows()
     ]
 
 

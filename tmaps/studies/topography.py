@@ -33,7 +33,7 @@ from tmaps.commands.eval import checkpoint_datamodule
 from tmaps.commands.introspect import checkpoint_profiles
 from tmaps.introspect import Profiles, profile_matrix, resolve_grouping
 from tmaps.introspect.clustering import cluster, grid_adjacency
-from tmaps.studies.runs import RecordStore, new_record, read_curve, relative_path, train_run, utterance_errors
+from tmaps.studies.runs import RecordStore, composed_train_config, new_record, read_curve, relative_path, train_run, utterance_errors
 from tmaps.topo import Grid, distance_profile, topography_metrics
 from tmaps.training.module import ASRModule
 
@@ -163,10 +163,8 @@ def run(study: Mapping) -> list[dict]:
 
 
 def _composed_data(overrides: Sequence[str]) -> dict:
-    from hydra import compose, initialize_config_module
     from omegaconf import OmegaConf
 
-    with initialize_config_module(config_module="tmaps.conf", version_base="1.3"):
-        cfg = compose(config_name="train", overrides=[o for o in overrides if not o.startswith("hydra.")], return_hydra_config=False)
+    cfg = composed_train_config([o for o in overrides if not o.startswith("hydra.")])
     return OmegaConf.to_container(cfg.data, resolve=True)
 
