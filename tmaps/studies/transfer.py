@@ -221,7 +221,7 @@ def check_source(path: Path, study: Mapping, model: Mapping) -> str:
     if source.alphabet != Alphabet.for_language(language):
         differences.append(f"alphabet: expected the {language!r} alphabet {Alphabet.for_language(language).chars!r}, checkpoint has {source.alphabet.chars!r}")
     if differences:
-        raise ValueError(f"transfer study: source checkpoint {path} does not fit the study's model and source language:\n  " + "\n  ".join(differences))
+        raise ValueError(f"transfer study: source checkpoint {path} does not fit the study's model and source language: " + "; ".join(differences))
     return file_hash(path)
 
 
@@ -484,7 +484,7 @@ def claim_estimates(table: pd.DataFrame, records: Sequence[Mapping], study: Mapp
     # Data: the best recipe on a fraction against scratch on 100%, paired by seed, test CER difference.
     less = claims["transfer_less_data"]
     by_fraction = {}
-    for fraction in [f for f in study["fractions"] if f < 1.0]:
+    for fraction in sorted(set(table["fraction"]) - {1.0}, reverse=True):
         condition = best_condition(table, fraction)
         seeds = [s for s in sorted(set(table["seed"])) if condition and (condition, fraction, s) in by_run.index and (SCRATCH, 1.0, s) in by_run.index]
         differences = [by_run.loc[(condition, fraction, s), "test_cer"] - by_run.loc[(SCRATCH, 1.0, s), "test_cer"] for s in seeds]
@@ -497,7 +497,7 @@ def claim_estimates(table: pd.DataFrame, records: Sequence[Mapping], study: Mapp
         less, estimate, ci95, len(main["differences"]), holds,
         [paths[run_id(c, f, s)] for c, f in ((main["condition"], less["fraction"]), (SCRATCH, 1.0)) for s in main["seeds"]],
         p=p, smallest_p=p_min, condition=main["condition"],
-        by_fraction={label: {**value, "mean_ci95": mean_ci(value["differences"])} for label, value in by_fraction.items()},
+        by_fraction={label: {**value, **_mean_and_ci(value["differences"])} for label, value in by_fraction.items()},
     )  # fmt: skip
 
     # Layers: relative weight change from the source per layer, with every layer free to move.
@@ -515,8 +515,8 @@ def claim_estimates(table: pd.DataFrame, records: Sequence[Mapping], study: Mapp
             inner, estimate, ci95, len(changes), holds, [paths[r["run_id"]] for r in changes],
             condition=inner["condition"],
             regions={name: [layers[i] for i in region] for name, region in zip(("input side", "middle", "output side"), regions)},
-            region_change={name: mean_ci(region_means[:, index]) for index, name in enumerate(("input side", "middle", "output side"))},
-            layer_change={layer: mean_ci(matrix[:, index]) for index, layer in enumerate(layers)},
+            region_change={name: _mean_and_ci(region_means[:, index]) for index, name in enumerate(("input side", "middle", "output side"))},
+            layer_change={layer: _mean_and_ci(matrix[:, index]) for index, layer in enumerate(layers)},
             least_changed_layer_per_seed=[layers[int(index)] for index in matrix.argmin(axis=1)],
         )  # fmt: skip
     else:
@@ -530,7 +530,13 @@ def _plain(values: Sequence[float]) -> list[float | None]:
 
 def _per_seed(values: Sequence[float]) -> dict:
     """Per-seed values (``None`` where a run never reached its target) and their mean and 95% CI where every seed has one."""
-    return {"per_seed": _plain(values), "mean_ci95": mean_ci(values) if values and not any(map(math.isnan, values)) else None}
+    complete = len(values) > 0 and not any(map(math.isnan, values))
+    return {"per_seed": _plain(values), **(_mean_and_ci(values) if complete else {"mean": None, "ci95": None})}
+
+
+def _mean_and_ci(values: Sequence[float]) -> dict:
+    mean, ci95 = mean_ci(values)
+    return {"mean": mean, "ci95": ci95}
 
 
 def record_path(record: Mapping, study: Mapping) -> str:
