@@ -34,7 +34,7 @@ def test_other_settings_are_refused_naming_each_key_that_changed(tmp_path):
     store.save(new_record("transfer", "run", SETTINGS))
     changed = {**SETTINGS, "train": {"trainer": {"max_steps": 50}, "optim": {"lr": 0.003}}, "source": "sha256:ab"}
     with pytest.raises(
-        SettingsChanged, match=r"run\.json was made with other settings \(source: '<absent>' -> 'sha256:ab'; train\.trainer\.max_steps: 8 -> 50\)"
+        SettingsChanged, match=r"run\.json was made with other settings \(source: '<absent>' -> 'sha256:ab'; " r"train\.trainer\.max_steps: 8 -> 50\)"
     ):
         store.load("run", changed)
 
