@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 from hydra import compose, initialize_config_module
-from omegaconf import OmegaConf
+from omegaconf import OmegaConf, open_dict
 
 from tmaps.studies import transfer
 from tmaps.studies.runs import RecordStore, SettingsChanged, locked, new_record
@@ -51,10 +51,12 @@ def study_config(tmp_path: Path, data_dir: Path, *overrides: str) -> dict:
                 *overrides,
             ],
         )
-    study = OmegaConf.to_container(cfg)
-    del study["paths"]  # its output_dir needs a running Hydra app; out_dir is given
-    tiny = [corpus, *TINY, f"paths.data_dir={data_dir}"]
+    with open_dict(cfg):
+        del cfg["paths"]  # its output_dir needs a running Hydra app; out_dir is given
+    study = OmegaConf.to_container(cfg, resolve=True)
+    tiny = [*TINY, f"paths.data_dir={data_dir}"]
     study["train_overrides"] = [*study["train_overrides"], *tiny]
+    study["data_overrides"] = ["data=synth_de_hard", corpus]
     study["source"]["overrides"] = ["data=synth_en_hard", corpus]
     study["conditions"] = {name: study["conditions"][name] for name in ("scratch", "finetune_all")}
     return study
@@ -260,8 +262,15 @@ def test_tmaps_study_report_and_the_old_command_rebuild_the_results_from_records
     old = study_command("report", *places, alias=True)
     assert old.returncode == 0, old.stderr
     assert "tmaps-transfer-study is deprecated" in old.stderr and "| 100% | finetune_all | 3 |" in old.stdout
-    missing = study_command("topography", "report")
-    assert missing.returncode != 0 and "the study has no 'report'" in missing.stderr
+
+
+def test_an_action_the_study_lacks_is_named():
+    from tmaps.commands.study import run_study
+
+    with pytest.raises(ValueError, match=r"tmaps-study topography: the study has no 'report'"):
+        run_study("topography", "report", {})
+    with pytest.raises(ValueError, match=r"unknown action 'plot'; use one of \['run', 'report'\]"):
+        run_study("transfer", "plot", {})
 
 
 # --- real runs -----------------------------------------------------------------------------------

@@ -140,6 +140,7 @@ def planned_runs(study: Mapping) -> list[PlannedRun]:
     if not study["source"]["ckpt"]:
         seed = study["seeds"][0]
         runs.append(PlannedRun(SOURCE, SOURCE, 1.0, seed, (*shared, *study["source"]["overrides"], f"seed={seed}")))
+    shared.extend(study["data_overrides"])
     for seed in study["seeds"]:
         for fraction in study["fractions"]:
             for condition, overrides in study["conditions"].items():
