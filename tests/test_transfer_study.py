@@ -253,12 +253,18 @@ def test_bare_words_become_the_study_and_its_action():
     assert study_arguments(["seeds=[0]"]) == ["seeds=[0]"]
 
 
-def test_tmaps_study_report_and_the_old_command_rebuild_the_results_from_records(tmp_path):
+def test_tmaps_study_report_rebuilds_the_results_from_records(tmp_path):
     written_study(tmp_path)
     places = [f"records_dir={tmp_path / 'records'}", f"results_dir={tmp_path / 'results'}"]
     done = study_command("transfer", "report", *places)
     assert done.returncode == 0, done.stderr
     assert "| 100% | finetune_all | 3 |" in done.stdout and (tmp_path / "results" / "transfer_claims.json").is_file()
+
+
+@pytest.mark.slow
+def test_the_old_command_says_it_is_deprecated_and_does_what_tmaps_study_transfer_does(tmp_path):
+    written_study(tmp_path)
+    places = [f"records_dir={tmp_path / 'records'}", f"results_dir={tmp_path / 'results'}"]
     old = study_command("report", *places, alias=True)
     assert old.returncode == 0, old.stderr
     assert "tmaps-transfer-study is deprecated" in old.stderr and "| 100% | finetune_all | 3 |" in old.stdout
@@ -288,6 +294,7 @@ def test_a_tiny_study_trains_the_source_and_each_run_once_and_a_fresh_rerun_keep
         evaluated = [point for point in record["curve"] if "test_cer" in point]
         assert len(evaluated) == len(steps) and all(len(point["test_char_edits"]) == 4 for point in evaluated)
         assert {"test", "test_unseen"} <= set(record["test"]) and record["checkpoint"].startswith("sha256:")
+        assert not record["stopped_early"] and record["provenance"]["precision"] in ("32-true", "bf16-mixed")  # 3 validations < patience 5
         run_dir = tmp_path / "runs" / record["run_id"]
         assert not list(run_dir.glob("checkpoints/step*.ckpt")) and (run_dir / "best.ckpt").is_file()
     assert records["finetune_all-f100-s0"]["settings"]["source"] == records["source"]["checkpoint"]

@@ -297,7 +297,8 @@ def train_one(planned: PlannedRun, study: Mapping, source_hash: str | None, stor
             overrides.append(f"transfer.init_from={source_path(study).resolve()}")
         log.info("training %s", planned.run_id)
         wall = train_run(overrides, run_dir / "console.log")
-        record = new_record(study["name"], planned.run_id, settings)
+        precision = OmegaConf.select(composed_train_config(planned.overrides), "trainer.precision")  # as the child resolved it, on this machine
+        record = new_record(study["name"], planned.run_id, settings, precision=str(precision))
         record |= {"condition": planned.condition, "fraction": planned.fraction, "seed": planned.seed}
         record |= measure(run_dir, data, study, source_path(study) if planned.from_source else None)
         record["provenance"]["wall_seconds"] = wall
