@@ -11,7 +11,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "tmaps"
 # Bottom up, as in the package map of docs/design.md.
 LAYERS = [
     "extras", "processes", "progress", "text", "models", "topo", "checkpoint", "data", "introspect", "inference", "transfer", "training", "callbacks",
-    "studies", "commands", "cli",
+    "studies", "commands",
 ]
 CORE = ("topo", "introspect")  # plain PyTorch/NumPy
 FRAMEWORKS = ("pytorch_lightning", "lightning", "hydra", "omegaconf")

@@ -275,6 +275,23 @@ def test_gradual_unfreezing_adds_one_layer_every_n_epochs_at_its_discriminative_
         assert recorder.groups[4]["head"] < recorder.groups[2]["head"]  # the cosine schedule moves the new groups too
 
 
+class LearningRateRecorder(pl.Callback):
+    """The head's learning rate before every optimizer step."""
+
+    def __init__(self) -> None:
+        self.rates: list[float] = []
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        self.rates.append(trainer.optimizers[0].param_groups[0]["lr"])
+
+
+@pytest.mark.parametrize("max_steps", [6, 9])
+def test_the_constant_schedule_warms_up_then_holds_the_rate_whatever_the_budget(german_data, max_steps, tmp_path):
+    module, recorder = asr_module(german_data, lr=1e-3, warmup_steps=3), LearningRateRecorder()
+    fit(module, german_data, [recorder], max_steps=max_steps, max_epochs=-1, default_root_dir=tmp_path)
+    assert recorder.rates == pytest.approx([1e-3 / 3, 2e-3 / 3, 1e-3] + [1e-3] * (max_steps - 3))
+
+
 class StepRecorder(pl.Callback):
     """Records the frozen layers before every optimizer step (after the transfer callback's hook)."""
 

@@ -1,169 +1,315 @@
-"""The transfer study's machinery: real tiny runs, resume by skipping finished runs, table and summary."""
+"""The transfer study (tmaps.studies.transfer): planning, settings, the source check, the run lock, real tiny runs and the report."""
 
 from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict
+import os
+import re
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import pytest
+import torch
 from hydra import compose, initialize_config_module
-from omegaconf import OmegaConf
+from omegaconf import OmegaConf, open_dict
 
-from tmaps.commands.transfer_study import Run, RunResult, condition_overrides, first_step_at_or_below, results_table, run_once, run_study, write_results
-from tmaps.studies.runs import checkpoint_reference
+from tmaps.studies import transfer
+from tmaps.studies.runs import RecordStore, RunFolderInUse, SettingsChanged, locked, new_record
+from tmaps.text import Alphabet
+from tmaps.training.module import ASRModule
 
+ROOT = Path(__file__).resolve().parents[1]
+TINY_MODEL = "model.channels=[16,16,16,16,16,16,16,16,32,32]"
 TINY = [
     "data.source.words_per_utterance=[2,4]",
     "data.batching.num_workers=0",
-    "data.batching.max_batch_seconds=12",  # several batches an epoch, so that a seed's batch order shows
-    "model.channels=[32,32,32,32,32,32,32,32,64,64]",
+    "data.batching.max_batch_seconds=12",
+    TINY_MODEL,
 ]
 
 
-def study_config(tmp_path: Path, data_dir: Path, **changes) -> dict:
-    """A study of 4-step runs on a 24-utterance German hard corpus, from a 3-step English source."""
-    corpus = "data.source.n_utterances={train:24,dev:6,test:1,test_unseen:1}"
-    overrides = [
-        f"out_dir={tmp_path / 'study'}",
-        f"results_dir={tmp_path / 'results'}",
-        "steps=4",
-        "val_every=2",
-        "fractions=[1.0,0.1]",
-        "seeds=[0,1]",
-        "conditions=[scratch,freeze0]",
-    ]
+def study_config(tmp_path: Path, data_dir: Path, *overrides: str) -> dict:
+    """The study's real config, composed as tmaps-study composes it, on a tiny corpus with runs of at most 6 steps."""
+    corpus = "data.source.n_utterances={train:24,dev:4,test:4,test_unseen:2}"
     with initialize_config_module("tmaps.conf", version_base="1.3"):
-        cfg = compose("transfer_study", overrides=overrides)
-    study = OmegaConf.to_container(cfg)
-    del study["paths"]  # its output_dir needs a running Hydra app; out_dir is given
-    tiny = [corpus, *TINY, f"paths.data_dir={data_dir}"]
+        cfg = compose(
+            "study",
+            overrides=[
+                "study=transfer",
+                f"records_dir={tmp_path / 'records'}",
+                f"results_dir={tmp_path / 'results'}",
+                f"out_dir={tmp_path / 'runs'}",
+                "fractions=[1.0]",
+                "seeds=[0]",
+                "max_steps=6",
+                "val_every=2",
+                "patience=5",
+                "warmup_steps=2",
+                *overrides,
+            ],
+        )
+    with open_dict(cfg):
+        del cfg["paths"]  # its output_dir needs a running Hydra app; out_dir is given
+    study = OmegaConf.to_container(cfg, resolve=True)
+    tiny = [*TINY, f"paths.data_dir={data_dir}"]
     study["train_overrides"] = [*study["train_overrides"], *tiny]
-    study["source"]["overrides"] = [
-        "data=synth_en", *tiny, "++trainer.max_steps=3", "++trainer.max_epochs=-1", "logger=csv",
-        "~callbacks.topographic_maps", "~callbacks.activation_profiles",
-    ]  # fmt: skip
-    return {**study, **changes}
+    study["data_overrides"] = ["data=synth_de_hard", corpus]
+    study["source"]["overrides"] = ["data=synth_en_hard", corpus]
+    study["conditions"] = {name: study["conditions"][name] for name in ("scratch", "finetune_all")}
+    return study
 
 
-def result_times(study_dir: Path) -> dict[str, float]:
-    return {path.parent.name: path.stat().st_mtime_ns for path in sorted(study_dir.glob("runs/*/result.json"))}
+def tiny_checkpoint(path: Path, language: str = "en", channels: int = 16) -> Path:
+    """A tmaps checkpoint of the tiny model (untrained): what tmaps.checkpoint reads, without a training run."""
+    model = {"channels": [channels] * 8 + [32, 32], "kernel_sizes": [11] + [7] * 7 + [1, 1], "strides": [2] + [1] * 9, "norm": "batch", "dropout": 0}
+    module = ASRModule(model=model, alphabet=Alphabet.for_language(language).chars, features={"n_mels": 40, "log_floor": 1e-6}, optim={"lr": 1e-3})
+    torch.save({"state_dict": module.state_dict(), "hyper_parameters": dict(module.hparams)}, path)
+    return path
 
 
-@pytest.fixture(scope="module")
-def tiny_study(tmp_path_factory):
-    tmp_path = tmp_path_factory.mktemp("transfer_study")
-    study = study_config(tmp_path, tmp_path_factory.mktemp("data"))
-    return study, run_study(study), tmp_path
+def snapshot(folder: Path) -> dict[str, bytes]:
+    return {str(path.relative_to(folder)): path.read_bytes() for path in sorted(folder.rglob("*")) if path.is_file()}
 
 
-@pytest.mark.slow
-def test_study_trains_every_run_once_and_a_rerun_skips_finished_runs(tiny_study):
-    study, results, _ = tiny_study
-    names = {f"{r.condition}-f{r.fraction:g}-s{r.seed}" for r in results}
-    # The first seed of each condition, then the second seed of scratch and of the best (only) transfer recipe.
-    assert names == {f"{c}-f{f}-s{s}" for c in ("scratch", "freeze0") for f in ("1", "0.1") for s in (0, 1)}
-    assert all(r.steps == [2, 4] and len(r.dev_cer) == 2 and r.train_seconds[0] < r.train_seconds[1] for r in results)
-    assert all(len(r.dev_loss) == 2 and all(loss > 0 for loss in r.dev_loss) for r in results)
-    assert all((r.weight_change is None) == (r.condition == "scratch") for r in results)
-    # Seeds of a fine-tuning run start from the same weights; their batch order must differ.
-    by_name = {f"{r.condition}-f{r.fraction:g}-s{r.seed}": r for r in results}
-    assert by_name["freeze0-f1-s0"].weight_change != by_name["freeze0-f1-s1"].weight_change
-    for run_dir in Path(study["out_dir"]).glob("runs/*"):
-        assert "tmaps: utterances kept and skipped per split" in (run_dir / "console.log").read_text()
-        logged = (run_dir / "train.log").read_text().splitlines()
-        assert logged and not [line for line, next_line in zip(logged, logged[1:]) if line == next_line]
-    finished = result_times(Path(study["out_dir"]))
-    run_study(study)
-    assert result_times(Path(study["out_dir"])) == finished
-    killed = Path(study["out_dir"]) / "runs" / "freeze0-f0.1-s1"
-    (killed / "result.json").unlink()
-    run_study(study)
-    again = result_times(Path(study["out_dir"]))
-    assert {name for name in finished if again[name] != finished[name]} == {"freeze0-f0.1-s1"}
+# --- planning and settings ---------------------------------------------------------------------
 
 
-@pytest.mark.slow
-def test_study_table_and_summary_are_the_means_over_seeds_of_the_runs(tiny_study):
-    study, _, tmp_path = tiny_study
-    results = [json.loads(path.read_text()) for path in Path(study["out_dir"]).glob("runs/*/result.json")]
-
-    def runs(condition, fraction):
-        return [r for r in results if r["condition"] == condition and r["fraction"] == fraction]
-
-    summary = json.loads((tmp_path / "results" / "transfer_summary.json").read_text())
-    scratch_100 = [r["dev_cer"][-1] for r in runs("scratch", 1.0)]
-    assert summary["dev_cer_scratch_100"] == pytest.approx(np.mean(scratch_100))
-    assert summary["dev_cer_transfer_10"] == pytest.approx(np.mean([r["dev_cer"][-1] for r in runs("freeze0", 0.1)]))
-    target = np.mean(scratch_100)
-
-    def first_step_reaching_target(condition):
-        mean_curve = np.mean([r["dev_cer"] for r in runs(condition, 1.0)], axis=0)
-        return next((step for step, value in zip((2, 4), mean_curve) if value <= target + 1e-12), None)
-
-    transfer_steps, scratch_steps = first_step_reaching_target("freeze0"), first_step_reaching_target("scratch")
-    ratio = transfer_steps / scratch_steps if transfer_steps else None
-    assert summary["steps_ratio_100"] == (pytest.approx(ratio) if ratio is not None else None)
-    table = (tmp_path / "results" / "transfer_results.md").read_text()
-    assert f"{np.mean(scratch_100):.3f} ± {np.std(scratch_100, ddof=1):.3f}" in table
-    csv = (tmp_path / "results" / "transfer_results.csv").read_text()
-    assert csv.count("\n") == 5  # header and scratch/freeze0 at two fractions
-    assert (tmp_path / "results" / "transfer_dev_cer.png").stat().st_size > 10_000
-    assert set(summary["headlines"]) and summary["best_transfer"] == {"100": "freeze0", "10": "freeze0"}
+def test_every_condition_fraction_and_seed_is_a_run_of_its_own_and_run_ids_pick_them(tmp_path):
+    study = study_config(tmp_path, tmp_path / "data", "fractions=[1.0,0.1]", "seeds=[0,1]")
+    ids = [run.run_id for run in transfer.planned_runs(study)]
+    assert ids[0] == "source" and len(ids) == 1 + 2 * 2 * 2 and len(set(ids)) == len(ids)
+    assert {"scratch-f100-s0", "finetune_all-f10-s1"} <= set(ids)
+    picked = transfer.selected_runs({**study, "run_ids": ["finetune_all-f10-s1", "source"]})
+    assert [run.run_id for run in picked] == ["source", "finetune_all-f10-s1"]
+    with pytest.raises(ValueError, match=r"run_ids \['freeze9-f100-s0'\] are not runs of this study; its runs are \[.*'scratch-f100-s0'"):
+        transfer.selected_runs({**study, "run_ids": ["freeze9-f100-s0"]})
 
 
-def run_result(condition: str, seed: int, dev_cer: list[float], fraction: float = 1.0) -> RunResult:
-    steps = [100 * (index + 1) for index in range(len(dev_cer))]
-    return RunResult(condition, fraction, seed, steps, dev_cer, [step / 10 for step in steps])
+def test_settings_hold_the_recipe_corpus_and_source_but_no_machine_path(tmp_path):
+    study = study_config(tmp_path, tmp_path / "data")
+    scratch, finetune = (run for run in transfer.planned_runs(study) if run.condition != "source")
+    settings, data = transfer.run_settings(finetune, "sha256:feed")
+    assert settings["source"] == "sha256:feed" and "source" not in transfer.run_settings(scratch, "sha256:feed")[0]
+    assert settings["train"]["optim"]["schedule"] == "constant" and settings["train"]["callbacks"]["early_stopping"]["patience"] == 5
+    assert str(tmp_path) not in json.dumps(settings) and str(tmp_path) in json.dumps(data)  # the corpus is found, but hashed without its place
+    elsewhere, _ = transfer.run_settings(
+        transfer.PlannedRun(**{**finetune.__dict__, "overrides": (*finetune.overrides, "paths.data_dir=/elsewhere")}), "sha256:feed"
+    )
+    assert elsewhere == settings
 
 
-def test_steps_to_scratch_are_read_off_the_mean_curves():
-    results = [
-        run_result("scratch", 0, [0.8, 0.4, 0.2, 0.10]),
-        run_result("scratch", 1, [0.9, 0.5, 0.3, 0.12]),
-        run_result("freeze0", 0, [0.3, 0.15, 0.11, 0.08]),
-        run_result("freeze8", 0, [0.5, 0.4, 0.35, 0.3]),
-    ]
-    table = results_table(results, first_seed=0).set_index("condition")
-    assert table.loc["scratch", "final dev CER"] == pytest.approx(0.11)
-    assert table.loc["scratch", "sd"] == pytest.approx(np.std([0.10, 0.12], ddof=1))
-    assert table.loc["scratch", "steps to scratch's final CER"] == 400
-    assert table.loc["freeze0", "steps to scratch's final CER"] == 300  # 0.11 <= 0.11 at step 300
-    assert table.loc["freeze0", "steps ratio"] == pytest.approx(0.75)
-    assert table.loc["freeze0", "train s to scratch's final CER"] == pytest.approx(30.0)
-    assert math.isnan(table.loc["freeze8", "steps ratio"]) and table.loc["freeze0", "best transfer"]
-    assert first_step_at_or_below(pd.Series([0.5, 0.2], index=[10, 20]), 0.1) is None
+def test_a_rerun_with_other_settings_stops_naming_what_changed_and_keeps_the_record(tmp_path):
+    study = study_config(tmp_path, tmp_path / "data", "max_steps=8")
+    scratch = transfer.selected_runs({**study, "run_ids": ["scratch-f100-s0"]})[0]
+    settings, _ = transfer.run_settings(scratch, None)
+    store = RecordStore(study["records_dir"])
+    store.save(new_record("transfer", scratch.run_id, settings) | {"test": {"test": {"cer": 0.5}}})
+    before = snapshot(tmp_path / "records")
+    with pytest.raises(SettingsChanged, match=r"scratch-f100-s0.json was made with other settings \(train\.trainer\.max_steps: 8 -> 50\)"):
+        transfer.run({**study, "max_steps": 50, "run_ids": ["scratch-f100-s0"]})
+    assert snapshot(tmp_path / "records") == before and not (tmp_path / "runs").exists()
 
 
-def test_results_of_runs_made_before_dev_loss_was_recorded_still_make_the_table_and_figure(tmp_path):
-    old = run_result("scratch", 0, [0.8, 0.4, 0.2])
-    new = RunResult(**{**asdict(run_result("freeze0", 0, [0.3, 0.2, 0.1])), "dev_loss": [2.0, 1.5, 1.8]})
-    run_dir = tmp_path / "study" / "runs" / "scratch-f1-s0"
+@pytest.mark.parametrize("content", ["text", "truncated", "german", "wider"])
+def test_a_source_that_is_not_a_fitting_checkpoint_stops_the_study_before_any_run(tmp_path, content):
+    source = tmp_path / "source.ckpt"
+    if content == "text":
+        source.write_text("not a checkpoint\n")
+    elif content == "truncated":
+        source.write_bytes(tiny_checkpoint(tmp_path / "whole.ckpt").read_bytes()[:3000])
+    else:
+        tiny_checkpoint(source, language="de" if content == "german" else "en", channels=24 if content == "wider" else 16)
+    study = study_config(tmp_path, tmp_path / "data", f"source.ckpt={source}")
+    RecordStore(study["records_dir"]).save({"run_id": "earlier", "kept": True})
+    before = snapshot(tmp_path / "records")
+    expected = {
+        "text": "is not a checkpoint",
+        "truncated": "is not a checkpoint|damaged or truncated",
+        "german": r"alphabet: expected the 'en' alphabet",
+        "wider": r"channels: expected \[16, .*checkpoint has \[24,",
+    }[content]
+    with pytest.raises(ValueError, match=f"{re.escape(str(source))}.*({expected})"):
+        transfer.run(study)
+    assert snapshot(tmp_path / "records") == before and not (tmp_path / "runs").exists()
+
+
+def test_a_run_folder_in_use_is_refused_naming_it_and_its_files_are_kept(tmp_path):
+    study = study_config(tmp_path, tmp_path / "data", "run_ids=[scratch-f100-s0]")
+    run_dir = tmp_path / "runs" / "scratch-f100-s0"
     run_dir.mkdir(parents=True)
-    (run_dir / "result.json").write_text(json.dumps({key: value for key, value in asdict(old).items() if key != "dev_loss"}))
-    assert run_once(Run("scratch", 1.0, 0), None, {}, tmp_path / "study") == old  # read back, not trained
-    study = {"seeds": [0], "fractions": [1.0], "steps": 300, "val_every": 100}
-    source = checkpoint_reference(tmp_path / "source.ckpt", tmp_path)
-    summary = write_results([old, new], study, source, tmp_path)
-    assert summary["steps_ratio_100"] == pytest.approx(2 / 3)  # 0.2 at step 200 against scratch's 300
-    assert summary["source_checkpoint"] == {"path": "source.ckpt", "hash": "unknown: the checkpoint was not found"}
-    assert summary["headlines"] == {
-        "transfer reaches scratch's final dev CER in <= 1/5 of the steps (100%)": False,
-        "transfer on 10% beats scratch on 100%": None,  # no 10% runs: not measured, not missed
+    (run_dir / "console.log").write_text("another study is writing here\n")
+    with locked(run_dir), pytest.raises(RunFolderInUse, match=f"run folder {run_dir} is in use by another process"):
+        transfer.run(study)
+    assert (run_dir / "console.log").read_text() == "another study is writing here\n"
+
+
+# --- the report's measures -----------------------------------------------------------------------
+
+
+def curve(steps, test_cer, seconds_per_step=0.5):
+    return [{"step": s, "dev_cer": c, "dev_loss": 1.0, "train_seconds": s * seconds_per_step, "test_cer": c} for s, c in zip(steps, test_cer)]
+
+
+def test_steps_to_a_target_are_interpolated_between_evaluations():
+    points = curve([50, 100, 150], [0.8, 0.4, 0.2])
+    assert transfer.crossing(points, 0.3) == {"step": pytest.approx(125.0), "train_seconds": pytest.approx(62.5)}
+    assert transfer.crossing(points, 0.9)["step"] == 50.0  # reached at the first evaluation
+    assert transfer.crossing(points, 0.1) is None
+
+
+def german_record(condition: str, fraction: float, seed: int, test_cer: list[float], weight_change: dict | None = None) -> dict:
+    steps = [50 * (index + 1) for index in range(len(test_cer))]
+    best = int(np.argmin(test_cer))
+    utterances = [{"id": f"u{i}", "char_edits": 1, "chars": 10, "word_edits": 1, "words": 2} for i in range(4)]
+    record = new_record("transfer", transfer.run_id(condition, fraction, seed), {"condition": condition})
+    return record | {
+        "condition": condition,
+        "fraction": fraction,
+        "seed": seed,
+        "best_step": steps[best],
+        "last_step": steps[-1],
+        "stopped_early": True,
+        "curve": curve(steps, test_cer),
+        "test": {"test": {"cer": test_cer[best], "wer": 0.5, "utterances": utterances}, "test_unseen": {"cer": test_cer[best] + 0.05, "wer": 0.6}},
+        **({"weight_change": weight_change} if weight_change else {}),
     }
-    without_scratch = write_results([new], study, source, tmp_path / "without_scratch")
-    assert without_scratch["headlines"]["transfer reaches scratch's final dev CER in <= 1/5 of the steps (100%)"] is None
-    assert (tmp_path / "transfer_dev_cer.png").stat().st_size > 10_000
 
 
-def test_conditions_become_recipes_and_unknown_ones_are_refused():
-    study = {"steps": 1000, "gradual_unfreeze_every": 0.05, "discriminative_decay": 0.7}
-    assert condition_overrides("scratch", "en.ckpt", study) == ["transfer=none"]
-    assert "transfer.reinit_unfrozen=true" in condition_overrides("freeze8_reinit", "en.ckpt", study)
-    assert "transfer.unfreeze_every_n_steps=50" in condition_overrides("gradual", "en.ckpt", study)
-    assert "optim.lr_decay_per_layer=0.7" in condition_overrides("discriminative", "en.ckpt", study)
-    with pytest.raises(ValueError, match="unknown condition 'freeze99'"):
-        condition_overrides("freeze99", "en.ckpt", study)
+LAYERS = [f"conv{i}" for i in range(10)] + ["head"]
+
+
+def written_study(tmp_path: Path) -> tuple[dict, list[dict]]:
+    """Records of three seeds: scratch at 100% and 10%, fine-tune all at 100% (faster) and 10%, with weight changes lowest in the middle."""
+    records = []
+    for seed in range(3):
+        shift = 0.01 * seed
+        records.append(german_record("scratch", 1.0, seed, [0.9, 0.6, 0.4, 0.3 + shift, 0.25 + shift]))
+        records.append(german_record("scratch", 0.1, seed, [0.9, 0.7, 0.6 + shift]))
+        change = {layer: 0.5 - 0.4 * math.sin(math.pi * i / 10) + 0.01 * seed for i, layer in enumerate(LAYERS)}
+        records.append(german_record("finetune_all", 1.0, seed, [0.5, 0.25 + shift, 0.2], change))
+        records.append(german_record("finetune_all", 0.1, seed, [0.5, 0.3 + shift / 2, 0.28 + shift / 2], change))
+    store = RecordStore(tmp_path / "records")
+    for record in records:
+        store.save(record)
+    return study_config(tmp_path, tmp_path / "data"), records
+
+
+def test_the_report_pairs_seeds_and_estimates_each_claim_from_the_records(tmp_path):
+    study, records = written_study(tmp_path)
+    summary = transfer.report(study)
+    claims = summary["claims"]
+    # Scratch seed s converges to 0.25 + 0.01 s at step 250, first reached there; fine-tune all crosses it between steps 50 and 100.
+    ratios = []
+    for seed in range(3):
+        target = 0.25 + 0.01 * seed
+        step = 50 + 50 * (0.5 - target) / (0.5 - (0.25 + 0.01 * seed))
+        ratios.append(step / 250)
+    fewer = claims["transfer_fewer_steps"]
+    assert fewer["details"]["condition"] == "finetune_all"
+    assert fewer["estimate"] == pytest.approx(np.mean(ratios)) and fewer["n_seeds"] == 3
+    assert fewer["ci95"][0] < fewer["estimate"] < fewer["ci95"][1] and fewer["status"] == ("holds" if fewer["ci95"][1] <= 0.2 else "fails")
+    less = claims["transfer_less_data"]
+    differences = [(0.28 + 0.005 * s) - (0.25 + 0.01 * s) for s in range(3)]
+    assert less["estimate"] == pytest.approx(np.mean(differences)) and less["status"] == "fails"  # worse than scratch on 100%
+    assert less["details"]["smallest_p"] == pytest.approx(0.25) and less["p"] >= 0.25  # 3 seeds: no sign-flip p below 1/4
+    inner = claims["transfer_inner_layers_least"]
+    assert inner["estimate"] < 0 and inner["status"] == "holds" and inner["details"]["least_changed_layer_per_seed"] == ["conv5"] * 3
+    assert set(fewer["records"]) == {f"{c}-f100-s{s}.json" for c in ("scratch", "finetune_all") for s in range(3)}
+    results = tmp_path / "results"
+    assert json.loads((results / "transfer_claims.json").read_text()) == json.loads(json.dumps(summary))
+    table = (results / "transfer_results.md").read_text()
+    assert "| 100% | scratch | 3 |" in table and "| 10% | finetune_all | 3 |" in table
+    assert (results / "transfer_test_cer.png").stat().st_size > 10_000 and str(tmp_path) not in json.dumps(summary)
+
+
+def test_a_claim_the_records_cannot_answer_is_not_measured(tmp_path):
+    study, records = written_study(tmp_path)
+    for path in (tmp_path / "records").glob("finetune_all-f10-*.json"):
+        path.unlink()
+    claims = transfer.report(study)["claims"]
+    assert claims["transfer_less_data"]["status"] == "not measured" and claims["transfer_less_data"]["estimate"] is None
+    assert claims["transfer_fewer_steps"]["status"] != "not measured"
+
+
+# --- the command -------------------------------------------------------------------------------
+
+
+def study_command(*arguments: str, cwd: Path = ROOT, alias: bool = False) -> subprocess.CompletedProcess:
+    entry = "transfer_study_alias" if alias else "run"
+    code = f"import sys; sys.argv[0] = 'tmaps-study'; from tmaps.commands.study import {entry}; {entry}()"
+    return subprocess.run(
+        [sys.executable, "-c", code, *arguments], cwd=cwd, capture_output=True, text=True, timeout=300, env={**os.environ, "PYTHONPATH": str(ROOT)}
+    )
+
+
+def test_bare_words_become_the_study_and_its_action():
+    from tmaps.commands.study import study_arguments
+
+    assert study_arguments(["transfer", "report", "seeds=[0]"]) == ["seeds=[0]", "study=transfer", "action=report"]
+    assert study_arguments(["transfer", "-m", "run_ids=[a],[b]"]) == ["-m", "run_ids=[a],[b]", "study=transfer"]
+    assert study_arguments(["seeds=[0]"]) == ["seeds=[0]"]
+
+
+def test_tmaps_study_report_rebuilds_the_results_from_records(tmp_path):
+    written_study(tmp_path)
+    places = [f"records_dir={tmp_path / 'records'}", f"results_dir={tmp_path / 'results'}"]
+    done = study_command("transfer", "report", *places)
+    assert done.returncode == 0, done.stderr
+    assert "| 100% | finetune_all | 3 |" in done.stdout and (tmp_path / "results" / "transfer_claims.json").is_file()
+
+
+@pytest.mark.slow
+def test_the_old_command_says_it_is_deprecated_and_does_what_tmaps_study_transfer_does(tmp_path):
+    written_study(tmp_path)
+    places = [f"records_dir={tmp_path / 'records'}", f"results_dir={tmp_path / 'results'}"]
+    old = study_command("report", *places, alias=True)
+    assert old.returncode == 0, old.stderr
+    assert "tmaps-transfer-study is deprecated" in old.stderr and "| 100% | finetune_all | 3 |" in old.stdout
+
+
+def test_an_action_the_study_lacks_is_named():
+    from tmaps.commands.study import run_study
+
+    with pytest.raises(ValueError, match=r"study 'runs' has no 'report'"):
+        run_study("runs", "report", {})
+    with pytest.raises(ValueError, match=r"unknown action 'plot'; use one of \['run', 'report'\]"):
+        run_study("transfer", "plot", {})
+
+
+# --- real runs -----------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_a_tiny_study_trains_the_source_and_each_run_once_and_a_fresh_rerun_keeps_the_old_record(tmp_path_factory):
+    tmp_path = tmp_path_factory.mktemp("study")
+    study = study_config(tmp_path, tmp_path_factory.mktemp("data"))
+    records = {record["run_id"]: record for record in transfer.run(study)}
+    assert list(records) == ["source", "scratch-f100-s0", "finetune_all-f100-s0"]
+    for record in records.values():
+        steps = [point["step"] for point in record["curve"]]
+        assert steps == list(range(2, record["last_step"] + 1, 2)) and record["best_step"] in steps
+        evaluated = [point for point in record["curve"] if "test_cer" in point]
+        assert len(evaluated) == len(steps) and all(len(point["test_char_edits"]) == 4 for point in evaluated)
+        assert {"test", "test_unseen"} <= set(record["test"]) and record["checkpoint"].startswith("sha256:")
+        assert not record["stopped_early"] and record["provenance"]["precision"] in ("32-true", "bf16-mixed")  # 3 validations < patience 5
+        run_dir = tmp_path / "runs" / record["run_id"]
+        assert not list(run_dir.glob("checkpoints/step*.ckpt")) and (run_dir / "best.ckpt").is_file()
+    assert records["finetune_all-f100-s0"]["settings"]["source"] == records["source"]["checkpoint"]
+    assert set(records["finetune_all-f100-s0"]["weight_change"]) == set(LAYERS)
+    assert "source" not in records["scratch-f100-s0"]["settings"]
+    finished = snapshot(tmp_path / "records")
+    assert transfer.run(study) == list(records.values()) and snapshot(tmp_path / "records") == finished  # a rerun trains nothing
+
+    summary = transfer.report(study)
+    assert summary["source"]["test_cer_ci95"][0] <= summary["source"]["test_cer"] <= summary["source"]["test_cer_ci95"][1]
+
+    changed = {**study, "patience": 1, "run_ids": ["scratch-f100-s0"]}
+    with pytest.raises(SettingsChanged, match="patience: 5 -> 1"):
+        transfer.run(changed)
+    (record,) = transfer.run({**changed, "fresh": True})
+    assert record["settings"]["train"]["callbacks"]["early_stopping"]["patience"] == 1
+    (superseded,) = (tmp_path / "records" / "superseded").glob("scratch-f100-s0-*.json")
+    assert superseded.read_bytes() == finished["scratch-f100-s0.json"]

@@ -43,6 +43,14 @@ RECORD_VERSION = 1
 CPU_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile")
 
 
+class RunFolderInUse(OSError):
+    """Another process holds the lock of a run folder (:func:`locked`)."""
+
+
+class RunFailed(ChildProcessError):
+    """A study's training run exited with an error (:func:`run_child`); the message names its log."""
+
+
 class SettingsChanged(ValueError):
     """A record exists for a run id, but its settings differ from the ones asked for."""
 
@@ -177,8 +185,28 @@ class RecordStore:
         write_json_atomically(path, record)
         return path
 
+    def supersede(self, run_id: str) -> Path:
+        """Move the record of ``run_id`` to ``superseded/<run id>-<its settings hash>.json``, out of the study but kept; return where."""
+        path = self.path(run_id)
+        record = json.loads(path.read_text(encoding="utf-8"))
+        moved = self.folder / "superseded" / f"{run_id}-{record.get('settings_hash', 'unknown')}.json"
+        moved.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(path, moved)
+        return moved
+
     def records(self) -> list[dict]:
-        return [json.loads(path.read_text(encoding="utf-8")) for path in sorted(self.folder.glob("*.json"))]
+        """Every record of the study (not the superseded ones), by run id.
+
+        Raises:
+            ValueError: a record is not valid JSON (its file is named).
+        """
+        records = []
+        for path in sorted(self.folder.glob("*.json")):
+            try:
+                records.append(json.loads(path.read_text(encoding="utf-8")))
+            except json.JSONDecodeError as error:
+                raise ValueError(f"record {path} is not valid JSON ({error})") from error
+        return records
 
 
 def differing_keys(old: Mapping, new: Mapping, prefix: str = "") -> list[str]:
@@ -213,7 +241,7 @@ def locked(run_dir: Path) -> Iterator[None]:
         try:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError as error:
-            raise RuntimeError(f"run folder {run_dir} is in use by another process (a study or run is writing into it)") from error
+            raise RunFolderInUse(f"run folder {run_dir} is in use by another process (a study or run is writing into it)") from error
         try:
             yield
         finally:
@@ -225,22 +253,20 @@ def _own_group_dying_with_parent() -> None:  # runs in the child between fork an
     die_with_parent()
 
 
-def train_run(overrides: Sequence[str], log_path: Path) -> float:
-    """Run ``tmaps-train`` with ``overrides`` as a child that dies with this process; return its wall seconds.
+def run_child(command: Sequence[str], log_path: Path) -> float:
+    """Run ``command`` as a child that dies with this process; return its wall seconds.
 
     The child gets its own process group and a parent-death signal, so that neither ``kill -9``
     of the study nor Ctrl-C leaves an orphan writing into the run folder. Its console goes to
     ``log_path``.
 
     Raises:
-        RuntimeError: the run failed; the message names the log and its last lines.
+        RunFailed: the child failed; the message names the log and its last lines.
     """
     log_path.parent.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     with open(log_path, "w", encoding="utf-8") as output:
-        child = subprocess.Popen(
-            [sys.executable, "-m", "tmaps.commands.train", *overrides], stdout=output, stderr=subprocess.STDOUT, preexec_fn=_own_group_dying_with_parent
-        )
+        child = subprocess.Popen(list(command), stdout=output, stderr=subprocess.STDOUT, preexec_fn=_own_group_dying_with_parent)
         try:
             status = child.wait()
         except BaseException:
@@ -249,8 +275,27 @@ def train_run(overrides: Sequence[str], log_path: Path) -> float:
             raise
     if status != 0:
         tail = "\n".join(log_path.read_text(encoding="utf-8", errors="replace").splitlines()[-15:])
-        raise RuntimeError(f"training run failed with exit status {status}; its log is {log_path}:\n{tail}")
+        raise RunFailed(f"training run failed with exit status {status}; its log is {log_path}:\n{tail}")
     return time.perf_counter() - started
+
+
+def train_run(overrides: Sequence[str], log_path: Path) -> float:
+    """Run ``tmaps-train`` with ``overrides`` as a child that dies with this process (:func:`run_child`); return its wall seconds."""
+    return run_child([sys.executable, "-m", "tmaps.commands.train", *overrides], log_path)
+
+
+def composed_train_config(overrides: Sequence[str]):
+    """The ``tmaps-train`` config that ``overrides`` compose (a ``DictConfig``, unresolved), inside a Hydra app or outside one."""
+    from hydra import compose, initialize_config_module
+    from hydra.core.global_hydra import GlobalHydra
+
+    from tmaps.training.resolvers import register_resolvers
+
+    register_resolvers()
+    if GlobalHydra.instance().is_initialized():  # inside tmaps-study's own Hydra app, whose search path holds tmaps.conf
+        return compose(config_name="train", overrides=list(overrides))
+    with initialize_config_module(config_module="tmaps.conf", version_base="1.3"):
+        return compose(config_name="train", overrides=list(overrides))
 
 
 def csv_log(run_dir: Path) -> Path:
@@ -267,12 +312,21 @@ def read_config(run_dir: Path) -> dict:
 
 
 def read_curve(run_dir: Path) -> list[dict]:
-    """Every validation of a run's CSV log as ``{"step", "dev_cer", "dev_loss"}``."""
+    """Every validation of a run's CSV log (:func:`csv_log`) as ``{"step", "dev_cer", "dev_loss", "train_seconds"}``.
+
+    ``step`` is the number of optimizer steps taken, as checkpoints count it: Lightning logs a
+    validation that follows step ``n`` at step ``n - 1``. ``train_seconds`` is the
+    :class:`~tmaps.callbacks.TrainTime` callback's ``time/train_s`` where the run had it, else ``None``.
+    """
     table = pd.read_csv(csv_log(run_dir) / "metrics.csv")
-    rows = table.dropna(subset=["val/cer"])
+    rows = table.dropna(subset=["val/cer"]).groupby("step").last()
+
+    def value(row: pd.Series, column: str) -> float | None:
+        return float(row[column]) if column in row and pd.notna(row[column]) else None
+
     return [
-        {"step": int(row["step"]), "dev_cer": float(row["val/cer"]), "dev_loss": float(row["val/loss"]) if "val/loss" in row else None}
-        for _, row in rows.iterrows()
+        {"step": int(step) + 1, "dev_cer": float(row["val/cer"]), "dev_loss": value(row, "val/loss"), "train_seconds": value(row, "time/train_s")}
+        for step, row in rows.iterrows()
     ]
 
 

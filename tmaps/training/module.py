@@ -45,8 +45,8 @@ class ASRModule(pl.LightningModule):
             which follow from ``features["n_mels"]`` and the alphabet.
         alphabet: the output characters (``Alphabet.chars``); class 0 is the CTC blank.
         features: the feature config of the data (stored so a checkpoint rebuilds its inputs).
-        optim: ``lr``, ``weight_decay``, ``betas``, ``schedule`` (``constant``, ``cosine``
-            with linear warm-up, or ``onecycle``), ``warmup_steps``, and optionally
+        optim: ``lr``, ``weight_decay``, ``betas``, ``schedule`` (``constant`` or ``cosine``,
+            both after a linear warm-up, or ``onecycle``), ``warmup_steps``, and optionally
             ``lr_decay_per_layer`` (discriminative learning rates: layer ``i`` of ``n`` gets
             ``lr * decay ** (n - 1 - i)``, the head the full rate).
         topo: the ``topo`` config group (see :func:`tmaps.topo.build_regularizer`); ``None``
@@ -213,7 +213,8 @@ class ASRModule(pl.LightningModule):
         )
         schedule = optim.get("schedule", "cosine")
         if schedule == "constant":
-            return optimizer
+            scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_constant(optim.get("warmup_steps", 0)))
+            return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
         total_steps = int(self.trainer.estimated_stepping_batches)
         if schedule == "onecycle":
             scheduler = torch.optim.lr_scheduler.OneCycleLR(
@@ -224,6 +225,15 @@ class ASRModule(pl.LightningModule):
                 optimizer, warmup_cosine(optim.get("warmup_steps", 0), total_steps, optim.get("min_lr_ratio", 0.0))
             )
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+
+def warmup_constant(warmup_steps: int):
+    """Learning-rate factor: linear warm-up to 1, then 1 for good, whatever the number of steps (no budget to fit)."""
+
+    def factor(step: int) -> float:
+        return (step + 1) / warmup_steps if step < warmup_steps else 1.0
+
+    return factor
 
 
 def warmup_cosine(warmup_steps: int, total_steps: int, min_ratio: float = 0.0):
