@@ -12,13 +12,15 @@ On CUDA, with the paper-size Wav2Letter (250/2000 channels) in bf16:
 
 ``--small`` runs the same checks with a small model on whatever device there is (the CPU here,
 in fp32 where the CPU has no native bf16); the tests run it so. Inputs are synthetic tensors and
-audio generated on the spot: no network, no corpus, no espeak.
+audio generated on the spot: no network, no corpus, no espeak. ``--json PATH`` also writes every
+row with its measured numbers unrounded (``values``), which the tests check.
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
+import json
 import os
 import statistics
 import sys
@@ -41,34 +43,42 @@ N_MELS = 40
 PHONEMES = ["a", "e", "i", "o", "u", "s", "t", "n", "m", "k"]
 
 
+Row = tuple[str, str, dict[str, float]]  # setting, result as printed, the measured numbers unrounded
+
+
 class Table:
-    """Rows of ``check | setting | result`` printed together at the end."""
+    """Rows of ``check | setting | result`` printed together at the end, each with its measured numbers."""
 
     def __init__(self, budget_s: float) -> None:
-        self.rows: list[tuple[str, str, str]] = []
+        self.rows: list[tuple[str, str, str, dict[str, float]]] = []
         self.deadline = time.perf_counter() + budget_s
 
-    def run(self, check: str, measure: Callable[[], list[tuple[str, str]]]) -> None:
-        """Add the ``(setting, result)`` rows of ``measure``, or one row saying why there are none."""
+    def run(self, check: str, measure: Callable[[], list[Row]]) -> None:
+        """Add the rows of ``measure``, or one row saying why there are none."""
         if time.perf_counter() > self.deadline:
-            self.rows.append((check, "-", "skipped: time budget spent"))
+            self.rows.append((check, "-", "skipped: time budget spent", {}))
             return
         started = time.perf_counter()
         try:
             rows = measure()
         except Exception as error:  # one failing check must not hide the others' figures
             traceback.print_exc()
-            rows = [("-", f"FAILED: {type(error).__name__}: {error}".splitlines()[0][:120])]
-        for setting, result in rows:
-            self.rows.append((check, setting, result))
+            rows = [("-", f"FAILED: {type(error).__name__}: {error}".splitlines()[0][:120], {})]
+        for setting, result, values in rows:
+            self.rows.append((check, setting, result, values))
         print(f"[{check}: {time.perf_counter() - started:.0f} s]", file=sys.stderr, flush=True)
 
     def print(self, title: str) -> None:
-        widths = [max(len(row[i]) for row in [("check", "setting", "result"), *self.rows]) for i in range(3)]
+        cells = [row[:3] for row in self.rows]
+        widths = [max(len(row[i]) for row in [("check", "setting", "result"), *cells]) for i in range(3)]
         lines = [title, " | ".join(name.ljust(width) for name, width in zip(("check", "setting", "result"), widths))]
         lines.append("-+-".join("-" * width for width in widths))
-        lines += [" | ".join(cell.ljust(width) for cell, width in zip(row, widths)) for row in self.rows]
+        lines += [" | ".join(cell.ljust(width) for cell, width in zip(row, widths)) for row in cells]
         print("\n".join(lines), flush=True)
+
+    def write_json(self, path: Path, title: str) -> None:
+        rows = [{"check": check, "setting": setting, "result": result, "values": values} for check, setting, result, values in self.rows]
+        path.write_text(json.dumps({"title": title, "rows": rows}, indent=1) + "\n")
 
 
 def flop_rate(flops_per_second: float) -> str:
@@ -96,7 +106,7 @@ def synthetic_batch(batch_size: int, frames: int, alphabet: Alphabet, device: to
 
 def check_training(
     model_config: dict, batches: list, precision: str, device: torch.device, warmup: int, compile_model: bool, peak: float
-) -> tuple[list[tuple[str, str]], float]:
+) -> tuple[list[Row], float]:
     """Rows of training throughput and MFU, eager and compiled, and the eager step in seconds."""
     alphabet = Alphabet.for_language("en")
     torch.manual_seed(0)
@@ -120,6 +130,13 @@ def check_training(
                 f"{precision} {name}",
                 f"{seconds * 1e3:.1f} ms/step, {audio_seconds / seconds:.0f} audio s/s, {flop_rate(flops / seconds)}, "
                 f"MFU {flops / seconds / peak:.2f} (first step {first_step:.1f} s)",
+                {
+                    "step_s": seconds,
+                    "audio_s_per_s": audio_seconds / seconds,
+                    "flops_per_s": flops / seconds,
+                    "mfu": flops / seconds / peak,
+                    "first_step_s": first_step,
+                },
             )
         )
     return rows, eager_seconds
@@ -142,7 +159,7 @@ def write_audio_corpus(folder: Path, n_files: int, seconds: float, alphabet: Alp
     return records
 
 
-def check_loader(n_files: int, seconds: float, batch_seconds: float, train_audio_rate: float) -> list[tuple[str, str]]:
+def check_loader(n_files: int, seconds: float, batch_seconds: float, train_audio_rate: float) -> list[Row]:
     """The training loader's rate with one worker per core, against the training step's rate."""
     from torch.utils.data import DataLoader
 
@@ -160,10 +177,16 @@ def check_loader(n_files: int, seconds: float, batch_seconds: float, train_audio
         started = time.perf_counter()
         audio = sum(float(batch["feature_lengths"].sum()) / 100 for _ in range(2) for batch in loader)
         rate = audio / (time.perf_counter() - started)
-    return [(f"loader, {workers} workers", f"{rate:.0f} audio s/s = {rate / train_audio_rate:.2f}x the eager training rate ({train_audio_rate:.0f} audio s/s)")]
+    return [
+        (
+            f"loader, {workers} workers",
+            f"{rate:.0f} audio s/s = {rate / train_audio_rate:.2f}x the eager training rate ({train_audio_rate:.0f} audio s/s)",
+            {"workers": workers, "audio_s_per_s": rate, "over_training_rate": rate / train_audio_rate},
+        )
+    ]
 
 
-def check_profiles(model_config: dict, batches: list, device: torch.device, repeats: int) -> list[tuple[str, str]]:
+def check_profiles(model_config: dict, batches: list, device: torch.device, repeats: int) -> list[Row]:
     """NAP against inference and GradNAP against forward + backward, best of interleaved repeats."""
     from tmaps.introspect.nap import NAP, GradNAP
 
@@ -193,8 +216,16 @@ def check_profiles(model_config: dict, batches: list, device: torch.device, repe
         for index, run in enumerate(runs):
             best[index] = min(best[index], _device_seconds(run, device))
     return [
-        (f"NAP {','.join(layers)}", f"{best[1] * 1e3:.0f} ms = {best[1] / best[0]:.2f}x inference ({best[0] * 1e3:.0f} ms)"),
-        ("GradNAP (predicted)", f"{best[3] * 1e3:.0f} ms = {best[3] / best[2]:.2f}x forward+backward ({best[2] * 1e3:.0f} ms)"),
+        (
+            f"NAP {','.join(layers)}",
+            f"{best[1] * 1e3:.0f} ms = {best[1] / best[0]:.2f}x inference ({best[0] * 1e3:.0f} ms)",
+            {"seconds": best[1], "over_inference": best[1] / best[0]},
+        ),
+        (
+            "GradNAP (predicted)",
+            f"{best[3] * 1e3:.0f} ms = {best[3] / best[2]:.2f}x forward+backward ({best[2] * 1e3:.0f} ms)",
+            {"seconds": best[3], "over_forward_backward": best[3] / best[2]},
+        ),
     ]
 
 
@@ -208,7 +239,7 @@ def _device_seconds(run: Callable[[], object], device: torch.device) -> float:
     return time.perf_counter() - started
 
 
-def check_ddp(model_config: dict, batches: list, device: torch.device, steps: int, warmup: int, plain_seconds: float) -> list[tuple[str, str]]:
+def check_ddp(model_config: dict, batches: list, device: torch.device, steps: int, warmup: int, plain_seconds: float) -> list[Row]:
     """``trainer=ddp trainer.devices=1`` (the config group, composed by Hydra) on ``ASRModule``."""
     import pytorch_lightning as pl
     from hydra import compose, initialize_config_module
@@ -246,7 +277,13 @@ def check_ddp(model_config: dict, batches: list, device: torch.device, steps: in
         cpu_batches = [{key: value.cpu() if torch.is_tensor(value) else value for key, value in batch.items()} for batch in batches]
         loader = DataLoader([cpu_batches[i % len(cpu_batches)] for i in range(steps)], batch_size=None, collate_fn=lambda batch: batch)
         trainer.fit(module, train_dataloaders=loader)
-    return [(f"trainer=ddp devices=1 ({trainer.precision})", f"{timer.seconds * 1e3:.1f} ms/step = {timer.seconds / plain_seconds:.2f}x the plain eager step")]
+    return [
+        (
+            f"trainer=ddp devices=1 ({trainer.precision})",
+            f"{timer.seconds * 1e3:.1f} ms/step = {timer.seconds / plain_seconds:.2f}x the plain eager step",
+            {"step_s": timer.seconds, "over_plain_step": timer.seconds / plain_seconds},
+        )
+    ]
 
 
 def main() -> None:
@@ -254,6 +291,7 @@ def main() -> None:
     parser.add_argument("--small", action="store_true", help="a small model and short runs (any device; what the tests run)")
     parser.add_argument("--no-compile", action="store_true", help="leave out torch.compile (minutes on a CPU)")
     parser.add_argument("--budget-s", type=float, default=420, help="checks that would start after this many seconds are skipped")
+    parser.add_argument("--json", type=Path, default=None, help="also write the table with its measured numbers unrounded to this file")
     arguments = parser.parse_args()
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device.type == "cuda":
@@ -272,10 +310,10 @@ def main() -> None:
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads, {torch.backends.cpu.get_cpu_capability()}"
     table = Table(arguments.budget_s)
     peak = matmul_peak(device, DTYPES[precision], max_size=2048 if small else 8192)
-    table.rows.append(("peak", f"{precision} matmul probe", flop_rate(peak)))
+    table.rows.append(("peak", f"{precision} matmul probe", flop_rate(peak), {"flops_per_s": peak}))
     eager = {}
 
-    def training() -> list[tuple[str, str]]:
+    def training() -> list[Row]:
         rows, eager["seconds"] = check_training(model_config, batches, precision, device, warmup, not arguments.no_compile, peak)
         return rows
 
@@ -286,7 +324,10 @@ def main() -> None:
     table.run("profiles", lambda: check_profiles(model_config, batches, device, repeats=1 if small else 3))
     table.run("ddp", lambda: check_ddp(model_config, batches, device, steps + warmup + 2, warmup, eager.get("seconds", float("nan"))))
     model_name = "small Wav2Letter (32/64 channels)" if small else "paper Wav2Letter (250/2000 channels)"
-    table.print(f"gpu_check: {name}, torch {torch.__version__}, {model_name}, batch {batch_size} x {frames} frames")
+    title = f"gpu_check: {name}, torch {torch.__version__}, {model_name}, batch {batch_size} x {frames} frames"
+    table.print(title)
+    if arguments.json is not None:
+        table.write_json(arguments.json, title)
 
 
 if __name__ == "__main__":

@@ -9,17 +9,43 @@ import torch
 from hydra import compose, initialize_config_module
 
 from tmaps.models import Wav2Letter
-from tmaps.training.precision import cpu_has_native_bf16, cpu_precision
+from tmaps.training.precision import PRECISION_VARIABLE, cpu_has_native_bf16, cpu_precision
 
 
-def test_cpu_trainer_precision_is_bf16_exactly_where_bf16_is_native_and_says_why(caplog):
+@pytest.fixture
+def fresh_cpu_precision():
+    """``cpu_precision`` answers anew (its cache cleared), and later tests too, under whatever the environment says."""
     cpu_precision.cache_clear()
+    yield cpu_precision
+    cpu_precision.cache_clear()
+
+
+def test_cpu_trainer_precision_is_bf16_exactly_where_bf16_is_native_and_says_why(caplog, monkeypatch, fresh_cpu_precision):
+    monkeypatch.delenv(PRECISION_VARIABLE, raising=False)
     with caplog.at_level(logging.INFO, logger="tmaps.training.precision"):
         with initialize_config_module(config_module="tmaps.conf", version_base="1.3"):
             cfg = compose(config_name="train", overrides=["trainer=cpu", "paths.output_dir=."])
         precision = cfg.trainer.precision
     assert precision == ("bf16-mixed" if cpu_has_native_bf16() else "32-true")
     assert f"trainer precision {precision}" in caplog.text
+
+
+@pytest.mark.parametrize("forced", ["32-true", "bf16-mixed"])
+def test_the_environment_variable_forces_the_cpu_precision_whatever_the_cpu(forced, monkeypatch, caplog, fresh_cpu_precision):
+    monkeypatch.setenv(PRECISION_VARIABLE, forced)
+    with caplog.at_level(logging.INFO, logger="tmaps.training.precision"):
+        with initialize_config_module(config_module="tmaps.conf", version_base="1.3"):
+            cfg = compose(config_name="train", overrides=["trainer=cpu", "paths.output_dir=."])
+        assert cfg.trainer.precision == forced
+    assert f"trainer precision {forced}: forced by {PRECISION_VARIABLE}" in caplog.text
+
+
+@pytest.mark.parametrize("value", ["bf16", "16-mixed", "32 "])
+def test_an_invalid_forced_precision_is_one_line_naming_the_variable_and_the_choices(value, monkeypatch, fresh_cpu_precision):
+    monkeypatch.setenv(PRECISION_VARIABLE, value)
+    with pytest.raises(ValueError) as error:
+        fresh_cpu_precision()
+    assert str(error.value) == f"{PRECISION_VARIABLE}={value!r} is not a CPU precision: set it to one of 32-true, bf16-mixed, or unset it"
 
 
 def test_an_explicit_precision_overrides_the_detection():

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from torch import Tensor, nn
 from torchaudio.models.conformer import ConformerLayer
 
-from tmaps.models.wav2letter import ConvBlock, valid_frames
+from tmaps.models.wav2letter import ConvBlock, valid_frames, zero_padding
 
 
 class MaskedConformerLayer(ConformerLayer):
@@ -137,7 +137,7 @@ class ConformerCTC(nn.Module):
     def forward(self, features: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
         # Padded frames are zero before every layer that mixes frames, so that each utterance's
         # output is what it would be alone: the padding of its batch never leaks in.
-        x = features
+        x = zero_padding(features, lengths)
         for name in self.frontend_names:
             block = getattr(self, name)
             x = block(x, lengths)  # zero at padded frames

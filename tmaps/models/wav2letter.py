@@ -6,6 +6,9 @@ from collections.abc import Sequence
 
 import torch
 from torch import Tensor, nn
+from torch.nn.modules.batchnorm import _BatchNorm
+
+from tmaps.models.masked_batchnorm import masked_batch_norm
 
 # The architecture of Collobert et al. (2016) as used by Kunze et al. (2017) and torchaudio:
 # 10 convolutions plus the output layer, 11 layers in all.
@@ -17,12 +20,14 @@ PAPER_STRIDES = (2,) + (1,) * 9
 class ConvBlock(nn.Module):
     """``Conv1d`` -> optional norm -> ReLU -> optional dropout, blind to padded frames.
 
-    Padding never reaches a valid frame: the input's padded frames are zeroed before the
-    convolution (the masked convolution of NeMo's Jasper/QuartzNet encoders), and the norm
-    sees the valid output frames only, so BatchNorm's batch statistics (and the running
+    Padding never reaches a valid frame: the input's padded frames must be 0 (the masked
+    convolution of NeMo's Jasper/QuartzNet encoders), as a ``ConvBlock``'s output is and the
+    models make their input features once (:func:`zero_padding`), and the norm sees the valid
+    output frames only, so BatchNorm's batch statistics (and the running
     statistics it updates, with ``nn.BatchNorm1d``'s momentum and unbiased variance) are those
-    of the speech, not of the batch's padding. Padded output frames are 0. An utterance thus
-    gives the same output alone and inside any padded batch.
+    of the speech, not of the batch's padding (``masked_batch_norm``; pooled over processes for a
+    ``SyncBatchNorm`` under DDP). Padded output frames are 0. An utterance thus gives the same
+    output alone and inside any padded batch.
 
     Args:
         in_channels: input channels.
@@ -61,25 +66,18 @@ class ConvBlock(nn.Module):
         self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
 
     def forward(self, x: Tensor, lengths: Tensor) -> Tensor:
-        x = self.conv(x.masked_fill(~valid_frames(lengths, x.shape[-1])[:, None], 0.0))
-        valid = valid_frames(self.output_length(lengths), x.shape[-1])
-        if _uses_batch_statistics(self.norm):
-            # The stock BatchNorm (or the SyncBatchNorm that DDP swaps in) on the valid frames
-            # as (frames, channels): statistics and running averages of the speech alone.
-            frames = self.norm(x.transpose(1, 2)[valid])
-            x = frames.new_zeros(valid.shape + frames.shape[-1:]).index_put_((valid,), frames).transpose(1, 2)
-        else:
-            # Per-frame norms (LayerNorm, BatchNorm on its running statistics) never mix frames:
-            # no packing, which costs time.
-            x = self.norm(x)
-        return self.dropout(self.act(x)).masked_fill(~valid[:, None], 0.0)
+        padded = bool((lengths < x.shape[-1]).any())  # else (one utterance, equal lengths) there is nothing to mask
+        x = self.conv(x)
+        valid = valid_frames(self.output_length(lengths), x.shape[-1]) if padded else None
+        if isinstance(self.norm, _BatchNorm):
+            # Zero at padded frames, where ReLU and dropout keep it 0.
+            return self.dropout(self.act(masked_batch_norm(self.norm, x, valid)))
+        # LayerNorm never mixes frames.
+        x = self.dropout(self.act(self.norm(x)))
+        return x if valid is None else x.masked_fill(~valid[:, None], 0.0)
 
     def output_length(self, length: Tensor) -> Tensor:
         return _conv_output_length(self.conv, length)
-
-
-def _uses_batch_statistics(norm: nn.Module) -> bool:
-    return isinstance(norm, nn.modules.batchnorm._BatchNorm) and (norm.training or not norm.track_running_stats)
 
 
 class _ChannelLayerNorm(nn.LayerNorm):
@@ -87,6 +85,11 @@ class _ChannelLayerNorm(nn.LayerNorm):
 
     def forward(self, x: Tensor) -> Tensor:
         return super().forward(x.transpose(1, 2)).transpose(1, 2)
+
+
+def zero_padding(x: Tensor, lengths: Tensor) -> Tensor:
+    """``x (batch, channels, time)`` with the frames past each utterance's ``lengths (batch,)`` set to 0."""
+    return x.masked_fill(~valid_frames(lengths, x.shape[-1])[:, None], 0.0) if bool((lengths < x.shape[-1]).any()) else x
 
 
 def valid_frames(lengths: Tensor, n_frames: int) -> Tensor:
@@ -166,7 +169,7 @@ class Wav2Letter(nn.Module):
         return lengths
 
     def forward(self, features: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
-        x = features
+        x = zero_padding(features, lengths)
         for name in self.hidden_names:
             block = getattr(self, name)
             x = block(x, lengths)
