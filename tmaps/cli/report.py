@@ -1,28 +1,28 @@
-"""``tmaps-report <run dir>``: the run's metric curves, maps, tables and config in one offline ``report.html``."""
+"""``tmaps-report RUN [RUN ...]`` or ``tmaps-report <study folder>``: one offline page of runs side by side (:mod:`tmaps.commands.report`)."""
 
 from __future__ import annotations
 
 import sys
 
 import hydra
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
-from tmaps.commands.report import write_report
+from tmaps.commands.report import bare_runs_argv, write_report
 
 
 @hydra.main(version_base="1.3", config_path="pkg://tmaps.conf", config_name="report")
 def main(cfg: DictConfig) -> None:
+    runs = OmegaConf.to_container(cfg.runs) if OmegaConf.is_list(cfg.runs) else [cfg.runs]
     try:
-        path = write_report(cfg.run_dir, cfg.output)
+        path = write_report(runs, cfg.output, cfg.max_frames)
     except (FileNotFoundError, ValueError) as error:
         sys.exit(f"tmaps-report: {error}")
     print(f"report: {path}")
 
 
 def run() -> None:
-    """The console script: a first argument without ``=`` is the run folder."""
-    if len(sys.argv) > 1 and "=" not in sys.argv[1] and not sys.argv[1].startswith("-"):
-        sys.argv[1] = f"run_dir={sys.argv[1]}"
+    """The console script: the leading arguments without ``=`` are run folders (Hydra would reject them)."""
+    sys.argv[1:] = bare_runs_argv(sys.argv[1:])
     main()
 
 
