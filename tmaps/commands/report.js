@@ -56,7 +56,7 @@
     var error = span / count / step;
     step *= error >= 7.5 ? 10 : error >= 3.5 ? 5 : error >= 1.5 ? 2 : 1;
     var ticks = [];
-    for (var value = Math.ceil(low / step) * step; value <= high + step * 1e-9; value += step) ticks.push(value);
+    for (var value = Math.ceil(low / step) * step; value <= high + step * 1e-9; value += step) ticks.push(Math.abs(value) < step * 1e-6 ? 0 : value);
     return ticks;
   }
 

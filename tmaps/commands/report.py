@@ -171,13 +171,13 @@ def read_metrics(path: Path) -> pd.DataFrame:
 
 
 def flat_config(config: object, prefix: str = "") -> dict[str, str]:
-    """Every leaf of a nested config as ``{"a.b.c": "<value as YAML>"}``."""
+    """Every leaf of a nested config as ``{"a.b.c": "<value>"}``: strings as they are, other values as JSON."""
     if isinstance(config, Mapping):
         flat = {}
         for key, value in config.items():
             flat |= flat_config(value, f"{prefix}{key}.")
         return flat if flat or not prefix else {prefix[:-1]: "{}"}
-    return {prefix[:-1]: json.dumps(config, default=str)}
+    return {prefix[:-1]: config if isinstance(config, str) else json.dumps(config, default=str)}
 
 
 def bootstrap_rate(edits: np.ndarray, lengths: np.ndarray) -> tuple[float, float]:
@@ -328,6 +328,12 @@ def seed_groups(runs: Sequence[Run]) -> list[list[int]]:
     return list(groups.values())
 
 
+def series_label(members: Sequence[Run], keys: Sequence[str]) -> str:
+    """A run's name, or a seed group's settings that set it apart (``topo.weight=0.0 (3 seeds)``)."""
+    settings = ", ".join(f"{key}={members[0].config.get(key, '–')}" for key in keys if key != "seed")
+    return members[0].name if len(members) == 1 else f"{settings or members[0].name} ({len(members)} seeds)"
+
+
 def read_claims(path: Path) -> list[dict]:
     try:
         claims = json.loads(path.read_text(encoding="utf-8"))
@@ -439,7 +445,7 @@ def phoneme_map_frames(run: Run, layer: str) -> tuple[list[int], list, list[str]
     Returns ``(steps, rendered maps, labels, panel order, value label)``; None when the run has no
     profiles, no checkpoint with the layer's grid, or draws its maps on another layout than the grid.
     """
-    if run.config.get("callbacks.activation_profiles.layout", '"grid"') != '"grid"':
+    if run.config.get("callbacks.activation_profiles.layout", "grid") != "grid":
         return None
     files = sorted(
         (int(match.group(2)), path) for path in (run.path / "profiles").glob("*.npz") if (match := _PROFILES.search(path.name)) and match.group(1) == "nap"
@@ -457,14 +463,15 @@ def phoneme_map_frames(run: Run, layer: str) -> tuple[list[int], list, list[str]
     if not steps:
         return None
     groups = list(profiles.groups)
-    language = json.loads(run.config.get("data.language", '"en"'))
-    try:
-        labels, order = [ipa(group, language) for group in groups], phonetic_order(groups, language)
-        labels = [label if labels.count(label) == 1 else f"{label} ({group})" for label, group in zip(labels, groups)]
-    except ValueError as error:
-        log.warning("phoneme maps of %s keep espeak's codes: %s", run.path, error)
-        labels, order = groups, list(range(len(groups)))
-    return steps, rendered, labels, order, f"NAP ({profiles.info.get('kind', 'nap')})"
+    labels, order = groups, list(range(len(groups)))
+    if profiles.info.get("grouping") == "phoneme":
+        language = run.config.get("data.language", "en")
+        try:
+            sounds, order = [ipa(group, language) for group in groups], phonetic_order(groups, language)
+            labels = [sound if sounds.count(sound) == 1 else f"{sound} ({group})" for sound, group in zip(sounds, groups)]
+        except ValueError as error:
+            log.warning("phoneme maps of %s keep espeak's codes: %s", run.path, error)
+    return steps, rendered, labels, order, f"{profiles.info.get('kind', 'NAP')} by {profiles.info.get('grouping', 'group')}"
 
 
 def map_rows(runs: Sequence[Run], images: Images, max_frames: int) -> tuple[list[MapRow], list[int]]:
@@ -510,7 +517,7 @@ def map_rows(runs: Sequence[Run], images: Images, max_frames: int) -> tuple[list
             note = (
                 f"NAPs by phoneme on the layer's learned grid, IPA labels ordered by class (vowels, diphthongs, plosives, affricates, "
                 f"fricatives, nasals, approximants, other); one colour scale for every map of this layer on this page: ±{limit:.3g}, "
-                f"the {COLOUR_PERCENTILE}th percentile of |NAP| (values beyond it saturate)."
+                f"the {COLOUR_PERCENTILE}th percentile of the maps' |NAP| (values beyond it saturate)."
             )
         else:
             note = "As logged during training: each run's own colour scale." if len(panels) > 1 else ""
@@ -673,14 +680,14 @@ def write_report(
     runs = [Run.read(path, name) for path, name in zip(paths, run_names(paths))]
     single = len(runs) == 1 and study is None
     groups = seed_groups(runs) if not single else [[0]]
-    labels = [runs[group[0]].name if len(group) == 1 else f"{runs[group[0]].name} ({len(group)} seeds)" for group in groups]
+    keys = differing_keys(runs)
+    labels = [series_label([runs[index] for index in group], keys) for group in groups]
     images = Images()
     rows, slider = map_rows(runs, images, max_frames)
     topo_charts, other_charts = curve_data(runs, groups, labels)
 
     sections: list[tuple[str, str, str]] = []
     if not single:
-        keys = differing_keys(runs)
         note = f"<p class='note'>{len(runs)} runs; config keys that differ: {len(keys)}. Numbers of a seed group: mean [95% t-CI over seeds].</p>"
         sections.append(("runs", "Runs", note + runs_table_html(runs, groups, keys)))
         if study is not None and (study / CLAIMS_FILE).is_file():
