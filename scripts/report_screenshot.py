@@ -2,9 +2,11 @@
 
     python scripts/report_screenshot.py <run dir>/report.html docs/figures/report_page.png
     python scripts/report_screenshot.py <run dir>/report.html docs/figures/report_page_maps.png --section profiles/map/conv3
+    python scripts/report_screenshot.py <study>/report.html docs/figures/report_comparison.png --section topography
 
 Needs Debian's ``chromium`` and ``chromium-driver`` (as ``tests/test_report.py`` does) and selenium
-(the ``dev`` extra). ``--section`` scrolls to the element of that id (a map's key) first.
+(the ``dev`` extra). ``--section`` scrolls to the element of that id (a map's key, or a section: ``runs``,
+``phoneme-maps``, ``topography``, ``metrics``, ``maps``) first.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from pathlib import Path
 
 from selenium import webdriver
 from selenium.webdriver.common.by import By
+from selenium.webdriver.support.ui import WebDriverWait
 
 
 def main() -> None:
@@ -35,9 +38,10 @@ def main() -> None:
     browser = webdriver.Chrome(options=options, service=webdriver.ChromeService(executable_path=driver))
     try:
         browser.get(arguments.page.resolve().as_uri())
+        WebDriverWait(browser, 60).until(lambda page: page.execute_script("return document.documentElement.dataset.ready") == "true")
         if arguments.section:
             browser.execute_script("arguments[0].scrollIntoView(true);", browser.find_element(By.ID, arguments.section))
-        time.sleep(1)  # let the images of the scrolled-to part paint
+        time.sleep(0.5)  # let the scrolled-to part paint
         arguments.output.parent.mkdir(parents=True, exist_ok=True)
         browser.save_screenshot(str(arguments.output))
     finally:

@@ -33,7 +33,7 @@ from tmaps.introspect.frames import FrameMap
 from tmaps.introspect.groups import CharacterGrouping, Grouping, RecordGrouping, SegmentGrouping, resolve_grouping
 from tmaps.introspect.layout import LAYOUTS, align_orientation, compute_layout, remove_overlaps, snap_to_grid
 from tmaps.introspect.nap import NAP, GradNAP, LayerProfile, Profiles
-from tmaps.introspect.phonemes import PHONEME_CLASSES, phoneme_class
+from tmaps.introspect.phonemes import PHONEME_CLASSES, ipa, phoneme_class, phonetic_order
 from tmaps.introspect.quality import continuity, distance_correlation, layout_quality, map_smoothness, trustworthiness
 from tmaps.introspect.render import MapStyle, plot_layers, plot_maps, render_map, save_figure, save_gif
 from tmaps.introspect.weights import LayerChange, WeightMismatchError, change_table, layer_weights, weight_change
@@ -80,6 +80,8 @@ __all__ = [
     "map_smoothness",
     "morans_i",
     "phoneme_class",
+    "phonetic_order",
+    "ipa",
     "profile_matrix",
     "plot_adjusted_rand",
     "plot_dendrogram",

@@ -1,4 +1,4 @@
-"""Broad phoneme classes of espeak-ng's ASCII phoneme mnemonics (English and German).
+"""Broad phoneme classes and IPA of espeak-ng's ASCII phoneme mnemonics (English and German).
 
 espeak-ng names phonemes with Kirshenbaum-like ASCII symbols: ``@`` (schwa), ``a#``, ``I2``
 (variants of ``a`` and ``I``), ``3:`` (long), ``aI`` (diphthong), ``tS`` (affricate), ``D``,
@@ -18,7 +18,8 @@ follows from its characters by rule, with a small table for the consonants:
   exceptions are English ``A@``, ``O@`` and ``o@``, which espeak-ng realizes as the long
   monophthongs ɑː and ɔː (car, door, for): vowels.
 
-A symbol that none of these rules covers raises ``ValueError`` naming it.
+A symbol that none of these rules covers raises ``ValueError`` naming it. :func:`ipa` gives a
+mnemonic's IPA as espeak-ng writes it, and :func:`phonetic_order` orders map panels by class.
 """
 
 from __future__ import annotations
@@ -62,3 +63,42 @@ def phoneme_class(symbol: str) -> str:
     if vowel_part and set(vowel_part) <= _VOWEL_LETTERS:
         return "diphthong" if len(set(vowel_part)) > 1 or vowel_part != base else "vowel"
     raise ValueError(f"unknown espeak phoneme symbol {symbol!r}: not a pause, consonant or vowel by the rules of tmaps.introspect.phonemes")
+
+
+# IPA of espeak-ng's mnemonics as espeak-ng itself writes them (``espeak_TextToPhonemes`` in
+# IPA mode, English and German voices; tests/test_phonemes.py checks this table against it).
+_IPA = {
+    "0": "ɒ", "3:": "ɜː", "@": "ə", "@-": "ə", "@L": "əl", "A": "ɑ", "A:": "ɑː", "A@": "ɑː", "A~": "ɑ̃",
+    "C": "ç", "D": "ð", "E": "ɛ", "E2": "ɛ", "E:": "ɛː", "EI": "ɛɪ", "I": "ɪ", "I2": "ɪ", "N": "ŋ",
+    "O": "ɔ", "O:": "ɔː", "O@": "ɔː", "OI": "ɔɪ", "OY": "ɔø", "O~": "ɔ̃", "R": "r", "S": "ʃ", "T": "θ",
+    "U": "ʊ", "U@": "ʊə", "UR": "ʊɐ", "V": "ʌ", "W": "œ", "Y:": "øː", "Z": "ʒ", "a": "a", "a#": "ɐ",
+    "aa": "a", "aI": "aɪ", "aI@": "aɪə", "aU": "aʊ", "b": "b", "d": "d", "dZ": "dʒ", "e": "e", "e:": "eː",
+    "e@": "eə", "eI": "eɪ", "f": "f", "g": "ɡ", "h": "h", "i": "i", "i:": "iː", "i@": "iə", "i@3": "iə",
+    "j": "j", "k": "k", "l": "l", "m": "m", "n": "n", "n-": "n̩", "o": "o", "o:": "oː", "o@": "ɔː",
+    "oU": "əʊ", "p": "p", "pF": "pf", "r-": "ɹ", "s": "s", "t": "t", "tS": "tʃ", "ts": "ts", "u:": "uː",
+    "v": "v", "w": "w", "x": "x", "y": "ʏ", "y:": "yː", "z": "z", ";": "ʲ",
+}  # fmt: skip
+# Where the two languages' tables give one mnemonic different sounds.
+_IPA_BY_LANGUAGE = {"en": {"3": "ə", "r": "ɹ"}, "de": {"3": "ɜ", "r": "ɾ"}}
+
+
+def ipa(symbol: str, language: str = "en") -> str:
+    """The IPA of an espeak-ng phoneme mnemonic (stress marks ignored) as espeak-ng's ``language`` voice writes it.
+
+    Examples:
+        >>> [ipa(s) for s in ["D", "'aI", "tS", "3", "r"]], ipa("r", "de")
+        (['ð', 'aɪ', 'tʃ', 'ə', 'ɹ'], 'ɾ')
+
+    Raises:
+        ValueError: the symbol is not in the table (it is named).
+    """
+    bare = symbol.lstrip(_STRESS_MARKS)
+    found = _IPA_BY_LANGUAGE.get(language, {}).get(bare) or _IPA.get(bare)
+    if found is None:
+        raise ValueError(f"no IPA for the espeak phoneme symbol {symbol!r} ({language}) in tmaps.introspect.phonemes")
+    return found
+
+
+def phonetic_order(symbols: list[str], language: str = "en") -> list[int]:
+    """Indices of ``symbols`` ordered by phonetic class (the order of ``PHONEME_CLASSES``), then by IPA."""
+    return sorted(range(len(symbols)), key=lambda index: (PHONEME_CLASSES.index(phoneme_class(symbols[index])), ipa(symbols[index], language)))

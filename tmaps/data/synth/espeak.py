@@ -58,6 +58,7 @@ PITCH_RANGE = (0, 100)
 # Phoneme mnemonics carry the stress of their syllable ("'aU", ",I"); labels keep the phoneme only.
 _STRESS_MARKS = str.maketrans("", "", "',")
 _PHONEME_SEPARATOR = ord("|")
+_PHONEMES_IPA = 2  # espeak_TextToPhonemes: IPA (UTF-8) instead of the ASCII mnemonics
 # Pauses ("_", "_:"), language switches ("_^_", "(en)") and word ends ("||") end the phoneme
 # before them but are not phonemes themselves.
 _NON_PHONEME_PREFIXES = ("_", "(", "||")
@@ -194,14 +195,18 @@ class _Library:
         samples = np.concatenate(self.chunks) if self.chunks else np.zeros(0, dtype=np.int16)
         return samples, self.marks
 
-    def phoneme_count(self, word: str) -> int:
-        """Number of phonemes of ``word`` spoken alone by the current voice."""
+    def transcription(self, word: str, ipa: bool = False) -> list[str]:
+        """The phoneme labels of ``word`` spoken alone by the current voice: mnemonics, or IPA, with their stress marks."""
         text = ctypes.c_char_p(word.encode("utf-8"))
         labels = []
         while text.value:
-            phonemes = self.native.espeak_TextToPhonemes(ctypes.byref(text), _CHARS_UTF8, _PHONEME_SEPARATOR << 8)
+            phonemes = self.native.espeak_TextToPhonemes(ctypes.byref(text), _CHARS_UTF8, _PHONEME_SEPARATOR << 8 | (_PHONEMES_IPA if ipa else 0))
             labels += phonemes.decode("utf-8", "replace").split(chr(_PHONEME_SEPARATOR))
-        return sum(_phoneme_label(label) is not None for label in labels)
+        return labels
+
+    def phoneme_count(self, word: str) -> int:
+        """Number of phonemes of ``word`` spoken alone by the current voice."""
+        return sum(_phoneme_label(label) is not None for label in self.transcription(word))
 
 
 _LOCK = threading.Lock()
@@ -284,6 +289,18 @@ class Espeak:
     def __init__(self) -> None:
         with _LOCK:
             self.version = _shared_library().version
+
+    def transcribe(self, word: str, voice: str, ipa: bool = False) -> list[str]:
+        """The phonemes espeak-ng speaks for ``word`` in ``voice``: its mnemonics, or their IPA (``ipa=True``), pauses included.
+
+        Raises:
+            ValueError: unknown voice.
+        """
+        with _LOCK:
+            library = _shared_library()
+            if library.native.espeak_SetVoiceByName(voice.encode()) != 0:
+                raise ValueError(f"espeak-ng has no voice {voice!r}")
+            return library.transcription(word, ipa)
 
     def synthesize(
         self, text: str, voice: str, rate_wpm: int = 175, pitch: int = 50, seed: int = 0
