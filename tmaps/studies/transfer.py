@@ -37,11 +37,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from omegaconf import OmegaConf, open_dict
-from scipy import stats
 
 from tmaps.checkpoint import describe_differences, load_checkpoint
 from tmaps.data import checkpoint_datamodule
 from tmaps.models import model_config
+from tmaps.studies import claims, stats
 from tmaps.studies.runs import (
     RecordStore,
     SettingsChanged,
@@ -353,74 +353,51 @@ def _model(path: Path) -> tuple:
 
 # --- the report --------------------------------------------------------------------------------
 
-
-def crossing(curve: Sequence[Mapping], target: float) -> dict | None:
-    """Where a run's test CER first reaches ``target``: step and training seconds, linearly interpolated between the two evaluations around it.
-
-    ``None`` if it never does. The first evaluation counts as reached at its own step (there is no earlier one to interpolate from).
-    """
-    points = [point for point in curve if point.get("test_cer") is not None]
-    for previous, point in zip([None, *points], points):
-        if point["test_cer"] <= target:
-            if previous is None:
-                return {"step": float(point["step"]), "train_seconds": point["train_seconds"]}
-            share = (previous["test_cer"] - target) / (previous["test_cer"] - point["test_cer"])
-            seconds = None
-            if point["train_seconds"] is not None and previous["train_seconds"] is not None:
-                seconds = previous["train_seconds"] + share * (point["train_seconds"] - previous["train_seconds"])
-            return {"step": previous["step"] + share * (point["step"] - previous["step"]), "train_seconds": seconds}
-    return None
-
-
-def mean_ci(values: Sequence[float]) -> tuple[float | None, list[float] | None]:
-    """Mean and the 95% t interval over seeds (``None`` for the interval below two values)."""
-    values = np.asarray(values, dtype=float)
-    if len(values) == 0:
-        return None, None
-    mean = float(values.mean())
-    if len(values) < 2:
-        return mean, None
-    low, high = stats.t.interval(0.95, len(values) - 1, loc=mean, scale=stats.sem(values)) if values.std() > 0 else (mean, mean)
-    return mean, [float(low), float(high)]
-
-
-def paired_permutation_p(differences: Sequence[float]) -> tuple[float | None, float | None]:
-    """Exact two-sided sign-flip p of paired ``differences`` (mean 0 under the null), and the smallest p the design can reach."""
-    differences = np.asarray(differences, dtype=float)
-    if len(differences) < 2:
-        return None, None
-    result = stats.permutation_test((differences,), np.mean, permutation_type="samples", alternative="two-sided", n_resamples=np.inf)
-    return float(result.pvalue), float(2 / 2 ** len(differences))
+# What the criteria of tmaps.studies.claims fix: the share of the German data the data claim tests and
+# the condition whose weight changes the layer claim reads; steps are counted to scratch's converged test CER (+0%).
+LESS_DATA_FRACTION = 0.1
+EVERY_LAYER_CONDITION = "finetune_all"
+CLAIM_TARGET = 0.0
 
 
 def run_table(records: Sequence[Mapping], targets: Sequence[float]) -> pd.DataFrame:
     """One row per German run: its best-dev results and, per target, the step and training seconds at which its test CER reaches it.
 
-    The targets of a run are its seed's scratch run's converged test CER (at the same fraction)
-    times ``1 + target``; a run whose scratch seed has no record gets none.
+    The targets at a fraction are scratch's converged test CER there (the mean over seeds of its test CER at the best-dev
+    checkpoint, as the criterion of ``transfer_fewer_steps`` defines it) times ``1 + target``; a fraction without a scratch
+    record has none. The step is interpolated between the test evaluations of the kept checkpoints
+    (:func:`tmaps.studies.stats.steps_to_target`), the training seconds at the same point of the curve; NaN where the run
+    never reaches the target.
     """
     german = [record for record in records if record["condition"] != SOURCE]
-    scratch = {(r["fraction"], r["seed"]): r["test"]["test"]["cer"] for r in german if r["condition"] == SCRATCH}
+    scratch_cer: dict[float, list[float]] = {}
+    for record in german:
+        if record["condition"] == SCRATCH:
+            scratch_cer.setdefault(record["fraction"], []).append(record["test"]["test"]["cer"])
     rows = []
     for record in german:
         best = next(point for point in record["curve"] if point["step"] == record["best_step"])
+        evaluated = [point for point in record["curve"] if point.get("test_cer") is not None]
+        steps = [point["step"] for point in evaluated]
+        seconds = [math.nan if point["train_seconds"] is None else point["train_seconds"] for point in evaluated]
         row = {
             "condition": record["condition"],
             "fraction": record["fraction"],
             "seed": record["seed"],
             "run_id": record["run_id"],
             "best_step": record["best_step"],
+            "last_evaluated_step": steps[-1],
             "stopped_early": record["stopped_early"],
             "dev_cer": best["dev_cer"],
             "test_cer": record["test"]["test"]["cer"],
             "test_unseen_cer": record["test"].get("test_unseen", {}).get("cer", math.nan),
             "train_seconds": best["train_seconds"],
         }
-        reference = scratch.get((record["fraction"], record["seed"]))
+        converged = np.mean(scratch_cer[record["fraction"]]) if record["fraction"] in scratch_cer else None
         for target in targets:
-            reached = crossing(record["curve"], reference * (1 + target)) if reference is not None else None
-            row[f"steps_to_{target:g}"] = reached["step"] if reached else math.nan
-            row[f"seconds_to_{target:g}"] = reached["train_seconds"] if reached and reached["train_seconds"] is not None else math.nan
+            reached = None if converged is None else stats.steps_to_target(steps, [point["test_cer"] for point in evaluated], converged * (1 + target))
+            row[f"steps_to_{target:g}"] = reached.step if reached else math.nan
+            row[f"seconds_to_{target:g}"] = float(np.interp(reached.step, steps, seconds)) if reached else math.nan
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -431,141 +408,139 @@ def best_condition(table: pd.DataFrame, fraction: float) -> str | None:
     return None if transfer.empty else str(transfer.groupby("condition")["dev_cer"].mean().idxmin())
 
 
-def _claim(settings: Mapping, estimate, ci95, n_seeds: int, holds: bool | None, records: Sequence[str], p=None, **details) -> dict:
-    """A claim entry in the fields of docs/results/claims.json; within noise (the interval not wholly on the claimed side) is ``fails``."""
-    status = "not measured" if holds is None else "holds" if holds else "fails"
+def paired_runs(table: pd.DataFrame, condition: str, fraction: float) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The rows of ``condition`` at ``fraction`` and of scratch on 100%, over the seeds both have, indexed by seed in the same order."""
+    own = table[(table["condition"] == condition) & (table["fraction"] == fraction)].set_index("seed")
+    scratch = table[(table["condition"] == SCRATCH) & (table["fraction"] == 1.0)].set_index("seed")
+    seeds = sorted(set(own.index) & set(scratch.index))
+    return own.loc[seeds], scratch.loc[seeds]
+
+
+def steps_claim(table: pd.DataFrame, paths: Mapping[str, str]) -> tuple[claims.Measurement | None, dict]:
+    """``transfer_fewer_steps``: per seed, the best recipe's steps on 100% to scratch's converged test CER over scratch's steps to it.
+
+    A run that never reaches the target counts with its last evaluated step. For scratch that bounds the ratio from
+    above, so the claim is judged on a ratio no lower than the true one; for the recipe it bounds it from below, so
+    such a seed stops the claim from holding. The details add the ratio at every target and each transfer
+    condition's ratio of training seconds.
+    """
+    condition = best_condition(table, 1.0)
+    if condition is None:
+        return None, {"condition": None}
+    steps, seconds = f"steps_to_{CLAIM_TARGET:g}", f"seconds_to_{CLAIM_TARGET:g}"
+    own, scratch = paired_runs(table, condition, 1.0)
+    targets = [column.removeprefix("steps_to_") for column in table.columns if column.startswith("steps_to_")]
+    seconds_ratios = {}
+    for name in table.loc[table["condition"] != SCRATCH, "condition"].unique():
+        runs, baseline = paired_runs(table, name, 1.0)
+        seconds_ratios[str(name)] = per_seed(runs[seconds] / baseline[seconds])
+    details = {
+        "condition": condition,
+        "seeds": [int(seed) for seed in own.index],
+        "never_reached": {"recipe": _seeds_where(own[steps].isna()), "scratch": _seeds_where(scratch[steps].isna())},
+        "steps_ratio_by_target": {target: per_seed(own[f"steps_to_{target}"] / scratch[f"steps_to_{target}"]) for target in targets},
+        "train_seconds_ratio_by_condition": seconds_ratios,
+    }
+    if len(own) < 2:
+        return None, details
+    ratios = own[steps].fillna(own["last_evaluated_step"]) / scratch[steps].fillna(scratch["last_evaluated_step"])
+    interval = stats.seed_ci(ratios.to_numpy())
+    records = [paths[run_id] for run_id in (*own["run_id"], *scratch["run_id"])]
+    reached = bool(own[steps].notna().all())
+    return claims.Measurement(interval.estimate, (interval.low, interval.high), len(ratios), records, conditions_met=reached), details
+
+
+def data_claim(table: pd.DataFrame, utterances: Mapping[str, Sequence[Mapping]], paths: Mapping[str, str]) -> tuple[claims.Measurement | None, dict]:
+    """``transfer_less_data``: test CER of the best recipe on :data:`LESS_DATA_FRACTION` of the German data minus scratch's on 100%,
+    paired by seed and test utterance (:func:`tmaps.studies.stats.hierarchical_ci`); the details give it at every fraction below 100%."""
+    measurement, by_fraction = None, {}
+    for fraction in sorted(set(table["fraction"]) - {1.0}, reverse=True):
+        condition = best_condition(table, fraction)
+        if condition is None:
+            continue
+        own, scratch = paired_runs(table, condition, fraction)
+        if own.empty:
+            continue
+        difference = stats.hierarchical_ci([utterances[run_id] for run_id in own["run_id"]], [utterances[run_id] for run_id in scratch["run_id"]])
+        by_fraction[fraction_label(fraction)] = {
+            "condition": condition,
+            "seeds": [int(seed) for seed in own.index],
+            "per_seed": (own["test_cer"] - scratch["test_cer"]).tolist(),
+            "mean": difference.estimate,
+            "ci95": difference.as_list(),
+        }
+        if fraction == LESS_DATA_FRACTION:
+            records = [paths[run_id] for run_id in (*own["run_id"], *scratch["run_id"])]
+            measurement = claims.Measurement(difference.estimate, (difference.low, difference.high), len(own), records)
+    return measurement, {"by_fraction": by_fraction}
+
+
+def layers_claim(records: Sequence[Mapping], paths: Mapping[str, str]) -> tuple[claims.Measurement | None, dict]:
+    """``transfer_inner_layers_least``: per seed of :data:`EVERY_LAYER_CONDITION` on 100%, the mean relative weight change of the
+    middle third of the conv layers minus that of the first conv layer, the last conv layer and the head (the last layer).
+
+    Raises:
+        ValueError: the runs' weight changes name different layers (the run is named).
+    """
+    runs = sorted(
+        (record for record in records if record["condition"] == EVERY_LAYER_CONDITION and record["fraction"] == 1.0 and record.get("weight_change")),
+        key=lambda record: record["seed"],
+    )
+    if not runs:
+        return None, {"condition": EVERY_LAYER_CONDITION}
+    layers = list(runs[0]["weight_change"])
+    for run in runs:
+        if (found := list(run["weight_change"])) != layers:
+            raise ValueError(f"transfer study: run {run['run_id']} has the weight changes of layers {found}, run {runs[0]['run_id']} of {layers}")
+    matrix = np.array([[run["weight_change"][layer] for layer in layers] for run in runs])
+    conv = np.arange(len(layers) - 1)
+    middle, edges = np.array_split(conv, 3)[1], [conv[0], conv[-1], len(layers) - 1]
+    contrast = matrix[:, middle].mean(axis=1) - matrix[:, edges].mean(axis=1)
+    details = {
+        "condition": EVERY_LAYER_CONDITION,
+        "middle": [layers[index] for index in middle],
+        "edges": [layers[index] for index in edges],
+        "contrast": per_seed(contrast),
+        "layer_change": {layer: per_seed(matrix[:, index]) for index, layer in enumerate(layers)},
+        "least_changed_layer_per_seed": [layers[int(index)] for index in matrix.argmin(axis=1)],
+    }
+    if len(runs) < 2:
+        return None, details
+    interval = stats.seed_ci(contrast)
+    return claims.Measurement(interval.estimate, (interval.low, interval.high), len(runs), [paths[run["run_id"]] for run in runs]), details
+
+
+def per_seed(values: Sequence[float]) -> dict:
+    """Per-seed values (``None`` where a run never reached its target); where every seed has one, their mean and, from two seeds on,
+    its 95% CI over seeds (:func:`tmaps.studies.stats.seed_ci`)."""
+    values = np.asarray(values, dtype=float)
+    complete = len(values) > 0 and not np.isnan(values).any()
+    interval = stats.seed_ci(values) if complete and len(values) > 1 else None
     return {
-        "paper": settings["paper"],
-        "criterion": settings["criterion"],
-        "status": status,
-        "estimate": estimate,
-        "ci95": ci95,
-        "n_seeds": n_seeds,
-        "p": p,
-        "records": list(records),
-        "details": details,
+        "per_seed": [None if math.isnan(value) else float(value) for value in values],
+        "mean": float(values.mean()) if complete else None,
+        "ci95": interval.as_list() if interval else None,
     }
 
 
-def claim_estimates(table: pd.DataFrame, records: Sequence[Mapping], study: Mapping) -> dict:
-    """``{claim id: entry}`` for ``transfer_fewer_steps``, ``transfer_less_data`` and ``transfer_inner_layers_least`` (see ``_claim``)."""
-    claims, paths = study["claims"], {record["run_id"]: record_path(record, study) for record in records}
-    by_run = table.set_index(["condition", "fraction", "seed"])
-    estimates = {}
-
-    # Steps: the best recipe on 100% against scratch on 100%, paired by seed, at scratch's converged test CER.
-    fewer = claims["transfer_fewer_steps"]
-    condition = best_condition(table, 1.0)
-    ratios, seconds_ratios, seeds = {}, {}, []
-    if condition is not None:
-        for target in study["targets"]:
-            column, pairs = f"steps_to_{target:g}", []
-            for seed in sorted(set(table["seed"])):
-                if (condition, 1.0, seed) in by_run.index and (SCRATCH, 1.0, seed) in by_run.index:
-                    pairs.append(by_run.loc[(condition, 1.0, seed), column] / by_run.loc[(SCRATCH, 1.0, seed), column])
-            ratios[f"{target:g}"] = pairs
-        for freezing in table.loc[table["condition"] != SCRATCH, "condition"].unique():
-            column = f"seconds_to_{study['targets'][0]:g}"
-            seconds_ratios[str(freezing)] = [
-                by_run.loc[(freezing, 1.0, seed), column] / by_run.loc[(SCRATCH, 1.0, seed), column]
-                for seed in sorted(set(table["seed"]))
-                if (freezing, 1.0, seed) in by_run.index and (SCRATCH, 1.0, seed) in by_run.index
-            ]
-        seeds = [seed for seed in sorted(set(table["seed"])) if (condition, 1.0, seed) in by_run.index and (SCRATCH, 1.0, seed) in by_run.index]
-    main = ratios.get(f"{study['targets'][0]:g}", [])
-    never = any(math.isnan(value) for value in main)
-    estimate, ci95 = (None, None) if never or not main else mean_ci(main)
-    holds = None if len(main) < 2 else False if never or ci95 is None else ci95[1] <= fewer["max_ratio"]
-    estimates["transfer_fewer_steps"] = _claim(
-        fewer, estimate, ci95, len(main), holds, [paths[run_id(c, 1.0, s)] for c in (condition, SCRATCH) for s in seeds if c],
-        condition=condition,
-        steps_ratio_by_target={target: _per_seed(values) for target, values in ratios.items()},
-        train_seconds_ratio_by_condition={name: _per_seed(values) for name, values in seconds_ratios.items()},
-    )  # fmt: skip
-
-    # Data: the best recipe on a fraction against scratch on 100%, paired by seed, test CER difference.
-    less = claims["transfer_less_data"]
-    by_fraction = {}
-    for fraction in sorted(set(table["fraction"]) - {1.0}, reverse=True):
-        condition = best_condition(table, fraction)
-        seeds = [s for s in sorted(set(table["seed"])) if condition and (condition, fraction, s) in by_run.index and (SCRATCH, 1.0, s) in by_run.index]
-        differences = [by_run.loc[(condition, fraction, s), "test_cer"] - by_run.loc[(SCRATCH, 1.0, s), "test_cer"] for s in seeds]
-        by_fraction[fraction_label(fraction)] = {"condition": condition, "seeds": seeds, "differences": _plain(differences)}
-    main = by_fraction.get(fraction_label(less["fraction"]), {"condition": None, "seeds": [], "differences": []})
-    estimate, ci95 = mean_ci(main["differences"])
-    p, p_min = paired_permutation_p(main["differences"])
-    holds = None if ci95 is None else ci95[1] <= less["margin"]
-    estimates["transfer_less_data"] = _claim(
-        less, estimate, ci95, len(main["differences"]), holds,
-        [paths[run_id(c, f, s)] for c, f in ((main["condition"], less["fraction"]), (SCRATCH, 1.0)) for s in main["seeds"]],
-        p=p, smallest_p=p_min, condition=main["condition"],
-        by_fraction={label: {**value, **_mean_and_ci(value["differences"])} for label, value in by_fraction.items()},
-    )  # fmt: skip
-
-    # Layers: relative weight change from the source per layer, with every layer free to move.
-    inner = claims["transfer_inner_layers_least"]
-    changes = [r for r in records if r["condition"] == inner["condition"] and r["fraction"] == 1.0 and r.get("weight_change")]
-    if changes:
-        layers = list(changes[0]["weight_change"])
-        matrix = np.array([[record["weight_change"][layer] for layer in layers] for record in changes])
-        regions = np.array_split(np.arange(len(layers)), 3)
-        region_means = np.stack([matrix[:, region].mean(axis=1) for region in regions], axis=1)  # (seeds, input/middle/output)
-        contrast = region_means[:, 1] - region_means[:, [0, 2]].min(axis=1)
-        estimate, ci95 = mean_ci(contrast)
-        holds = None if ci95 is None else ci95[1] < 0
-        estimates["transfer_inner_layers_least"] = _claim(
-            inner, estimate, ci95, len(changes), holds, [paths[r["run_id"]] for r in changes],
-            condition=inner["condition"],
-            regions={name: [layers[i] for i in region] for name, region in zip(("input side", "middle", "output side"), regions)},
-            region_change={name: _mean_and_ci(region_means[:, index]) for index, name in enumerate(("input side", "middle", "output side"))},
-            layer_change={layer: _mean_and_ci(matrix[:, index]) for index, layer in enumerate(layers)},
-            least_changed_layer_per_seed=[layers[int(index)] for index in matrix.argmin(axis=1)],
-        )  # fmt: skip
-    else:
-        estimates["transfer_inner_layers_least"] = _claim(inner, None, None, 0, None, [], condition=inner["condition"])
-    return estimates
-
-
-def _plain(values: Sequence[float]) -> list[float | None]:
-    return [None if math.isnan(value) else float(value) for value in values]
-
-
-def _per_seed(values: Sequence[float]) -> dict:
-    """Per-seed values (``None`` where a run never reached its target) and their mean and 95% CI where every seed has one."""
-    complete = len(values) > 0 and not any(map(math.isnan, values))
-    return {"per_seed": _plain(values), **(_mean_and_ci(values) if complete else {"mean": None, "ci95": None})}
-
-
-def _mean_and_ci(values: Sequence[float]) -> dict:
-    mean, ci95 = mean_ci(values)
-    return {"mean": mean, "ci95": ci95}
+def _seeds_where(flags: pd.Series) -> list[int]:
+    return [int(seed) for seed in flags.index[flags.to_numpy()]]
 
 
 def record_path(record: Mapping, study: Mapping) -> str:
     return relative_path(Path(study["records_dir"]) / f"{record['run_id']}.json")
 
 
-def pooled_rate_ci(utterances: Sequence[Mapping], seed: int = 0) -> list[float]:
-    """95% bootstrap interval over test utterances of a pooled CER (total edits over total characters)."""
-    edits = np.array([row["char_edits"] for row in utterances], dtype=float)
-    chars = np.array([row["chars"] for row in utterances], dtype=float)
-    result = stats.bootstrap(
-        (edits, chars), lambda e, c, axis: e.sum(axis=axis) / c.sum(axis=axis), paired=True, vectorized=True,
-        method="percentile", n_resamples=2000, random_state=seed,
-    )  # fmt: skip
-    return [float(result.confidence_interval.low), float(result.confidence_interval.high)]
-
-
-def results_markdown(table: pd.DataFrame, targets: Sequence[float]) -> str:
-    """Per fraction and condition: seeds, converged test CER (mean and 95% CI over seeds), steps and training seconds to each target."""
+def results_markdown(table: pd.DataFrame, utterances: Mapping[str, Sequence[Mapping]], targets: Sequence[float]) -> str:
+    """Per fraction and condition: seeds, converged test CER (mean over seeds, 95% CI over seeds and utterances), steps and training seconds to each target."""
     target_names = [f"scratch's CER{f' +{target:.0%}' if target else ''}" for target in targets]
     header = ["data", "condition", "seeds", "best dev step", "test CER [95% CI]", "test_unseen CER"]
     header += [f"steps to {name}" for name in target_names] + [f"train s to {name}" for name in target_names]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for (fraction, condition), runs in table.groupby(["fraction", "condition"], sort=False):
-        mean, ci95 = mean_ci(runs["test_cer"])
+        cer = stats.hierarchical_ci([utterances[run_id] for run_id in runs["run_id"]])
         cells = [f"{fraction_label(fraction)}%", condition, str(len(runs)), f"{runs['best_step'].mean():.0f}",
-                 f"{mean:.3f}" + (f" [{ci95[0]:.3f}, {ci95[1]:.3f}]" if ci95 else ""), f"{runs['test_unseen_cer'].mean():.3f}"]  # fmt: skip
+                 f"{cer.estimate:.3f} [{cer.low:.3f}, {cer.high:.3f}]", f"{runs['test_unseen_cer'].mean():.3f}"]  # fmt: skip
         for kind in ("steps", "seconds"):
             for target in targets:
                 values = runs[f"{kind}_to_{target:g}"]
@@ -606,20 +581,23 @@ def plot(records: Sequence[Mapping], path: Path) -> None:
     plt.close(figure)
 
 
-def report(study: Mapping) -> dict:
-    """Tables, figure and claim estimates of the study from its committed records alone (no checkpoint, no training).
+def report(study: Mapping, claims_dir: str | Path = claims.RESULTS_DIR, readme: str | Path = claims.README) -> dict:
+    """Tables, figure and the study's three claims (in ``claims_dir`` and ``readme``) from its committed records alone (no checkpoint, no training).
 
-    Writes into ``results_dir``: ``transfer_runs.csv`` (one row per run), ``transfer_results.md``,
-    ``transfer_test_cer.png`` and ``transfer_claims.json`` (the returned dict).
+    Writes into ``results_dir``: ``transfer_runs.csv`` (one row per run), ``transfer_results.md``, ``transfer_test_cer.png`` and
+    ``transfer_claim_details.json`` (the source's test CER and, per claim, what its entry in the claims file does not show:
+    the recipe chosen on dev, per-seed values, every target, fraction and layer). :func:`tmaps.studies.claims.update_claims`
+    judges the claims and rewrites the claims files.
 
     Returns:
-        ``{"source": {...} | None, "claims": {claim id: entry}}`` (entries as :func:`claim_estimates` makes them).
+        ``{"source": {...} | None, "claims": {claim id: its entry in the claims file}, "details": {claim id: details}}``.
 
     Raises:
         ValueError: the study has no German record yet.
     """
     records = RecordStore(study["records_dir"]).records()
-    table = run_table(records, study["targets"])
+    targets = sorted({CLAIM_TARGET, *study["targets"]})
+    table = run_table(records, targets)
     if table.empty:
         raise ValueError(f"transfer study: no records of German runs in {study['records_dir']}; train some with tmaps-study transfer first")
     results_dir = Path(study["results_dir"])
@@ -627,18 +605,27 @@ def report(study: Mapping) -> dict:
     order = {name: index for index, name in enumerate(study["conditions"])}
     table = table.sort_values(["fraction", "condition", "seed"], key=lambda c: c.map(order) if c.name == "condition" else -c if c.name == "fraction" else c)
     table.to_csv(results_dir / "transfer_runs.csv", index=False)
-    (results_dir / "transfer_results.md").write_text(results_markdown(table, study["targets"]), encoding="utf-8")
+    utterances = {record["run_id"]: record["test"]["test"]["utterances"] for record in records}
+    markdown = results_markdown(table, utterances, targets)
+    (results_dir / "transfer_results.md").write_text(markdown, encoding="utf-8")
     plot(records, results_dir / "transfer_test_cer.png")
     source = next((record for record in records if record["condition"] == SOURCE), None)
+    paths = {record["run_id"]: record_path(record, study) for record in records}
+    measured = {
+        "transfer_fewer_steps": steps_claim(table, paths),
+        "transfer_less_data": data_claim(table, utterances, paths),
+        "transfer_inner_layers_least": layers_claim(records, paths),
+    }
     summary = {
         "source": None if source is None else {
             "checkpoint": source["checkpoint"],
             "test_cer": source["test"]["test"]["cer"],
-            "test_cer_ci95": pooled_rate_ci(source["test"]["test"]["utterances"]),
-            "record": record_path(source, study),
+            "test_cer_ci95": stats.utterance_ci(source["test"]["test"]["utterances"]).as_list(),
+            "record": paths[source["run_id"]],
         },
-        "claims": claim_estimates(table, records, study),
+        "details": {claim: details for claim, (_, details) in measured.items()},
     }  # fmt: skip
-    write_json_atomically(results_dir / "transfer_claims.json", summary)
-    print(results_markdown(table, study["targets"]), flush=True)
-    return summary
+    write_json_atomically(results_dir / "transfer_claim_details.json", summary)
+    judged = claims.update_claims({claim: measurement for claim, (measurement, _) in measured.items()}, claims_dir, markdown_files=[readme])
+    print(markdown, flush=True)
+    return summary | {"claims": {entry["id"]: entry for entry in judged if entry["id"] in measured}}
