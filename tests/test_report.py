@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import yaml
 from hydra import compose, initialize_config_module
@@ -73,7 +74,7 @@ def study(trained_run, tmp_path_factory) -> Path:
     for seed in range(3):
         copied_run(trained_run[0], folder / f"topo_s{seed}", seed, 1.0, 0.02 * seed)
     copied_run(trained_run[0], folder / "base_s1", 1, 0.0, 0.1)
-    (folder / "claims.json").write_text(json.dumps(CLAIMS))
+    (folder / "claims.json").write_text(json.dumps({"claims": CLAIMS}))
     return folder
 
 
@@ -259,3 +260,14 @@ def test_in_chromium_the_config_table_lists_the_differing_keys_and_curves_show_v
     assert browser.execute_script("return arguments[0].querySelectorAll('polyline').length", chart) == 1
     legend.click()
     assert not severe_console_entries(browser)
+
+
+def test_a_trained_run_keeps_every_test_utterance_so_its_page_gives_cer_with_a_ci(trained_run):
+    run_dir = trained_run[0]
+    utterances = pd.read_csv(run_dir / "test_utterances.csv")
+    results = pd.read_csv(run_dir / "test_results.csv").set_index("split")
+    for split, rows in utterances.groupby("split"):
+        assert len(rows) == results.loc[split, "utterances"] and rows["id"].is_unique
+        assert rows["char_edits"].sum() / rows["chars"].sum() == pytest.approx(results.loc[split, "cer"], abs=1e-6)
+    page = write_report(run_dir, run_dir.parent / "with_ci.html").read_text()
+    assert re.search(r"<th>test CER</th><td>[0-9.]+ <span class='ci'>\[[0-9.]+, [0-9.]+\]</span>", page)

@@ -11,7 +11,7 @@ so that it opens from a cluster's run folder as it is. It shows
   those), the test CER and WER (with a 95% bootstrap CI over utterances where the run folder
   has ``test_utterances.csv``), and the last logged topography and diversity metrics of each
   topographic layer (``val/topo/<layer>/ratio``, ``centred_cosine``, ``participation_ratio``);
-  runs that differ only by ``seed`` form a seed group, shown as mean ± 95% t-CI over seeds,
+  runs that differ only by ``seed`` form a seed group, shown as mean ± 95% bootstrap CI over seeds,
   and their curves as mean ± one standard deviation;
 - the study's claims (``claims.json``) when given a study folder;
 - the phoneme maps of the topographic layers first, redrawn from the run's NAP profiles
@@ -50,7 +50,6 @@ from pathlib import Path
 import hydra
 import numpy as np
 import pandas as pd
-import scipy.stats
 import yaml
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
@@ -62,6 +61,7 @@ from tmaps.commands.wrapper import task_wrapper
 from tmaps.introspect import Profiles, ipa, phonetic_order
 from tmaps.introspect.layout import grid_layout
 from tmaps.introspect.render import MapStyle, plot_rendered
+from tmaps.studies import claims, stats
 
 log = logging.getLogger(__name__)
 
@@ -133,6 +133,12 @@ def tables(run_dir: Path) -> list[Path]:
     return sorted(path for path in run_dir.rglob("*.csv") if path not in own and not _skipped(path, run_dir))
 
 
+def test_results_html(run: Run) -> str:
+    """A run's test CER and WER per split, with the 95% CI over test utterances where the run kept them (``test_utterances.csv``)."""
+    rows = "".join(f"<tr><th>{html.escape(name)}</th><td>{estimate.html()}</td></tr>" for name, estimate in run.error_rates().items())
+    return f"<table><tr><th>split and rate</th><th>estimate [95% CI over test utterances]</th></tr>{rows}</table>" + table_html(run.test)
+
+
 def read_csv(path: Path) -> pd.DataFrame:
     try:
         return pd.read_csv(path)
@@ -184,15 +190,6 @@ def flat_config(config: object, prefix: str = "") -> dict[str, str]:
     return {prefix[:-1]: config if isinstance(config, str) else json.dumps(config, default=str)}
 
 
-def bootstrap_rate(edits: np.ndarray, lengths: np.ndarray) -> tuple[float, float]:
-    """95% percentile-bootstrap CI over utterances of a pooled error rate ``sum(edits) / sum(lengths)``."""
-    result = scipy.stats.bootstrap(
-        (edits, lengths), lambda e, n, axis: e.sum(axis=axis) / np.maximum(n.sum(axis=axis), 1),
-        paired=True, vectorized=True, n_resamples=2000, method="percentile", random_state=0,
-    )  # fmt: skip
-    return float(result.confidence_interval.low), float(result.confidence_interval.high)
-
-
 @dataclass
 class Estimate:
     """A number with an optional 95% interval."""
@@ -210,15 +207,14 @@ class Estimate:
 
 
 def seed_mean(values: Sequence[float]) -> Estimate:
-    """Mean over seeds with its 95% t-interval (none from a single seed)."""
-    values = np.asarray([value for value in values if math.isfinite(value)], dtype=float)
-    if len(values) == 0:
+    """Mean over seeds with its 95% bootstrap interval over seeds (:func:`tmaps.studies.stats.seed_ci`; none from a single seed)."""
+    values = [value for value in values if math.isfinite(value)]
+    if not values:
         return Estimate(math.nan)
-    mean = float(values.mean())
     if len(values) < 2:
-        return Estimate(mean)
-    half = float(scipy.stats.t.ppf(0.975, len(values) - 1) * values.std(ddof=1) / math.sqrt(len(values)))
-    return Estimate(mean, mean - half, mean + half)
+        return Estimate(float(values[0]))
+    interval = stats.seed_ci(values)
+    return Estimate(interval.estimate, interval.low, interval.high)
 
 
 @dataclass
@@ -268,7 +264,8 @@ class Run:
                 if self.utterances is not None and {"split", edits, lengths} <= set(self.utterances.columns):
                     split = self.utterances[self.utterances["split"] == row["split"]]
                     if len(split) > 1:
-                        estimate.low, estimate.high = bootstrap_rate(split[edits].to_numpy(float), split[lengths].to_numpy(float))
+                        interval = stats.utterance_ci(split.to_dict("records"), unit="char" if rate == "cer" else "word")
+                        estimate.low, estimate.high = interval.low, interval.high
                 rates[f"{row['split']} {rate.upper()}"] = estimate
         return rates
 
@@ -336,17 +333,6 @@ def series_label(members: Sequence[Run], keys: Sequence[str]) -> str:
     """A run's name, or a seed group's settings that set it apart (``topo.weight=0.0 (3 seeds)``)."""
     settings = ", ".join(f"{key}={members[0].config.get(key, '–')}" for key in keys if key != "seed")
     return members[0].name if len(members) == 1 else f"{settings or members[0].name} ({len(members)} seeds)"
-
-
-def read_claims(path: Path) -> list[dict]:
-    try:
-        claims = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as error:
-        raise ValueError(f"claims file {path} is not valid JSON: {error}") from error
-    claims = claims.get("claims", claims) if isinstance(claims, dict) else claims
-    if not isinstance(claims, list) or not all(isinstance(claim, dict) for claim in claims):
-        raise ValueError(f"claims file {path} must hold a list of claims (objects with {', '.join(CLAIM_FIELDS)})")
-    return claims
 
 
 # ---------------------------------------------------------------- images
@@ -692,10 +678,10 @@ def write_report(
 
     sections: list[tuple[str, str, str]] = []
     if not single:
-        note = f"<p class='note'>{len(runs)} runs; config keys that differ: {len(keys)}. Numbers of a seed group: mean [95% t-CI over seeds].</p>"
+        note = f"<p class='note'>{len(runs)} runs; config keys that differ: {len(keys)}. Numbers of a seed group: mean [95% bootstrap CI over seeds].</p>"
         sections.append(("runs", "Runs", note + runs_table_html(runs, groups, keys)))
         if study is not None and (study / CLAIMS_FILE).is_file():
-            sections.append(("claims", "Claims", claims_html(read_claims(study / CLAIMS_FILE))))
+            sections.append(("claims", "Claims", claims_html(claims.read_claims(study / CLAIMS_FILE))))
     phoneme_rows = [row for row in rows if row.key.startswith(PHONEME_MAP_PREFIX)]
     other_rows = [row for row in rows if not row.key.startswith(PHONEME_MAP_PREFIX)]
     slider_html = (
@@ -709,7 +695,7 @@ def write_report(
     if topo_charts:
         sections.append(("topography", "Topography and diversity", legend + f"<div class='charts'>{charts_html(topo_charts, 'topo')}</div>"))
     if single and runs[0].test is not None:
-        sections.append(("test", "Test results", table_html(runs[0].test)))
+        sections.append(("test", "Test results", test_results_html(runs[0])))
     if other_charts:
         sections.append(("metrics", "Metric curves", ("" if topo_charts else legend) + f"<div class='charts'>{charts_html(other_charts, 'other')}</div>"))
     loose = [(run, path) for run in runs for path in loose_figures(run.path)]

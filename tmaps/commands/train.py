@@ -15,10 +15,11 @@ from omegaconf import DictConfig, OmegaConf
 from tmaps.callbacks.transfer import setup_transfer
 from tmaps.checkpoint import check_compatible, check_writable
 from tmaps.commands.eval import print_summary, report_skips, test_splits
-from tmaps.commands.report import TEST_RESULTS_FILE, write_report
+from tmaps.commands.report import TEST_RESULTS_FILE, TEST_UTTERANCES_FILE, write_report
 from tmaps.commands.wrapper import task_wrapper
 from tmaps.data import SpeechDataModule
 from tmaps.progress import set_progress_bars
+from tmaps.studies.runs import utterance_errors
 from tmaps.training.checkpoint_io import AtomicCheckpointIO
 from tmaps.training.module import ASRModule
 from tmaps.training.schema import check_config_types
@@ -119,9 +120,9 @@ def train(cfg: DictConfig) -> float | None:
             metrics.update({f"{split}/{name}": value for split, row in results.items() for name, value in row.items()})
             print_summary(results, title=f"tmaps: test results of {best or 'the final weights'}")
             if trainer.is_global_zero:
-                pd.DataFrame.from_dict(results, orient="index").rename_axis("split").reset_index().to_csv(
-                    Path(cfg.paths.output_dir) / TEST_RESULTS_FILE, index=False
-                )
+                run_dir = Path(cfg.paths.output_dir)
+                pd.DataFrame.from_dict(results, orient="index").rename_axis("split").reset_index().to_csv(run_dir / TEST_RESULTS_FILE, index=False)
+                write_test_utterances(trainer, module, datamodule, run_dir / TEST_UTTERANCES_FILE)
         report_skips(datamodule, trainer)
         log.info("run finished in %.1f s; outputs in %s", time.perf_counter() - started, cfg.paths.output_dir)
     finally:
@@ -129,6 +130,22 @@ def train(cfg: DictConfig) -> float | None:
     if trainer.is_global_zero:  # after W&B's closing lines, so that the last lines name the files
         print_outputs(Path(cfg.paths.output_dir), end_of_run_report(cfg.paths.output_dir) if cfg.get("report") else None)
     return metrics.get(cfg.get("optimized_metric")) if cfg.get("optimized_metric") else None
+
+
+def write_test_utterances(trainer: pl.Trainer, module: ASRModule, datamodule: SpeechDataModule, path: Path) -> None:
+    """Every test utterance's edit counts under the weights just tested, in the trainer's precision: the report's CIs over utterances."""
+    module.eval()
+
+    def forward(features: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        with trainer.precision_plugin.forward_context():
+            return module(features.to(module.device), lengths.to(module.device))
+
+    rows = [
+        {"split": split, **row}
+        for split, loader in datamodule.test_loaders().items()
+        for row in utterance_errors(forward, module.decode, loader)["utterances"]
+    ]
+    pd.DataFrame(rows).to_csv(path, index=False)
 
 
 def end_of_run_report(run_dir: str) -> Path | None:
