@@ -88,3 +88,12 @@ def test_spec_augment_is_the_identity_in_eval_mode_or_without_masks(waveforms):
     features = LogMel(n_mels=40)(waveforms[0])
     assert torch.equal(SpecAugment().eval()(features), features)
     assert torch.equal(SpecAugment(freq_masks=0, time_masks=0)(features), features)
+
+
+def test_a_long_waveform_computed_in_chunks_gives_the_features_of_one_pass():
+    """The transcriber's memory bound: the spectrogram a chunk at a time, reflection padding at the file's ends alone."""
+    waveform = torch.randn(16_000 * 7 + 37, generator=torch.Generator().manual_seed(0))
+    log_mel = LogMel(n_mels=40)
+    whole = log_mel(waveform)
+    for chunk_frames in (1, 100, 700, 701):
+        torch.testing.assert_close(log_mel(waveform, chunk_frames=chunk_frames), whole, rtol=0, atol=1e-4)

@@ -108,6 +108,28 @@ def test_bad_inputs_are_named_and_the_other_files_transcribed(checkpoint, uttera
     assert sorted(Path(result["file"]).name for result in written) == sorted(Path(r["audio"]).name for r in utterances[:2])
 
 
+def test_a_too_short_file_and_a_file_with_nan_or_infinite_samples_are_named_with_their_fault(checkpoint, utterances, tmp_path, capsys):
+    """A 200-sample file once crashed the whole job in the spectrogram's padding, and NaN audio gave an empty transcript."""
+    short = tmp_path / "click.wav"
+    soundfile.write(short, np.full(200, 0.1, dtype="float32"), 16_000)
+    speech, _ = soundfile.read(utterances[0]["audio"], dtype="float32")
+    broken = tmp_path / "broken.wav"
+    speech[8000:8003] = [np.nan, np.inf, np.nan]
+    soundfile.write(broken, speech, 16_000, subtype="FLOAT")
+    good = [tmp_path / Path(record["audio"]).name for record in utterances[:2]]
+    for path, record in zip(good, utterances):
+        path.write_bytes(Path(record["audio"]).read_bytes())
+    output = tmp_path / "transcripts.jsonl"
+    config = {"ckpt_path": str(checkpoint), "inputs": [str(good[0]), str(short), str(broken), str(good[1])], "output": str(output)}
+    with pytest.raises(SystemExit):
+        transcribe(config)
+    errors = capsys.readouterr().err.splitlines()
+    assert f"tmaps-transcribe: skipped {short}: too short to transcribe: 200 samples (12.5 ms) at 16 kHz, at least 201 (12.6 ms) needed" in errors
+    assert f"tmaps-transcribe: skipped {broken}: 3 of {len(speech)} samples are not finite (NaN and infinite, the first at 0.500 s at 16 kHz)" in errors
+    written = [json.loads(line) for line in output.read_text().splitlines()]
+    assert [result["file"] for result in written] == [str(path) for path in good] and all(result["text"] for result in written)
+
+
 def test_the_command_writes_csv_with_word_timings(checkpoint, utterances, tmp_path):
     output = tmp_path / "transcripts.csv"
     command = [sys.executable, "-m", "tmaps.commands.transcribe", f"ckpt_path={checkpoint}", f"inputs=[{utterances[0]['audio']},{utterances[1]['audio']}]"]

@@ -30,7 +30,7 @@ ON_ERROR_POLICIES = ("skip", "error")
 def load_audio(path: str | os.PathLike) -> Tensor:
     """Mono waveform ``(samples,)`` at 16 kHz: channels averaged, other rates resampled."""
     samples, sample_rate = soundfile.read(path, dtype="float32", always_2d=True)
-    waveform = torch.from_numpy(samples).mean(dim=1)
+    waveform = torch.from_numpy(samples[:, 0] if samples.shape[1] == 1 else samples.mean(axis=1))  # mono: no copy
     if sample_rate != SAMPLE_RATE:
         waveform = torchaudio.functional.resample(waveform, sample_rate, SAMPLE_RATE)
     return waveform

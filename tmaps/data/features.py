@@ -53,8 +53,15 @@ class LogMel(nn.Module):
         """The constructor arguments; ``LogMel(**config)`` rebuilds the same features."""
         return {"n_mels": self.n_mels, "log_floor": self.log_floor}
 
-    def forward(self, waveform: Tensor, lengths: Tensor | None = None) -> Tensor:
-        features = self.mel(waveform).clamp_min(self.log_floor).log()
+    def forward(self, waveform: Tensor, lengths: Tensor | None = None, chunk_frames: int | None = None) -> Tensor:
+        """With ``chunk_frames``, a 1-D ``waveform``'s spectrogram is computed that many frames at a
+        time, the same frames (to float rounding) without holding the whole file's spectrogram:
+        about 17 bytes per sample at once (0.16 GB for 10 minutes) against the 40 mel bands' 1.6.
+        """
+        if chunk_frames is not None and waveform.dim() == 1 and num_frames(waveform.shape[-1]) > chunk_frames:
+            features = self._chunked_log_mel(waveform, chunk_frames)
+        else:
+            features = self.mel(waveform).clamp_min(self.log_floor).log()
         if lengths is None:
             valid = torch.ones_like(features[..., :1, :])
         else:
@@ -64,6 +71,22 @@ class LogMel(nn.Module):
         mean = (features * valid).sum(dim=-1, keepdim=True) / count
         variance = ((features - mean) ** 2 * valid).sum(dim=-1, keepdim=True) / count
         return (features - mean) / (variance + 1e-5).sqrt() * valid
+
+    def _chunked_log_mel(self, waveform: Tensor, chunk_frames: int) -> Tensor:
+        """``self.mel(waveform)``'s log of a 1-D waveform, ``chunk_frames`` frames a pass: the reflection padding of
+        ``center=True`` once, then uncentred frames of overlapping slices."""
+        spectrogram = self.mel.spectrogram
+        padded = torch.nn.functional.pad(waveform[None, None], (N_FFT // 2, N_FFT // 2), mode=spectrogram.pad_mode)[0, 0]
+        n_frames = num_frames(waveform.shape[-1])
+        pieces = []
+        for start in range(0, n_frames, chunk_frames):
+            stop = min(n_frames, start + chunk_frames)
+            power = torchaudio.functional.spectrogram(
+                padded[start * HOP_LENGTH : (stop - 1) * HOP_LENGTH + N_FFT], spectrogram.pad, spectrogram.window, N_FFT, HOP_LENGTH,
+                spectrogram.win_length, spectrogram.power, spectrogram.normalized, center=False, onesided=spectrogram.onesided,
+            )
+            pieces.append(self.mel.mel_scale(power).clamp_min(self.log_floor).log())
+        return torch.cat(pieces, dim=-1)
 
 
 class SpecAugment(nn.Module):

@@ -4,8 +4,9 @@ The model is fully convolutional, so an output frame depends only on the input f
 receptive field. Each chunk is run with ``context`` extra feature frames on both sides, at least
 the receptive field's reach, and only the output frames of its own span are kept: the stitched
 log-probabilities equal those of one pass over the whole file, while the model's activations
-(the memory that grows with length) are bounded by the chunk size. Features are computed and
-normalized over the whole file, as in training (40 numbers per 10 ms, small next to the audio).
+(the memory that grows with length) are bounded by the chunk size. Features are normalized over
+the whole file, as in training (40 numbers per 10 ms, small next to the audio), from a spectrogram
+computed a minute at a time: held whole, it was most of the memory a long file took.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import torch
 from torch import Tensor, nn
 
 from tmaps.data.dataset import load_audio
-from tmaps.data.features import FRAME_RATE, SAMPLE_RATE, LogMel
+from tmaps.data.features import FRAME_RATE, N_FFT, SAMPLE_RATE, LogMel
 from tmaps.inference.decoding import GreedyDecoder
 from tmaps.introspect.alignment import align_utterance
 from tmaps.introspect.frames import FrameMap, window_of
@@ -30,6 +31,10 @@ from tmaps.text import Alphabet
 log = logging.getLogger(__name__)
 
 Decoder = Callable[[Tensor, Tensor], list[str]]
+
+FEATURE_CHUNK_FRAMES = 60 * FRAME_RATE  # a minute's spectrogram at a time: 16 MB
+# The spectrogram's centred frames reflect N_FFT // 2 samples at each end, so a file needs more than that.
+MIN_SAMPLES = N_FFT // 2 + 1
 
 
 def audio_extensions() -> set[str]:
@@ -59,13 +64,26 @@ def audio_files(inputs: Iterable[str | os.PathLike]) -> tuple[list[Path], list[s
 
 
 def read_audio(path: str | os.PathLike) -> Tensor:
-    """Mono 16 kHz waveform of an audio file; ``ValueError`` naming the file if it holds none."""
+    """Mono 16 kHz waveform of an audio file; ``ValueError`` naming the file if it cannot be transcribed:
+    undecodable, without samples, too short for one spectrogram frame, or with NaN or infinite samples."""
     try:
         waveform = load_audio(path)
     except (soundfile.SoundFileError, RuntimeError, OSError) as error:
         raise ValueError(f"{path}: cannot decode audio ({error})") from None
     if waveform.numel() == 0:
         raise ValueError(f"{path}: holds no audio samples")
+    if waveform.numel() < MIN_SAMPLES:
+        raise ValueError(
+            f"{path}: too short to transcribe: {waveform.numel()} samples ({1000 * waveform.numel() / SAMPLE_RATE:.1f} ms) at 16 kHz, "
+            f"at least {MIN_SAMPLES} ({1000 * MIN_SAMPLES / SAMPLE_RATE:.1f} ms) needed"
+        )
+    finite = torch.isfinite(waveform)
+    if not bool(finite.all()):
+        bad = (~finite).nonzero()[:, 0]
+        kinds = " and ".join(kind for kind, present in (("NaN", waveform.isnan().any()), ("infinite", waveform.isinf().any())) if present)
+        raise ValueError(
+            f"{path}: {bad.numel()} of {waveform.numel()} samples are not finite ({kinds}, the first at {float(bad[0]) / SAMPLE_RATE:.3f} s at 16 kHz)"
+        )
     return waveform
 
 
@@ -112,7 +130,7 @@ class Transcriber:
     @torch.no_grad()
     def log_probs(self, waveform: Tensor) -> Tensor:
         """``(T', n_classes)`` log-probabilities of a mono 16 kHz ``waveform (samples,)``."""
-        features = self.log_mel(waveform.to(self.device))
+        features = self.log_mel(waveform.to(self.device), chunk_frames=FEATURE_CHUNK_FRAMES)
         n_frames = features.shape[-1]
         n_outputs = int(self.model.output_lengths(torch.tensor([n_frames]))[0]) if hasattr(self.model, "output_lengths") else None
         chunk = self.chunk_frames or math.ceil(n_frames / self.stride) * self.stride
