@@ -17,8 +17,9 @@ from tmaps.introspect.clustering import (
     plot_dendrogram,
     silhouette,
 )
-from tmaps.introspect.nap import NAP, Profiles
+from tmaps.introspect.nap import NAP
 from tmaps.introspect.phonemes import phoneme_class
+from tmaps.introspect.profiles import Profiles
 
 # Espeak symbols of four classes, four each.
 SYMBOLS = ["a", "E", "I", "0", "p", "t", "k", "b", "s", "S", "f", "D", "m", "n", "N", "n-"]

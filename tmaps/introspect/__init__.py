@@ -1,7 +1,9 @@
 """Looking inside trained networks (plain PyTorch/NumPy, any ``nn.Module``).
 
-- profiles: ``NAP(model, layers).compute(loader, groups)`` and :class:`GradNAP` return
-  :class:`Profiles` (one ``(units, groups)`` matrix per layer) of any layer: an
+- profiles: ``Profiler(model, layers, attribution).compute(loader, groups)`` returns
+  :class:`Profiles` (one ``(units, groups)`` matrix per layer) of any layer, for an attribution
+  of :data:`ATTRIBUTIONS` (:class:`Activation` gives NAPs, :class:`GradientXActivation` GradNAPs;
+  :class:`NAP` and :class:`GradNAP` are the profiler with each); an
   :class:`OutputAdapter` reads tuple outputs and ``(batch, time, units)`` or time-major ones;
   ``waveform_forward`` runs waveform-input models such as wav2vec 2.0;
 - groups: phonemes, phoneme classes, characters, words, speakers, or any record key;
@@ -14,6 +16,7 @@
 
 from tmaps.introspect.adapters import FEATURES, WAVEFORM, ModelInput, OutputAdapter, waveform_forward
 from tmaps.introspect.alignment import align, align_utterance
+from tmaps.introspect.attribution import ATTRIBUTIONS, Activation, Attribution, GradientAttribution, GradientXActivation
 from tmaps.introspect.clustering import (
     MoransI,
     adjusted_rand,
@@ -32,24 +35,26 @@ from tmaps.introspect.clustering import (
 from tmaps.introspect.frames import FrameMap
 from tmaps.introspect.groups import CharacterGrouping, Grouping, RecordGrouping, SegmentGrouping, resolve_grouping
 from tmaps.introspect.layout import LAYOUTS, align_orientation, compute_layout, remove_overlaps, snap_to_grid
-from tmaps.introspect.nap import NAP, GradNAP, LayerProfile, Profiles
+from tmaps.introspect.nap import NAP, GradNAP, Profiler
 from tmaps.introspect.phonemes import PHONEME_CLASSES, phoneme_class
+from tmaps.introspect.profiles import LayerProfile, Profiles
 from tmaps.introspect.quality import continuity, distance_correlation, layout_quality, map_smoothness, trustworthiness
 from tmaps.introspect.render import MapStyle, plot_layers, plot_maps, render_map, save_figure, save_gif
 from tmaps.introspect.weights import LayerChange, WeightMismatchError, change_table, layer_weights, weight_change
 
-# The profile kinds by their config name (``kind=nap`` or ``kind=gradnap``).
-PROFILERS = {"nap": NAP, "gradnap": GradNAP}
-
 __all__ = [
+    "ATTRIBUTIONS",
     "FEATURES",
     "LAYOUTS",
     "NAP",
     "PHONEME_CLASSES",
-    "PROFILERS",
+    "Activation",
+    "Attribution",
     "CharacterGrouping",
     "FrameMap",
     "GradNAP",
+    "GradientAttribution",
+    "GradientXActivation",
     "Grouping",
     "LayerChange",
     "LayerProfile",
@@ -57,6 +62,7 @@ __all__ = [
     "ModelInput",
     "MoransI",
     "OutputAdapter",
+    "Profiler",
     "Profiles",
     "RecordGrouping",
     "SegmentGrouping",

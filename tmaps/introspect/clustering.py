@@ -28,8 +28,8 @@ from sklearn.metrics import adjusted_rand_score, silhouette_score
 from sklearn.preprocessing import normalize
 
 from tmaps.introspect.groups import resolve_grouping
-from tmaps.introspect.nap import Profiles
 from tmaps.introspect.phonemes import phoneme_class
+from tmaps.introspect.profiles import Profiles
 from tmaps.introspect.render import group_order
 
 log = logging.getLogger(__name__)

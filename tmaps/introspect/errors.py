@@ -33,9 +33,10 @@ from scipy.spatial.distance import cosine
 from torch import Tensor, nn
 
 from tmaps.introspect.alignment import align_utterance, utterance_outputs
+from tmaps.introspect.forward import ForwardFn
 from tmaps.introspect.frames import FrameMap
 from tmaps.introspect.groups import SegmentGrouping
-from tmaps.introspect.nap import ForwardFn, Profiles
+from tmaps.introspect.profiles import Profiles
 from tmaps.introspect.render import MapStyle, plot_maps
 from tmaps.text import BLANK, Alphabet
 

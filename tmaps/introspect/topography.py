@@ -18,7 +18,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from tmaps.introspect.clustering import cluster_summary, morans_i
-from tmaps.introspect.nap import Profiles
+from tmaps.introspect.profiles import Profiles
 from tmaps.topo import Grid
 
 MODELS = ("topo", "baseline")
