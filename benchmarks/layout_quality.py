@@ -6,7 +6,7 @@ Usage:
 With ``--profiles`` (a file written by ``tmaps.introspect.profiles.Profiles.save``) the layers are
 real NAPs: by default the first layer with 250 units and the first with 2000, else all
 layers. Without it, profiles with planted structure (units generated from hidden 2D
-positions, ``tmaps.introspect.quality.make_planted_profiles``) stand in, 250 and 2000 units;
+positions, ``tmaps.introspect.planted.make_planted_profiles``) stand in, 250 and 2000 units;
 the output says which input was used.
 
 Rows: every method of ``LAYOUTS``, SOM followed by snapping to a grid, and MiniSom's online
@@ -28,7 +28,8 @@ import numpy as np
 
 from tmaps.extras import require
 from tmaps.introspect.layout import LAYOUTS, check_profiles, compute_layout, profile_features
-from tmaps.introspect.quality import layout_quality, make_planted_profiles
+from tmaps.introspect.planted import make_planted_profiles
+from tmaps.introspect.quality import layout_quality
 
 MiniSom = require("minisom", extra="bench", feature="benchmarks/layout_quality.py").MiniSom
 

@@ -7,8 +7,10 @@
   :class:`OutputAdapter` reads tuple outputs and ``(batch, time, units)`` or time-major ones;
   ``waveform_forward`` runs waveform-input models such as wav2vec 2.0;
 - groups: phonemes, phoneme classes, characters, words, speakers, or any record key;
-- clustering of profiles (:func:`cluster_summary`, :func:`plot_profile_heatmap`), and their
-  agreement with phoneme classes (ARI) and grids (Moran's I);
+- clustering of profiles (:func:`cluster_summary`, :func:`plot_profile_heatmap`) and their
+  agreement with phoneme classes (ARI);
+- topography of maps (``tmaps.introspect.topography``): Moran's I on grids, map smoothness,
+  a topographic model against its baseline;
 - layouts: every method in :data:`LAYOUTS` is ``layout(profiles) -> coords``;
 - maps: :func:`render_map`, :func:`plot_maps`, :func:`plot_layers`, :func:`save_gif`;
 - weight change between two models or checkpoints.
@@ -18,14 +20,11 @@ from tmaps.introspect.adapters import FEATURES, WAVEFORM, ModelInput, OutputAdap
 from tmaps.introspect.alignment import align, align_utterance
 from tmaps.introspect.attribution import ATTRIBUTIONS, Activation, Attribution, GradientAttribution, GradientXActivation
 from tmaps.introspect.clustering import (
-    MoransI,
     adjusted_rand,
     adjusted_rand_by_layer,
     cluster,
     cluster_summary,
-    grid_adjacency,
     linkage,
-    morans_i,
     plot_adjusted_rand,
     plot_dendrogram,
     plot_profile_heatmap,
@@ -38,8 +37,9 @@ from tmaps.introspect.layout import LAYOUTS, align_orientation, compute_layout, 
 from tmaps.introspect.nap import NAP, GradNAP, Profiler
 from tmaps.introspect.phonemes import PHONEME_CLASSES, phoneme_class
 from tmaps.introspect.profiles import LayerProfile, Profiles
-from tmaps.introspect.quality import continuity, distance_correlation, layout_quality, map_smoothness, trustworthiness
+from tmaps.introspect.quality import continuity, distance_correlation, layout_quality, trustworthiness
 from tmaps.introspect.render import MapStyle, plot_layers, plot_maps, render_map, save_figure, save_gif
+from tmaps.introspect.topography import MoransI, grid_adjacency, map_smoothness, morans_i
 from tmaps.introspect.weights import LayerChange, WeightMismatchError, change_table, layer_weights, weight_change
 
 __all__ = [
