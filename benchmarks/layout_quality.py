@@ -3,10 +3,10 @@
 Usage:
     python benchmarks/layout_quality.py [--profiles NAPS.npz] [--layers conv1 conv8] [--grid-shape ROWS COLS]
 
-With ``--profiles`` (a file written by ``tmaps.introspect.nap.Profiles.save``) the layers are
+With ``--profiles`` (a file written by ``tmaps.introspect.profiles.Profiles.save``) the layers are
 real NAPs: by default the first layer with 250 units and the first with 2000, else all
 layers. Without it, profiles with planted structure (units generated from hidden 2D
-positions, ``tmaps.introspect.quality.make_planted_profiles``) stand in, 250 and 2000 units;
+positions, ``tmaps.introspect.planted.make_planted_profiles``) stand in, 250 and 2000 units;
 the output says which input was used.
 
 Rows: every method of ``LAYOUTS``, SOM followed by snapping to a grid, and MiniSom's online
@@ -28,7 +28,8 @@ import numpy as np
 
 from tmaps.extras import require
 from tmaps.introspect.layout import LAYOUTS, check_profiles, compute_layout, profile_features
-from tmaps.introspect.quality import layout_quality, make_planted_profiles
+from tmaps.introspect.planted import make_planted_profiles
+from tmaps.introspect.quality import layout_quality
 
 MiniSom = require("minisom", extra="bench", feature="benchmarks/layout_quality.py").MiniSom
 
@@ -60,7 +61,7 @@ def planted_layers() -> list[tuple[str, np.ndarray, tuple[int, int]]]:
 def nap_layers(
     path: str, names: list[str] | None, grid_shape: tuple[int, int] | None
 ) -> list[tuple[str, np.ndarray, tuple[int, int]]]:
-    from tmaps.introspect.nap import Profiles  # needs torch; the planted input does not
+    from tmaps.introspect.profiles import Profiles  # needs torch; the planted input does not
 
     stored = Profiles.load(path)
     matrices = {layer: check_profiles(stored.matrix(layer)) for layer in (names or stored.layers)}
@@ -87,7 +88,7 @@ def timed(make_layout: Callable[[], np.ndarray]) -> tuple[np.ndarray, float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--profiles", help="NPZ written by tmaps.introspect.nap.Profiles.save")
+    parser.add_argument("--profiles", help="NPZ written by tmaps.introspect.profiles.Profiles.save")
     parser.add_argument("--layers", nargs="+", help="layers of --profiles to lay out")
     parser.add_argument(
         "--grid-shape",

@@ -8,7 +8,7 @@ small model's layers (the first ``--layers`` of 8 x 192, 2 x 512 and 30 units; a
 ``--layers 11``), ``--groups`` phonemes, per layer and layout one figure with a map per
 phoneme, per layout one figure of all layers side by side. The default keeps the baseline
 under a minute of CPU time. Profiles with planted structure
-(``tmaps.introspect.quality.make_planted_profiles``) on a SOM layout stand in for real ones;
+(``tmaps.introspect.planted.make_planted_profiles``) on a SOM layout stand in for real ones;
 drawing time does not depend on the values.
 
 The baseline is the drawing code tmaps used before (kept below): linear interpolation, one
@@ -39,7 +39,7 @@ from threadpoolctl import threadpool_limits
 
 from tmaps.commands.maps import LAYER_FIGURE_GROUPS
 from tmaps.introspect.layout import compute_layout
-from tmaps.introspect.quality import make_planted_profiles
+from tmaps.introspect.planted import make_planted_profiles
 from tmaps.introspect.render import group_order, map_points, plot_layers, plot_maps, render_map, save_figure
 
 LAYER_UNITS = [192] * 8 + [512, 512, 30]

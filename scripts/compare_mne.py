@@ -26,7 +26,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from tmaps.introspect import Profiles, compute_layout, plot_maps, save_figure
-from tmaps.introspect.quality import make_planted_profiles
+from tmaps.introspect.planted import make_planted_profiles
 from tmaps.introspect.render import MapStyle, figure_image, group_order, map_points
 
 HEAD_RADIUS = 0.095  # MNE's default sphere, metres

@@ -2,7 +2,7 @@
 
 With a trained checkpoint and a split of a corpus folder of manifests, every transcript is
 forced-aligned to the model's output and each character is marked correct or wrong by what
-greedy decoding emits on its frames (:mod:`tmaps.introspect.errors`). NAPs of the
+greedy decoding emits on its frames (:mod:`tmaps.introspect.error_analysis`). NAPs of the
 ``"outcome"`` grouping (character x correct/wrong) give, for the characters the model gets
 wrong most often, maps of the correct frames, the wrong frames and their difference
 (``docs/figures/error_maps.png``), and a table per character of the error rate and the
@@ -27,7 +27,7 @@ import torch
 from tmaps.checkpoint import load_checkpoint
 from tmaps.data import manifest_loader
 from tmaps.introspect import NAP, compute_layout, save_figure
-from tmaps.introspect.errors import collect_outcomes, confusion_counts, outcome_groupings, outcome_table, plot_outcome_maps
+from tmaps.introspect.error_analysis import collect_outcomes, confusion_counts, outcome_groupings, outcome_table, plot_outcome_maps
 
 ROOT = Path(__file__).resolve().parents[1]
 

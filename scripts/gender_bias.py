@@ -5,7 +5,7 @@
    clean train manifest keeps as many utterances of all voices. Dev and test keep every voice.
 2. Train the same small model on each for every seed (``planted_bias.train_model``).
 3. On the test split, for every model: the character error rate of female and of male voices
-   (greedy decoding against forced-aligned characters, :mod:`tmaps.introspect.errors`), and
+   (greedy decoding against forced-aligned characters, :mod:`tmaps.introspect.error_analysis`), and
    speaker NAPs (one group per voice) of inner layers. The candidate measure is the
    ``gender_separation`` of a layer: the mean distance between a female and a male voice's
    profile over the mean distance between two voices of the same gender. A model that never
@@ -32,7 +32,7 @@ from tmaps.data import manifest_loader
 from tmaps.data.manifest import read_manifest, write_manifest
 from tmaps.data.synth import synthesize_corpus
 from tmaps.introspect import NAP, MapStyle, compute_layout, save_figure
-from tmaps.introspect.errors import collect_outcomes
+from tmaps.introspect.error_analysis import collect_outcomes
 from tmaps.introspect.render import plot_layers
 
 

@@ -20,7 +20,7 @@ and find a profile measure that tells them apart.
      are closer than a typical pair);
    - ``cos_<layer>``: their cosine similarity;
    - ``rate``: the share of spoken ``s`` that greedy decoding writes as ``z``
-     (:mod:`tmaps.introspect.errors`; the error analysis, not a profile measure).
+     (:mod:`tmaps.introspect.error_analysis`; the error analysis, not a profile measure).
 
 4. ``docs/results/planted_bias.{csv,md}``: one row per model and seed; a measure separates the
    models when every biased value lies beyond every clean one.
@@ -52,7 +52,7 @@ from tmaps.data import manifest_loader
 from tmaps.data.manifest import read_manifest, write_manifest
 from tmaps.data.synth import synthesize_corpus
 from tmaps.introspect import NAP, MapStyle, compute_layout, save_figure
-from tmaps.introspect.errors import collect_outcomes, confusion_counts
+from tmaps.introspect.error_analysis import collect_outcomes, confusion_counts
 from tmaps.introspect.render import plot_layers
 from tmaps.training.resolvers import register_resolvers
 

@@ -11,7 +11,7 @@ Both checkpoints get phoneme NAPs on the same split (:func:`tmaps.studies.profil
   phoneme classes (:func:`tmaps.introspect.cluster_summary`);
 - on the layers the topographic model was trained on, ``morans_i_*``: the mean over phonemes
   of Moran's I of the phoneme's NAP across units placed on the learned grid
-  (:func:`tmaps.introspect.morans_i`, rook neighbours, no wrap-around even on a torus grid).
+  (:func:`tmaps.introspect.topography.morans_i`, rook neighbours, no wrap-around even on a torus grid).
   The baseline's units sit on the same grid in channel order, so its Moran's I is what the
   arrangement gives without topographic training. ``p_below_05_*`` is the share of phonemes
   whose permutation p-value (units' values shuffled over the grid) is below 0.05, and

@@ -21,7 +21,7 @@ from torch.nn.utils.rnn import pad_sequence
 from tmaps.data.dataset import load_audio
 from tmaps.data.features import SAMPLE_RATE
 from tmaps.data.manifest import read_manifest
-from tmaps.introspect import NAP, GradNAP, OutputAdapter
+from tmaps.introspect import NAP, GradientXActivation, GradNAP, OutputAdapter
 from tmaps.introspect.adapters import WAVEFORM, waveform_forward
 from tmaps.introspect.frames import TimeAxisProbe
 from tmaps.introspect.groups import resolve_grouping
@@ -257,8 +257,8 @@ def test_wav2vec2_gradnap_equals_captum_per_group(wav2vec2, waveform_batches):
     for batch in waveform_batches:  # the aligned targets GradNAP uses, for Captum's objective
         with TimeAxisProbe(wav2vec2) as probe, torch.no_grad():
             log_probs, lengths = waveform_forward(wav2vec2, batch)
-        batch["frame_targets"] = GradNAP(wav2vec2, layer, frame_rate=SAMPLE_RATE).frame_targets(
-            batch, log_probs, lengths, probe.frame_map(batch["audio"].shape[-1], log_probs.shape[1])
+        batch["frame_targets"] = GradientXActivation(target="aligned").frame_targets(
+            batch, log_probs, lengths, probe.frame_map(batch["audio"].shape[-1], log_probs.shape[1]), SAMPLE_RATE
         )
 
     def objective(audio, audio_lengths, targets):

@@ -18,7 +18,7 @@ from tmaps.callbacks.topographic_maps import valid_frame_mean
 from tmaps.data import SpeechDataModule
 from tmaps.data.manifest import SPLITS
 from tmaps.introspect import NAP, Profiles
-from tmaps.introspect.quality import make_planted_profiles
+from tmaps.introspect.planted import make_planted_profiles
 from tmaps.training.module import ASRModule
 
 TINY = {"channels": [16] * 8 + [32, 32], "kernel_sizes": [11] + [7] * 7 + [1, 1], "strides": [2] + [1] * 9, "norm": "batch", "dropout": 0.1}

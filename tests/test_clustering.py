@@ -10,15 +10,15 @@ from tmaps.introspect.clustering import (
     adjusted_rand,
     adjusted_rand_by_layer,
     cluster,
-    grid_adjacency,
     linkage,
-    morans_i,
     plot_adjusted_rand,
     plot_dendrogram,
     silhouette,
 )
-from tmaps.introspect.nap import NAP, Profiles
+from tmaps.introspect.nap import NAP
 from tmaps.introspect.phonemes import phoneme_class
+from tmaps.introspect.profiles import Profiles
+from tmaps.introspect.topography import grid_adjacency, morans_i
 
 # Espeak symbols of four classes, four each.
 SYMBOLS = ["a", "E", "I", "0", "p", "t", "k", "b", "s", "S", "f", "D", "m", "n", "N", "n-"]

@@ -10,11 +10,11 @@ from tmaps.introspect.layout import (
     remove_overlaps,
     snap_to_grid,
 )
+from tmaps.introspect.planted import make_planted_profiles
 from tmaps.introspect.quality import (
     continuity,
     distance_correlation,
     layout_quality,
-    make_planted_profiles,
     trustworthiness,
 )
 

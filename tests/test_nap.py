@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import importlib.util
 import math
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,13 +16,16 @@ from captum.attr import LayerGradientXActivation
 from tmaps.data import SpeechDataModule
 from tmaps.data.dataset import collate
 from tmaps.data.manifest import read_manifest, write_manifest
+from tmaps.introspect.attribution import GradientAttribution, GradientXActivation
 from tmaps.introspect.groups import CharacterGrouping, RecordGrouping, SegmentGrouping, resolve_grouping
-from tmaps.introspect.nap import NAP, GradNAP, Profiles
+from tmaps.introspect.nap import NAP, GradNAP, Profiler
 from tmaps.introspect.phonemes import PHONEME_CLASSES, phoneme_class
+from tmaps.introspect.profiles import Profiles
 from tmaps.models import Wav2Letter
 from tmaps.text import Alphabet
 
 ENGLISH = Alphabet.for_language("en")
+PROFILES_V1 = Path(__file__).parent / "data" / "profiles_v1"
 # Odd kernels, stride 2 at conv0: every layer's frame m is centred at input frame 2 m.
 TMAPS_LAYERS = {"conv0": (2, 0.0), "conv2": (2, 0.0), "head": (2, 0.0)}
 # torchaudio's Wav2Letter: conv0 (kernel 48, padding 23) centres frame m at input 2 m + 0.5;
@@ -279,14 +284,17 @@ def test_gradnap_equals_captum_per_group_means(model, batches, target, multiply)
 
 
 def test_another_attribution_replaces_only_attribute_and_is_aggregated_alike(model, batches):
-    class GradientOnly(GradNAP):
-        def attribute(self, batch, probe=None):
-            activations, result = self.layer_activations(batch, probe)
-            gradients = torch.autograd.grad(self.objective(batch, result, probe), [activations[layer] for layer in self.layers])
-            return dict(zip(self.layers, gradients))
+    class GradientOnly(GradientAttribution):
+        kind = "gradient"
+
+        def attribute(self, run, emit):
+            activations, result = self.layer_activations(run)
+            gradients = torch.autograd.grad(self.objective(run, result), [activations[layer] for layer in run.layers])
+            for layer, gradient in zip(run.layers, gradients):
+                emit(layer, gradient)
 
     layers = ["conv0", "conv2"]
-    mine = GradientOnly(model, layers, target="predicted").compute(batches, "phoneme", normalize=None)
+    mine = Profiler(model, layers, GradientOnly(target="predicted")).compute(batches, "phoneme", normalize=None)
     builtin = GradNAP(model, layers, target="predicted", multiply_by_activation=False).compute(batches, "phoneme", normalize=None)
     for layer in layers:
         np.testing.assert_allclose(mine[layer].raw_mean, builtin[layer].raw_mean, rtol=1e-6, atol=1e-9)
@@ -319,7 +327,7 @@ def test_aligned_targets_follow_the_characters_of_the_words(model, batches):
     batch = batches[0]
     with torch.no_grad():
         log_probs, lengths = model(batch["features"], batch["feature_lengths"])
-    targets = gradnap.frame_targets(batch, log_probs, lengths, gradnap._frame_maps["<output>"])
+    targets = gradnap.attribution.frame_targets(batch, log_probs, lengths, gradnap._frame_maps["<output>"], gradnap.frame_rate)
     assert torch.equal(targets, reference_aligned_targets(batch, log_probs.shape[1], 2, 0.0, lengths))
     assert (targets > 0).float().mean() > 0.5
 
@@ -509,3 +517,36 @@ def test_gradnap_in_exact_mode_equals_gradnap_one_utterance_at_a_time(batchings)
         expected = alone[layer].raw_mean
         np.testing.assert_allclose(exact[layer].raw_mean, expected, rtol=1e-4, atol=1e-6 * np.abs(expected).max())
     assert not np.allclose(batched["3"].raw_mean, alone["3"].raw_mean, rtol=1e-3, atol=1e-3 * np.abs(alone["3"].raw_mean).max())
+
+
+def profiles_v1_maker():
+    """``tests/data/profiles_v1/make.py``: the model and batches its profiles were computed on."""
+    spec = importlib.util.spec_from_file_location("profiles_v1_make", PROFILES_V1 / "make.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize(
+    ("name", "attribution", "groups", "options"),
+    [
+        ("nap.npz", None, "phoneme", {}),
+        ("nap_window.npz", None, "character", {"window": 2, "normalize": "zscore"}),
+        ("gradnap_aligned.npz", GradientXActivation(), "phoneme", {}),
+        ("gradnap_predicted.npz", GradientXActivation(target="predicted", multiply_by_activation=False), "word", {"normalize": None}),
+    ],
+)
+@pytest.mark.filterwarnings("ignore:groups without frames")
+def test_profiles_written_before_the_profiler_was_split_load_and_are_computed_alike(name, attribution, groups, options):
+    """fp32: profiles files of tmaps 09ec0bf (``tests/data/profiles_v1/make.py``) load, and the profiler gives their statistics again."""
+    make = profiles_v1_maker()
+    stored = Profiles.load(PROFILES_V1 / name)
+    again = Profiler(make.model(), make.LAYERS, attribution).compute(make.batches(), groups, **options)
+    assert (stored.all_groups, stored.layers, stored.window, stored.normalize) == (again.all_groups, again.layers, again.window, again.normalize)
+    varying = ("tmaps_version", "padding_differences")
+    assert {k: v for k, v in stored.info.items() if k not in varying} == {k: v for k, v in again.info.items() if k not in varying}
+    for layer in stored.layers:
+        np.testing.assert_array_equal(stored.counts[layer], again.counts[layer])
+        for statistic in ("sums", "squares"):
+            expected = getattr(stored, statistic)[layer]
+            np.testing.assert_allclose(getattr(again, statistic)[layer], expected, rtol=1e-5, atol=1e-6 * np.abs(expected).max())

@@ -5,7 +5,7 @@ import pytest
 from PIL import Image
 
 from tmaps.introspect.layout import compute_layout
-from tmaps.introspect.quality import make_planted_profiles, map_smoothness
+from tmaps.introspect.planted import make_planted_profiles
 from tmaps.introspect.render import (
     MapStyle,
     figure_image,
@@ -17,6 +17,7 @@ from tmaps.introspect.render import (
     save_figure,
     save_gif,
 )
+from tmaps.introspect.topography import map_smoothness
 
 
 @pytest.fixture(scope="module")

@@ -14,8 +14,8 @@ import torch.distributed as dist
 from torch import nn
 
 from tmaps.callbacks.base import MapCallback, layer_grid, topographic_layers
-from tmaps.introspect import PROFILERS, Profiles, adjusted_rand_by_layer, plot_adjusted_rand, resolve_grouping
-from tmaps.introspect.nap import to_model_device
+from tmaps.introspect import ATTRIBUTIONS, Profiler, Profiles, adjusted_rand_by_layer, plot_adjusted_rand, resolve_grouping
+from tmaps.introspect.forward import to_model_device
 from tmaps.introspect.quality import layout_quality
 from tmaps.training.loggers import log_figure, log_table
 
@@ -81,8 +81,8 @@ class ActivationProfiles(MapCallback):
         seed: int = 0,
     ) -> None:
         super().__init__(layers, layout, every_n_epochs, n_probe_utterances, probe_batch_size, gif_frame_ms, seed)
-        if kind not in PROFILERS:
-            raise ValueError(f"ActivationProfiles kind must be one of {sorted(PROFILERS)}, got {kind!r}")
+        if kind not in ATTRIBUTIONS:
+            raise ValueError(f"ActivationProfiles kind must be one of {sorted(ATTRIBUTIONS)}, got {kind!r}")
         self.map_layers = list(map_layers) if map_layers is not None else None
         self.kind = kind
         self.groups = groups
@@ -134,7 +134,7 @@ class ActivationProfiles(MapCallback):
         with warnings.catch_warnings():
             # Groups that the probe set lacks are expected on a small probe set.
             warnings.filterwarnings("ignore", message="groups without frames")
-            profiles = PROFILERS[self.kind](model, self.layers).compute(shard, self.groups, normalize=self.normalize)
+            profiles = Profiler(model, self.layers, ATTRIBUTIONS[self.kind]()).compute(shard, self.groups, normalize=self.normalize)
         return profiles.all_reduce()
 
     def log_profiles(self, trainer: pl.Trainer, pl_module: pl.LightningModule, profiles: Profiles) -> None:
@@ -142,7 +142,7 @@ class ActivationProfiles(MapCallback):
         path = Path(run_dir) / "profiles" / f"{self.kind}_step{step:07d}.npz"
         path.parent.mkdir(parents=True, exist_ok=True)
         profiles.save(path)
-        label = PROFILERS[self.kind].kind
+        label = ATTRIBUTIONS[self.kind].kind
         for layer in self.map_layers:
             options = {"shape": layer_grid(pl_module, layer).shape} if self.layout == "grid" else {}
             coords = self.layout_of(layer, profiles.matrix(layer), **options)

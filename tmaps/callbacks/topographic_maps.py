@@ -10,7 +10,7 @@ import pytorch_lightning as pl
 
 from tmaps.callbacks.base import MapCallback, layer_grid, topographic_layers
 from tmaps.introspect import NAP, Profiles
-from tmaps.introspect.nap import to_model_device
+from tmaps.introspect.forward import to_model_device
 from tmaps.topo import filter_map
 
 log = logging.getLogger(__name__)

@@ -34,7 +34,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from tmaps.commands.wrapper import task_wrapper
 from tmaps.introspect.maps import layer_layouts, quality_table
-from tmaps.introspect.nap import Profiles
+from tmaps.introspect.profiles import Profiles
 from tmaps.introspect.render import MapStyle, plot_layers, plot_maps, save_figure
 
 LAYER_FIGURE_GROUPS = 12

@@ -1,12 +1,16 @@
 """Looking inside trained networks (plain PyTorch/NumPy, any ``nn.Module``).
 
-- profiles: ``NAP(model, layers).compute(loader, groups)`` and :class:`GradNAP` return
-  :class:`Profiles` (one ``(units, groups)`` matrix per layer) of any layer: an
+- profiles: ``Profiler(model, layers, attribution).compute(loader, groups)`` returns
+  :class:`Profiles` (one ``(units, groups)`` matrix per layer) of any layer, for an attribution
+  of :data:`ATTRIBUTIONS` (:class:`Activation` gives NAPs, :class:`GradientXActivation` GradNAPs;
+  :class:`NAP` and :class:`GradNAP` are the profiler with each); an
   :class:`OutputAdapter` reads tuple outputs and ``(batch, time, units)`` or time-major ones;
   ``waveform_forward`` runs waveform-input models such as wav2vec 2.0;
 - groups: phonemes, phoneme classes, characters, words, speakers, or any record key;
-- clustering of profiles (:func:`cluster_summary`, :func:`plot_profile_heatmap`), and their
-  agreement with phoneme classes (ARI) and grids (Moran's I);
+- clustering of profiles (:func:`cluster_summary`, :func:`plot_profile_heatmap`) and their
+  agreement with phoneme classes (ARI);
+- topography of maps (``tmaps.introspect.topography``): Moran's I on grids, map smoothness,
+  a topographic model against its baseline;
 - layouts: every method in :data:`LAYOUTS` is ``layout(profiles) -> coords``;
 - maps: :func:`render_map`, :func:`plot_maps`, :func:`plot_layers`, :func:`save_gif`;
 - weight change between two models or checkpoints.
@@ -14,15 +18,13 @@
 
 from tmaps.introspect.adapters import FEATURES, WAVEFORM, ModelInput, OutputAdapter, waveform_forward
 from tmaps.introspect.alignment import align, align_utterance
+from tmaps.introspect.attribution import ATTRIBUTIONS, Activation, Attribution, GradientAttribution, GradientXActivation
 from tmaps.introspect.clustering import (
-    MoransI,
     adjusted_rand,
     adjusted_rand_by_layer,
     cluster,
     cluster_summary,
-    grid_adjacency,
     linkage,
-    morans_i,
     plot_adjusted_rand,
     plot_dendrogram,
     plot_profile_heatmap,
@@ -32,24 +34,27 @@ from tmaps.introspect.clustering import (
 from tmaps.introspect.frames import FrameMap
 from tmaps.introspect.groups import CharacterGrouping, Grouping, RecordGrouping, SegmentGrouping, resolve_grouping
 from tmaps.introspect.layout import LAYOUTS, align_orientation, compute_layout, remove_overlaps, snap_to_grid
-from tmaps.introspect.nap import NAP, GradNAP, LayerProfile, Profiles
+from tmaps.introspect.nap import NAP, GradNAP, Profiler
 from tmaps.introspect.phonemes import PHONEME_CLASSES, ipa, phoneme_class, phonetic_order
-from tmaps.introspect.quality import continuity, distance_correlation, layout_quality, map_smoothness, trustworthiness
+from tmaps.introspect.profiles import LayerProfile, Profiles
+from tmaps.introspect.quality import continuity, distance_correlation, layout_quality, trustworthiness
 from tmaps.introspect.render import MapStyle, plot_layers, plot_maps, render_map, save_figure, save_gif
+from tmaps.introspect.topography import MoransI, grid_adjacency, map_smoothness, morans_i
 from tmaps.introspect.weights import LayerChange, WeightMismatchError, change_table, layer_weights, weight_change
 
-# The profile kinds by their config name (``kind=nap`` or ``kind=gradnap``).
-PROFILERS = {"nap": NAP, "gradnap": GradNAP}
-
 __all__ = [
+    "ATTRIBUTIONS",
     "FEATURES",
     "LAYOUTS",
     "NAP",
     "PHONEME_CLASSES",
-    "PROFILERS",
+    "Activation",
+    "Attribution",
     "CharacterGrouping",
     "FrameMap",
     "GradNAP",
+    "GradientAttribution",
+    "GradientXActivation",
     "Grouping",
     "LayerChange",
     "LayerProfile",
@@ -57,6 +62,7 @@ __all__ = [
     "ModelInput",
     "MoransI",
     "OutputAdapter",
+    "Profiler",
     "Profiles",
     "RecordGrouping",
     "SegmentGrouping",

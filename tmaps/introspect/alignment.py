@@ -21,8 +21,8 @@ import torch
 import torchaudio.functional
 from torch import Tensor, nn
 
+from tmaps.introspect.forward import ForwardFn, default_forward, evaluating, model_outputs, to_model_device
 from tmaps.introspect.frames import FrameMap, TimeAxisProbe
-from tmaps.introspect.nap import ForwardFn, default_forward, evaluating, model_outputs, to_model_device
 from tmaps.progress import progress_bar
 from tmaps.text import BLANK, Alphabet
 
@@ -73,7 +73,7 @@ def align(
         model: a trained CTC model (run in eval mode, its mode restored after).
         loader: batches as in docs/design.md.
         alphabet: the model's output classes.
-        forward: how to run the model (see ``tmaps.introspect.nap.default_forward``).
+        forward: how to run the model (see ``tmaps.introspect.forward.default_forward``).
         frame_rate: feature frames per second.
 
     Returns:

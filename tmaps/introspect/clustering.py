@@ -1,12 +1,12 @@
-"""Cluster groups by their profiles, compare the clusters with phoneme classes, and test unit maps for spatial grouping.
+"""Cluster groups by their profiles and compare the clusters with phoneme classes.
 
 Profiles are rows ``(G, U)``: one profile per group (``Profiles[layer].mean``). Both clusterings
 compare profiles by angle: hierarchical clustering uses average linkage on cosine distances
 with optimal leaf ordering (scipy); k-means (sklearn) runs on the rows scaled to unit length.
 
 ``adjusted_rand_by_layer`` asks, layer by layer, how well clusters of the groups' profiles
-recover a reference partition (by default espeak phoneme classes); ``morans_i`` asks whether a
-per-unit value (e.g. how much a unit responds to vowels) is spatially grouped on a grid.
+recover a reference partition (by default espeak phoneme classes). Whether units are grouped
+on a grid is measured in ``tmaps.introspect.topography``.
 """
 
 from __future__ import annotations
@@ -14,28 +14,24 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 
 import matplotlib.figure
 import numpy as np
 import pandas as pd
 from scipy.cluster import hierarchy
-from scipy.sparse import coo_matrix
-from scipy.spatial import cKDTree
 from scipy.spatial.distance import pdist
 from sklearn.cluster import KMeans
 from sklearn.metrics import adjusted_rand_score, silhouette_score
 from sklearn.preprocessing import normalize
 
 from tmaps.introspect.groups import resolve_grouping
-from tmaps.introspect.nap import Profiles
 from tmaps.introspect.phonemes import phoneme_class
+from tmaps.introspect.profiles import Profiles
 from tmaps.introspect.render import group_order
 
 log = logging.getLogger(__name__)
 
 METHODS = ("hierarchical", "kmeans")
-NEIGHBOURHOODS = {"rook": 1, "queen": np.inf}  # Minkowski p of a grid step of length 1
 
 
 def _checked(profiles: np.ndarray, groups: Sequence[str] | None = None) -> np.ndarray:
@@ -135,66 +131,6 @@ def plot_adjusted_rand(scores: Mapping[str, float], title: str | None = None) ->
     if title:
         axes.set_title(title)
     return figure
-
-
-@dataclass(frozen=True)
-class MoransI:
-    """Moran's I of a map, its expectation without spatial structure, and a permutation p-value.
-
-    ``p_value`` is one-sided: the share of random placements of the same values (the observed
-    one included) whose I is at least the observed one.
-    """
-
-    statistic: float
-    expected: float
-    p_value: float
-    permutations: int
-
-
-def grid_adjacency(positions: np.ndarray, neighbourhood: str = "rook") -> coo_matrix:
-    """Symmetric 0/1 adjacency ``(N, N)`` of units at integer grid ``positions (N, 2)``.
-
-    ``"rook"``: units one step apart along a row or a column; ``"queen"``: also diagonally.
-    The grid does not wrap around.
-    """
-    if neighbourhood not in NEIGHBOURHOODS:
-        raise ValueError(f"neighbourhood must be one of {sorted(NEIGHBOURHOODS)}, got {neighbourhood!r}")
-    positions = np.asarray(positions, dtype=np.float64)
-    pairs = cKDTree(positions).query_pairs(1.0, p=NEIGHBOURHOODS[neighbourhood], output_type="ndarray")
-    rows, cols = np.concatenate([pairs[:, 0], pairs[:, 1]]), np.concatenate([pairs[:, 1], pairs[:, 0]])
-    return coo_matrix((np.ones(len(rows)), (rows, cols)), shape=(len(positions), len(positions)))
-
-
-def morans_i(
-    values: np.ndarray,
-    positions: np.ndarray,
-    neighbourhood: str = "rook",
-    permutations: int = 999,
-    seed: int = 0,
-) -> MoransI:
-    """Moran's I of per-unit ``values (N,)`` at grid ``positions (N, 2)`` (e.g. ``Grid.positions()``).
-
-    ``I = N / W * sum_ij w_ij z_i z_j / sum_i z_i^2`` with ``z`` the centred values and ``w`` the
-    ``grid_adjacency``; positive when neighbouring units have similar values. The p-value
-    comes from ``permutations`` random placements of the values on the same grid.
-    """
-    values = np.asarray(values, dtype=np.float64)
-    if values.ndim != 1 or len(values) != len(positions):
-        raise ValueError(f"values must be (N,) for {len(positions)} positions, got shape {values.shape}")
-    adjacency = grid_adjacency(positions, neighbourhood).tocsr()
-    if adjacency.nnz == 0:
-        raise ValueError("no two positions are neighbours on the grid")
-    centred = values - values.mean()
-    spread = centred @ centred
-    if spread == 0:
-        raise ValueError("the values are constant: Moran's I is undefined")
-    scale = len(values) / adjacency.sum() / spread
-    statistic = scale * centred @ (adjacency @ centred)
-    rng = np.random.default_rng(seed)
-    shuffled = np.stack([rng.permutation(centred) for _ in range(permutations)])
-    null = scale * np.einsum("pn,pn->p", shuffled, (adjacency @ shuffled.T).T)
-    p_value = (1 + np.count_nonzero(null >= statistic)) / (permutations + 1)
-    return MoransI(float(statistic), -1.0 / (len(values) - 1), float(p_value), permutations)
 
 
 def profile_matrix(profiles: Profiles, layer: str) -> np.ndarray:

@@ -21,7 +21,7 @@ import pandas as pd
 from numpy.typing import NDArray
 
 from tmaps.introspect.layout import LAYOUTS, compute_layout
-from tmaps.introspect.nap import Profiles
+from tmaps.introspect.profiles import Profiles
 from tmaps.introspect.quality import layout_quality
 from tmaps.progress import progress_bar
 from tmaps.topo import Grid

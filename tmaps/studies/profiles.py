@@ -2,7 +2,7 @@
 
 :func:`checkpoint_profiles` rebuilds the model of a tmaps checkpoint, reads one split of a
 corpus through :class:`~tmaps.data.SpeechDataModule` with the checkpoint's features, and
-computes NAPs or GradNAPs (:mod:`tmaps.introspect.nap`). Corpora without segments
+computes NAPs or GradNAPs (:class:`tmaps.introspect.Profiler`). Corpora without segments
 (LibriSpeech, Common Voice) get character and word segments by CTC forced alignment with the
 same checkpoint (:func:`tmaps.introspect.align`); phoneme groups need the synthetic corpus'
 ground-truth segments.
@@ -18,7 +18,7 @@ from torch import nn
 
 from tmaps.checkpoint import LoadedCheckpoint
 from tmaps.data import Utterances, checkpoint_datamodule
-from tmaps.introspect import NAP, PROFILERS, GradNAP, Grouping, Profiles, resolve_grouping
+from tmaps.introspect import ATTRIBUTIONS, Activation, GradientXActivation, Grouping, Profiler, Profiles, resolve_grouping
 from tmaps.introspect.alignment import align as force_align
 
 ALIGN_MODES = ("auto", "always", "never")
@@ -111,7 +111,7 @@ def checkpoint_profiles(
         groups: ``phoneme``, ``phoneme_class``, ``character``, ``word``, a record field
             (``speaker``, ``language``, ...) or a :class:`~tmaps.introspect.Grouping`.
         kind: ``"nap"`` or ``"gradnap"``.
-        target: GradNAP target, ``"aligned"`` or ``"predicted"`` (see :class:`~tmaps.introspect.GradNAP`).
+        target: GradNAP target, ``"aligned"`` or ``"predicted"`` (see :class:`~tmaps.introspect.GradientXActivation`).
         normalize: ``"center"``, ``"zscore"`` or ``None`` (see :class:`~tmaps.introspect.Profiles`).
         window: ``w`` for time-resolved profiles, ``None`` for time-independent ones.
         max_utterances: profile this many utterances from seeded random batches; ``None``: all.
@@ -124,8 +124,8 @@ def checkpoint_profiles(
         topographic layers), ``data``, ``split``, ``utterances`` and ``segments``
         (``"manifest"`` or ``"forced alignment"``).
     """
-    if kind not in PROFILERS:
-        raise ValueError(f"kind must be one of {tuple(PROFILERS)}, got {kind!r}")
+    if kind not in ATTRIBUTIONS:
+        raise ValueError(f"kind must be one of {tuple(ATTRIBUTIONS)}, got {kind!r}")
     model = checkpoint.model
     if layers is None:
         layers = list(model.layer_names)
@@ -141,11 +141,8 @@ def checkpoint_profiles(
     utterances = Utterances(datamodule.loader(split, shuffle=max_utterances is not None), max_utterances)
     alignments = force_align(model, utterances, checkpoint.alphabet) if forced else None
     grouping = resolve_grouping(groups, alignments)
-    if kind == "nap":
-        profiler = NAP(model, layers)
-    else:
-        profiler = GradNAP(model, layers, target=target, alignments=alignments)
-    profiles = profiler.compute(utterances, grouping, window=window, normalize=normalize)
+    attribution = Activation() if kind == "nap" else GradientXActivation(target=target, alignments=alignments)
+    profiles = Profiler(model, layers, attribution).compute(utterances, grouping, window=window, normalize=normalize)
     profiles.info.update(
         checkpoint=str(checkpoint.path),
         global_step=checkpoint.global_step,

@@ -35,7 +35,8 @@ from sklearn.metrics import adjusted_rand_score
 from tmaps.checkpoint import load_checkpoint
 from tmaps.data import checkpoint_datamodule
 from tmaps.introspect import Profiles, profile_matrix, resolve_grouping
-from tmaps.introspect.clustering import cluster, grid_adjacency
+from tmaps.introspect.clustering import cluster
+from tmaps.introspect.topography import grid_adjacency
 from tmaps.studies import claims, stats
 from tmaps.studies.profiles import checkpoint_profiles
 from tmaps.studies.runs import (

@@ -8,7 +8,7 @@ import torch
 
 from tmaps.data import SpeechDataModule
 from tmaps.introspect import NAP, compute_layout
-from tmaps.introspect.errors import (
+from tmaps.introspect.error_analysis import (
     DELETED,
     Outcome,
     character_outcomes,

@@ -33,9 +33,10 @@ from scipy.spatial.distance import cosine
 from torch import Tensor, nn
 
 from tmaps.introspect.alignment import align_utterance, utterance_outputs
+from tmaps.introspect.forward import ForwardFn
 from tmaps.introspect.frames import FrameMap
 from tmaps.introspect.groups import SegmentGrouping
-from tmaps.introspect.nap import ForwardFn, Profiles
+from tmaps.introspect.profiles import Profiles
 from tmaps.introspect.render import MapStyle, plot_maps
 from tmaps.text import BLANK, Alphabet
 
@@ -56,15 +57,7 @@ class Outcome(NamedTuple):
 def character_outcomes(
     log_probs: Tensor, text: str, alphabet: Alphabet, output_map: FrameMap, frame_rate: float = 100.0
 ) -> list[Outcome]:
-    """An :class:`Outcome` for each non-space character of ``text``, in order.
-
-    Args:
-        log_probs: ``(T', C)`` log-probabilities of the utterance's valid output frames.
-        text: its normalized transcript.
-        alphabet: the model's output classes.
-        output_map: where the output frames lie in time.
-        frame_rate: feature frames per second.
-    """
+    """An :class:`Outcome` for each non-space character of ``text``, in order (arguments as for :func:`align_utterance`)."""
     characters = align_utterance(log_probs, text, alphabet, output_map, frame_rate)["characters"]
     if not characters:
         return []
