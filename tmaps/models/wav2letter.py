@@ -66,7 +66,7 @@ class ConvBlock(nn.Module):
         self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
 
     def forward(self, x: Tensor, lengths: Tensor) -> Tensor:
-        padded = bool((lengths < x.shape[-1]).any())  # else (one utterance, equal lengths) there is nothing to mask
+        padded = has_padding(lengths, x.shape[-1])
         x = self.conv(x)
         valid = valid_frames(self.output_length(lengths), x.shape[-1]) if padded else None
         if isinstance(self.norm, _BatchNorm):
@@ -89,7 +89,18 @@ class _ChannelLayerNorm(nn.LayerNorm):
 
 def zero_padding(x: Tensor, lengths: Tensor) -> Tensor:
     """``x (batch, channels, time)`` with the frames past each utterance's ``lengths (batch,)`` set to 0."""
-    return x.masked_fill(~valid_frames(lengths, x.shape[-1])[:, None], 0.0) if bool((lengths < x.shape[-1]).any()) else x
+    return x.masked_fill(~valid_frames(lengths, x.shape[-1])[:, None], 0.0) if has_padding(lengths, x.shape[-1]) else x
+
+
+def has_padding(lengths: Tensor, n_frames: int) -> bool:
+    """Whether any utterance is shorter than ``n_frames`` (else there is nothing to mask).
+
+    Always true while compiling or exporting: ``torch.export`` and the ONNX exporter cannot branch
+    on the values of ``lengths``, and the masked path is exact for unpadded batches too.
+    """
+    if torch.compiler.is_compiling() or torch.compiler.is_exporting():
+        return True
+    return bool((lengths < n_frames).any())
 
 
 def valid_frames(lengths: Tensor, n_frames: int) -> Tensor:
