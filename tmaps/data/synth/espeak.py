@@ -150,6 +150,7 @@ class _Library:
         self.native.espeak_TextToPhonemes.restype = ctypes.c_char_p
         self.native.espeak_Info.restype = ctypes.c_char_p
         self.native.espeak_Info.argtypes = [ctypes.c_void_p]
+        self.transcribed_since_synthesis = False
         data_parent = str(Path(espeakng_loader.get_data_path()).parent).encode()
         options = _INITIALIZE_PHONEME_EVENTS | _INITIALIZE_DONT_EXIT
         sample_rate = self.native.espeak_Initialize(_AUDIO_OUTPUT_SYNCHRONOUS, 0, data_parent, options)
@@ -187,6 +188,11 @@ class _Library:
         self.native.espeak_SetParameter(_PARAMETER_PITCH, pitch, 0)
         # Seeds the noise of breathy voices.
         self.native.espeak_ng_SetRandSeed(seed)
+        if self.transcribed_since_synthesis:
+            # Many TextToPhonemes calls leave espeak's text positions off for the next synthesis, whose
+            # word marks then miss their words; a blank synthesis puts them back.
+            self.transcribed_since_synthesis = False
+            self.speak(" ", voice, rate_wpm, pitch, seed)
         self.chunks, self.marks = [], []
         encoded = text.encode("utf-8")
         status = self.native.espeak_Synth(encoded, len(encoded) + 1, 0, _POS_CHARACTER, 0, _CHARS_UTF8, None, None)
@@ -197,6 +203,7 @@ class _Library:
 
     def transcription(self, word: str, ipa: bool = False) -> list[str]:
         """The phoneme labels of ``word`` spoken alone by the current voice: mnemonics, or IPA, with their stress marks."""
+        self.transcribed_since_synthesis = True
         text = ctypes.c_char_p(word.encode("utf-8"))
         labels = []
         while text.value:
