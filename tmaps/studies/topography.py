@@ -41,7 +41,7 @@ from tmaps.studies import claims, stats
 from tmaps.studies.profiles import checkpoint_profiles
 from tmaps.studies.runs import (
     RecordStore,
-    file_hash,
+    checkpoint_reference,
     locked,
     new_record,
     read_config,
@@ -177,7 +177,7 @@ def run(study: Mapping) -> list[dict]:
             config = read_config(run_dir)
             record = new_record(study["name"], planned["run_id"], planned["settings"], precision=config["trainer"]["precision"])
             record |= {"arm": planned["arm"], "config": without_machine_paths(config, run_dir)}
-            record["checkpoint"] = {"file": relative_path(best, out_dir), "hash": file_hash(best)}
+            record["checkpoint"] = checkpoint_reference(best, out_dir)
             record["provenance"]["wall_seconds"] = wall
             record["curve"] = read_curve(run_dir)
             record |= measure(best, config["data"], study["analysis"])
