@@ -12,7 +12,15 @@ from tmaps.topo.losses import (
     build_regularizer,
     topographic_grids,
 )
-from tmaps.topo.metrics import distance_profile, filter_diversity, layer_topography, topography_metrics, untouched_participation_ratio
+from tmaps.topo.metrics import (
+    distance_profile,
+    filter_diversity,
+    layer_topography,
+    placement_by_similarity,
+    reduced_rank_filters,
+    topography_metrics,
+    untouched_participation_ratio,
+)
 from tmaps.topo.plots import filter_map, mel_centre_of_mass, principal_component_colours
 
 __all__ = [
@@ -31,7 +39,9 @@ __all__ = [
     "layer_topography",
     "mel_centre_of_mass",
     "nearly_square_shape",
+    "placement_by_similarity",
     "principal_component_colours",
+    "reduced_rank_filters",
     "topographic_grids",
     "topography_metrics",
     "untouched_participation_ratio",
