@@ -383,6 +383,34 @@ def plot_pareto(table: pd.DataFrame, path: Path) -> None:
     plt.close(figure)
 
 
+def plot_distance_profiles(records: Sequence[Mapping], path: Path, max_distance: float = 8.0) -> None:
+    """TDANN-style curves: the phoneme profiles' similarity of unit pairs against their grid distance, one panel per loss and layers,
+    one line per weight (mean over seeds and topographic layers)."""
+    curves: dict[tuple[str, str], dict[float, list[np.ndarray]]] = {}
+    distances: dict[tuple[str, str], np.ndarray] = {}
+    for record in records:
+        loss, layers, weight = setting_of(record)
+        for layer in record["topographic_layers"]:
+            profile = record["layers"][layer]["profile_similarity_by_distance"]
+            distance = np.asarray(profile["distance"])
+            keep = distance <= max_distance
+            distances[loss, layers] = distance[keep]
+            curves.setdefault((loss, layers), {}).setdefault(weight, []).append(np.asarray(profile["similarity"])[keep])
+    panels = sorted(curves)
+    figure, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.6), layout="constrained", squeeze=False, sharey=True)
+    for ax, panel in zip(axes[0], panels):
+        weights = sorted(curves[panel])
+        colours = plt.get_cmap("viridis")(np.linspace(0, 0.9, len(weights)))
+        for weight, colour in zip(weights, colours):
+            ax.plot(distances[panel], np.mean(curves[panel][weight], axis=0), color=colour, marker=".", label=f"{weight:g}")
+        ax.set_title(f"{panel[0]} on {panel[1]}", fontsize=9)
+        ax.set_xlabel("grid distance (units)")
+        ax.legend(title="topo.weight", fontsize=8, title_fontsize=8)
+    axes[0, 0].set_ylabel("cosine of unit pairs' phoneme NAP profiles\n(test, mean over seeds and layers)")
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+
+
 def _error_bars(group: pd.DataFrame, column: str) -> np.ndarray | None:
     low, high = group[f"{column}_low"], group[f"{column}_high"]
     if low.isna().all():
@@ -511,6 +539,7 @@ def report(study: Mapping, claims_dir: str | Path = claims.RESULTS_DIR, readme: 
         f"Default chosen on dev ({_criteria_text(study['default_criteria'])}): **{choice}**.\n"
     )
     plot_pareto(table, results_dir / "topography_pareto.png")
+    plot_distance_profiles(records, results_dir / "topography_distance_profiles.png")
     control_store = RecordStore(control_folder(study))
     control_records = control_store.records() if control_store.folder.is_dir() else []
     controls = pd.DataFrame()
