@@ -36,13 +36,14 @@ def test_report_regenerates_the_committed_results(tmp_path):
     shutil.copytree(results / "topography", tmp_path / "topography")
     shutil.copy(REPO / "docs" / "topography.md", tmp_path / "topography.md")
     shutil.copy(results / "claims.json", tmp_path / "claims.json")
-    (tmp_path / "README.md").write_text("<!-- claims:start -->\n<!-- claims:end -->\n")
+    shutil.copy(REPO / "README.md", tmp_path / "README.md")
     study = STUDY | {"records_dir": str(tmp_path / "topography" / "runs"), "results_page": str(tmp_path / "topography.md")}
     topography.report(study, claims_dir=tmp_path, readme=tmp_path / "README.md")
     for name in ("topography_sweep.md", "topography_sweep.csv"):
         assert (tmp_path / "topography" / name).read_text() == (results / "topography" / name).read_text(), name
     assert (tmp_path / "topography.md").read_text() == (REPO / "docs" / "topography.md").read_text()
     assert json.loads((tmp_path / "claims.json").read_text()) == json.loads((results / "claims.json").read_text())
+    assert (tmp_path / "README.md").read_text() == (REPO / "README.md").read_text()
 
 
 def tiny_study(folder: Path, weights: list[float], seeds: list[int]) -> dict:
@@ -100,7 +101,7 @@ def test_the_collapse_control_is_measured_on_the_chosen_settings_baseline(tmp_pa
     assert "/" + "tmp" not in json.dumps(control)
     # One seed gives no interval over seeds: the claim stays not measured, and the report says what the control found.
     (tmp_path / "page.md").write_text("<!-- topography-sweep:start -->\n<!-- topography-sweep:end -->\n")
-    (tmp_path / "README.md").write_text("<!-- claims:start -->\n<!-- claims:end -->\n")
+    (tmp_path / "README.md").write_text("<!-- claims:start -->\n<!-- claims:end -->\n<!-- topography-status:start -->\n<!-- topography-status:end -->\n")
     summary = topography.report(study | {"results_page": str(tmp_path / "page.md")}, claims_dir=tmp_path, readme=tmp_path / "README.md")
     assert summary["chosen"]["weight"] == 0.5
     assert next(claim for claim in summary["claims"] if claim["id"] == "topo_groups_phonemes")["status"] == "not measured"

@@ -308,8 +308,12 @@ def seed_numbers(record: Mapping) -> dict:
 
 
 def _interval(values: Sequence[float]) -> tuple[float, float, float]:
+    """Mean with its 95% CI over seeds from 3 seeds on; with 2 the bracket is their range (a bootstrap over 2 values gives
+    nothing more, and calling it a CI would overstate it); with 1, none."""
     if len(values) < 2:
         return float(values[0]), math.nan, math.nan
+    if len(values) == 2:
+        return float(np.mean(values)), float(min(values)), float(max(values))
     interval = stats.seed_ci(values)
     return interval.estimate, interval.low, interval.high
 
@@ -501,6 +505,20 @@ def _criteria_text(criteria: Mapping) -> str:
     )
 
 
+def status_line(table: pd.DataFrame, chosen: pd.Series | None, criteria: Mapping) -> str:
+    """Where the topography study stands, for the README beside the claims: a miss is stated where the headline is."""
+    settings = f"{len(table)} settings ({', '.join(sorted(table['loss'].unique()))}), {int(table['seeds'].min())}–{int(table['seeds'].max())} seeds each"
+    if chosen is None:
+        return (
+            f"Topography study so far ({settings}): **no setting meets the default criteria** ({_criteria_text(criteria)}); "
+            "the weights that reach the Moran's I keep too few distinct filters. See [Topography](docs/topography.md#the-topography-study)."
+        )
+    return (
+        f"Topography study so far ({settings}): the default chosen on dev is **{chosen['loss']} on {chosen['layers']} at weight "
+        f"{chosen['weight']:g}** ({_criteria_text(criteria)}). See [Topography](docs/topography.md#the-topography-study)."
+    )
+
+
 def control_text(controls: pd.DataFrame, chosen: pd.Series) -> str:
     """The collapse control of the chosen setting as a paragraph and a per-seed table."""
     setting = f"{chosen['loss']} on {chosen['layers']} at weight {chosen['weight']:g}"
@@ -535,7 +553,8 @@ def report(study: Mapping, claims_dir: str | Path = claims.RESULTS_DIR, readme: 
     choice = "no setting meets the criteria" if chosen is None else f"{chosen['loss']} on {chosen['layers']} at weight {chosen['weight']:g}"
     summary = (
         f"{markdown_table(table)}\n\n{len(records)} runs. Test CER: mean over seeds with the 95% CI over seeds and test utterances; "
-        "every other number: mean over seeds [95% CI over seeds] (no interval with one seed). "
+        "every other number: mean over seeds [95% CI over seeds] from 3 seeds on; with 2 seeds the bracket is their range, not a CI; "
+        "none with one seed. "
         f"Default chosen on dev ({_criteria_text(study['default_criteria'])}): **{choice}**.\n"
     )
     plot_pareto(table, results_dir / "topography_pareto.png")
@@ -551,4 +570,5 @@ def report(study: Mapping, claims_dir: str | Path = claims.RESULTS_DIR, readme: 
     record_paths = {record["run_id"]: relative_path(store.path(record["run_id"])) for record in records}
     control_paths = [relative_path(control_store.path(run_id)) for run_id in controls.get("run_id", [])]
     judged = claims.update_claims(claim_measurements(records, chosen, record_paths, controls, control_paths), claims_dir, markdown_files=[readme])
+    claims.replace_marked_section(readme, status_line(table, chosen, study["default_criteria"]), name="topography-status")
     return {"table": table, "chosen": chosen, "claims": judged}
