@@ -323,7 +323,7 @@ def test_layer_and_config_errors_name_what_is_wrong():
         build_regularizer(model, {"layers": ["conv7"], "loss": "weight_similarity"})
     with pytest.raises(ValueError, match="topo.loss must be one of"):
         build_regularizer(model, {"layers": ["conv1"], "loss": "topo_magic"})
-    with pytest.raises(ValueError, match=r"unknown keys \['wieght'\]"):
+    with pytest.raises(ValueError, match=r"topo.wieght: TopoConfig has no such argument; it takes \['grid', 'layers'"):
         build_regularizer(model, {"layers": ["conv1"], "loss": "weight_similarity", "wieght": 1.0})
     with pytest.raises(ValueError, match=r"topo.options \['factor'\] are not options of weight_similarity"):
         build_regularizer(model, {"layers": ["conv1"], "loss": "weight_similarity", "options": {"factor": 2}})

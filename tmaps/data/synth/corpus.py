@@ -36,7 +36,7 @@ import signal
 import socket
 import sys
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from functools import lru_cache
 from importlib.metadata import version
 from multiprocessing.connection import Connection, wait
@@ -45,6 +45,7 @@ from pathlib import Path
 import numpy as np
 import soundfile
 
+from tmaps.config_types import check_config
 from tmaps.data.manifest import SPLITS, write_manifest
 from tmaps.data.synth.acoustics import (
     NOISE_EXPONENTS,
@@ -183,10 +184,7 @@ class SynthConfig:
         for name, kind in (("babble", BabbleConfig), ("reverb", ReverbConfig)):
             value = getattr(self, name)
             if isinstance(value, Mapping):
-                unknown = set(value) - {config_field.name for config_field in fields(kind)}
-                if unknown:
-                    raise ValueError(f"synth config: {name} has unknown keys {sorted(unknown)}; known: {[f.name for f in fields(kind)]}")
-                object.__setattr__(self, name, kind(**value))
+                object.__setattr__(self, name, kind(**check_config(value, kind, f"data.source.{name}")))
             elif value is not None and not isinstance(value, kind):
                 raise ValueError(f"synth config: {name} must be a mapping or null, got {value!r}")
         if not isinstance(self.seed, int) or self.seed < 0:
@@ -206,15 +204,13 @@ class SynthConfig:
 
     @classmethod
     def from_mapping(cls, mapping: Mapping) -> SynthConfig:
-        """Config from a plain mapping; unknown keys are errors, ``kind: synth`` is accepted."""
-        known = {config_field.name for config_field in fields(cls)}
+        """Config from a plain mapping (``kind: synth`` is accepted); a key it does not take, or a value of the wrong type, is a
+        ``ConfigTypeError`` naming it."""
         values = dict(mapping)
         kind = values.pop("kind", "synth")
         if kind != "synth":
             raise ValueError(f"synth config: kind must be 'synth', got {kind!r}")
-        unknown = set(values) - known
-        if unknown:
-            raise ValueError(f"synth config: unknown keys {sorted(unknown)}; known: {sorted(known)}")
+        values = check_config(values, cls, "data.source")
         if values.get("n_utterances") is not None:
             values["n_utterances"] = dict(values["n_utterances"])
         return cls(**values)
