@@ -15,7 +15,7 @@ import yaml
 from matplotlib.figure import Figure
 from torch import nn
 
-from tmaps.models import ConformerCTC, Wav2Letter, build_model
+from tmaps.models import ConformerCTC, Wav2Letter, wav2letter_small
 from tmaps.topo import (
     BlurSmoothness,
     Grid,
@@ -337,7 +337,7 @@ def test_layer_and_config_errors_name_what_is_wrong():
 
 @pytest.mark.parametrize("name", ["none", "weight_similarity", "response_correlation", "blur_smoothness"])
 def test_every_topo_config_builds_on_the_small_model(name):
-    model = build_model({**yaml.safe_load((CONF / "model" / "small.yaml").read_text()), "n_features": 40, "n_classes": 29})
+    model = wav2letter_small(n_features=40, n_classes=29)
     config = yaml.safe_load((CONF / "topo" / f"{name}.yaml").read_text())
     regularizer = build_regularizer(model, config)
     if name == "none":
