@@ -15,7 +15,7 @@ import yaml
 from matplotlib.figure import Figure
 from torch import nn
 
-from tmaps.models import ConformerCTC, Wav2Letter, build_model
+from tmaps.models import ConformerCTC, Wav2Letter, wav2letter_small
 from tmaps.topo import (
     BlurSmoothness,
     Grid,
@@ -325,7 +325,7 @@ def test_layer_and_config_errors_name_what_is_wrong():
         build_regularizer(model, {"layers": ["conv7"], "loss": "weight_similarity"})
     with pytest.raises(ValueError, match="topo.loss must be one of"):
         build_regularizer(model, {"layers": ["conv1"], "loss": "topo_magic"})
-    with pytest.raises(ValueError, match=r"unknown keys \['wieght'\]"):
+    with pytest.raises(ValueError, match=r"topo.wieght: TopoConfig has no such argument; it takes \['grid', 'layers'"):
         build_regularizer(model, {"layers": ["conv1"], "loss": "weight_similarity", "wieght": 1.0})
     with pytest.raises(ValueError, match=r"topo.options \['factor'\] are not options of weight_similarity"):
         build_regularizer(model, {"layers": ["conv1"], "loss": "weight_similarity", "options": {"factor": 2}})
@@ -339,7 +339,7 @@ def test_layer_and_config_errors_name_what_is_wrong():
 
 @pytest.mark.parametrize("name", ["none", "weight_similarity", "response_correlation", "blur_smoothness"])
 def test_every_topo_config_builds_on_the_small_model(name):
-    model = build_model({**yaml.safe_load((CONF / "model" / "small.yaml").read_text()), "n_features": 40, "n_classes": 29})
+    model = wav2letter_small(n_features=40, n_classes=29)
     config = yaml.safe_load((CONF / "topo" / f"{name}.yaml").read_text())
     regularizer = build_regularizer(model, config)
     if name == "none":

@@ -1,5 +1,6 @@
-"""Topographic regularisation: grids, losses, metrics and maps (plain PyTorch, no Lightning or Hydra)."""
+"""Topographic regularisation: grids, losses, metrics and filter pictures (plain PyTorch, no Lightning or Hydra)."""
 
+from tmaps.topo.filter_pictures import filter_map, mel_centre_of_mass, principal_component_colours
 from tmaps.topo.grid import Grid, nearly_square_shape
 from tmaps.topo.losses import (
     LOSSES,
@@ -21,7 +22,6 @@ from tmaps.topo.metrics import (
     topography_metrics,
     untouched_participation_ratio,
 )
-from tmaps.topo.plots import filter_map, mel_centre_of_mass, principal_component_colours
 
 __all__ = [
     "LOSSES",
