@@ -34,7 +34,7 @@ from omegaconf import OmegaConf
 
 from tmaps.checkpoint import load_checkpoint
 from tmaps.introspect import save_figure
-from tmaps.introspect.maps import recorded_grids
+from tmaps.introspect.layout_comparison import recorded_grids
 from tmaps.introspect.topography import MODELS, plot_topography_comparison, topography_comparison
 from tmaps.studies.profiles import checkpoint_profiles
 from tmaps.training.resolvers import register_resolvers

@@ -163,6 +163,8 @@ def test_runs_started_together_get_a_folder_each_and_a_bad_type_is_named(tmp_pat
         (["+trainer.max_epoch=3"], "trainer.max_epoch: Trainer has no such argument"),
         (["checkpoints.best.save_top_k=all"], "checkpoints.best.save_top_k='all': expected int, got str"),
         (["model.arch=transformer"], "model.arch='transformer': expected one of ['conformer', 'wav2letter']"),
+        (["data.batching.num_workers=many"], "data.batching.num_workers='many': expected int, got str"),
+        (["+data.features.n_mel=80"], "data.features.n_mel: FeatureOptions has no such argument"),
     ],
     ids=lambda value: value[0] if isinstance(value, list) else None,
 )

@@ -17,7 +17,7 @@ from omegaconf import OmegaConf
 
 from tmaps.commands.maps import maps_from_config
 from tmaps.data import SpeechDataModule
-from tmaps.introspect.maps import QUALITY_COLUMNS
+from tmaps.introspect.layout_comparison import QUALITY_COLUMNS
 from tmaps.introspect.nap import NAP
 from tmaps.introspect.profiles import Profiles
 from tmaps.models import Wav2Letter

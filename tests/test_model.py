@@ -6,14 +6,14 @@ import numpy as np
 import pytest
 import torch
 import torchaudio
-import yaml
 
 import tmaps.conf
-from tmaps.checkpoint import load_checkpoint
+from tmaps.checkpoint import load_checkpoint, save_checkpoint
 from tmaps.data import SpeechDataModule
 from tmaps.data.dataset import collate
-from tmaps.models import Wav2Letter, build_model, wav2letter_paper, wav2letter_small
+from tmaps.models import Wav2Letter, build_model, conformer_small, preset_config, wav2letter_paper, wav2letter_small
 from tmaps.text import Alphabet
+from tmaps.training.module import ASRModule
 
 ENGLISH = Alphabet.for_language("en")
 
@@ -46,13 +46,29 @@ def test_mismatched_layer_lists_are_refused():
         Wav2Letter(channels=[8], kernel_sizes=[3], strides=[1], norm="group")
 
 
-@pytest.mark.parametrize(("builder", "preset"), [(wav2letter_paper, "wav2letter"), (wav2letter_small, "small")])
-def test_the_python_builders_are_the_config_presets(builder, preset):
-    config = yaml.safe_load((Path(tmaps.conf.__file__).parent / "model" / f"{preset}.yaml").read_text())
-    from_config = build_model({**config, "n_features": 40, "n_classes": 29})
-    built = builder(n_features=40, n_classes=29)
-    assert repr(built) == repr(from_config)
-    assert {key: value.shape for key, value in built.state_dict().items()} == {key: value.shape for key, value in from_config.state_dict().items()}
+PRESET_BUILDERS = {"wav2letter": wav2letter_paper, "small": wav2letter_small, "conformer_small": conformer_small}
+
+
+def test_every_model_config_is_a_preset_whose_builder_builds_it():
+    assert {path.stem for path in (Path(tmaps.conf.__file__).parent / "model").glob("*.yaml")} == set(PRESET_BUILDERS)
+    for name, builder in PRESET_BUILDERS.items():
+        from_config = build_model({**preset_config(name), "n_features": 40, "n_classes": 29})
+        built = builder(n_features=40, n_classes=29)
+        assert repr(built) == repr(from_config)
+        assert {key: value.shape for key, value in built.state_dict().items()} == {key: value.shape for key, value in from_config.state_dict().items()}
+    with pytest.raises(ValueError, match=r"model preset 'huge' does not exist; presets are \['conformer_small', 'small', 'wav2letter'\]"):
+        preset_config("huge")
+
+
+def test_a_checkpoint_of_a_preset_holds_its_full_arguments_and_loads_from_them(tmp_path):
+    module = ASRModule(model=preset_config("conformer_small"), alphabet=ENGLISH.chars, features={"n_mels": 40}, optim={"lr": 1e-3})
+    stored = module.hparams["model"]
+    assert stored == {**preset_config("conformer_small"), "n_features": 40, "n_classes": ENGLISH.n_classes}
+    save_checkpoint({"state_dict": module.state_dict(), "hyper_parameters": dict(module.hparams)}, tmp_path / "preset.ckpt")
+    loaded = load_checkpoint(tmp_path / "preset.ckpt")
+    assert repr(loaded.model) == repr(conformer_small(n_classes=ENGLISH.n_classes))
+    for key, value in module.model.state_dict().items():
+        assert torch.equal(loaded.model.state_dict()[key], value), key
 
 
 # ---------------------------------------------------------------- padding invariance (fp32)

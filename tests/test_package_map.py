@@ -10,8 +10,8 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parents[1] / "tmaps"
 # Bottom up, as in the package map of docs/design.md.
 LAYERS = [
-    "extras", "processes", "progress", "text", "models", "topo", "checkpoint", "data", "introspect", "inference", "transfer", "training", "callbacks",
-    "studies", "commands",
+    "extras", "config_types", "processes", "progress", "text", "models", "topo", "checkpoint", "data", "introspect", "inference", "transfer",
+    "training", "callbacks", "studies", "commands",
 ]
 CORE = ("topo", "introspect")  # plain PyTorch/NumPy
 FRAMEWORKS = ("pytorch_lightning", "lightning", "hydra", "omegaconf")

@@ -135,7 +135,7 @@ def test_each_realism_option_makes_its_own_corpus_folder_and_plain_configs_keep_
     [
         ({"speed": [1.1, 0.9]}, "speed"),
         ({"babble": {"talkers": [0, 2]}}, "babble.talkers"),
-        ({"babble": {"voices": 3}}, "babble has unknown keys"),
+        ({"babble": {"voices": 3}}, "data.source.babble.voices: BabbleConfig has no such argument"),
         ({"babble": {"talkers": [1, 5], "pool_size": 4}}, "babble.pool_size"),
         ({"reverb": {"rt60_s": [0.1, 0.5]}}, "reverb.rt60_s low 0.1 s is too short"),
         ({"reverb": {"room_m": [3, 4, 5]}}, "reverb.room_m"),

@@ -15,7 +15,7 @@ import yaml
 from matplotlib.figure import Figure
 from torch import nn
 
-from tmaps.models import ConformerCTC, Wav2Letter, build_model
+from tmaps.models import ConformerCTC, Wav2Letter, wav2letter_small
 from tmaps.topo import (
     BlurSmoothness,
     Grid,
@@ -29,7 +29,9 @@ from tmaps.topo import (
     filter_map,
     layer_topography,
     mel_centre_of_mass,
+    placement_by_similarity,
     principal_component_colours,
+    reduced_rank_filters,
     topography_metrics,
     untouched_participation_ratio,
 )
@@ -323,7 +325,7 @@ def test_layer_and_config_errors_name_what_is_wrong():
         build_regularizer(model, {"layers": ["conv7"], "loss": "weight_similarity"})
     with pytest.raises(ValueError, match="topo.loss must be one of"):
         build_regularizer(model, {"layers": ["conv1"], "loss": "topo_magic"})
-    with pytest.raises(ValueError, match=r"unknown keys \['wieght'\]"):
+    with pytest.raises(ValueError, match=r"topo.wieght: TopoConfig has no such argument; it takes \['grid', 'layers'"):
         build_regularizer(model, {"layers": ["conv1"], "loss": "weight_similarity", "wieght": 1.0})
     with pytest.raises(ValueError, match=r"topo.options \['factor'\] are not options of weight_similarity"):
         build_regularizer(model, {"layers": ["conv1"], "loss": "weight_similarity", "options": {"factor": 2}})
@@ -337,7 +339,7 @@ def test_layer_and_config_errors_name_what_is_wrong():
 
 @pytest.mark.parametrize("name", ["none", "weight_similarity", "response_correlation", "blur_smoothness"])
 def test_every_topo_config_builds_on_the_small_model(name):
-    model = build_model({**yaml.safe_load((CONF / "model" / "small.yaml").read_text()), "n_features": 40, "n_classes": 29})
+    model = wav2letter_small(n_features=40, n_classes=29)
     config = yaml.safe_load((CONF / "topo" / f"{name}.yaml").read_text())
     regularizer = build_regularizer(model, config)
     if name == "none":
@@ -411,6 +413,34 @@ def test_diversity_tells_identical_random_and_smooth_filters_apart():
     # The smooth sheet of smooth_sheet has four directions plus small noise: few distinct filters, and smooth on its grid.
     assert 2 < field["participation_ratio"] < 6
     assert layer_topography(smooth, grid)["participation_ratio"] == pytest.approx(field["participation_ratio"])
+
+
+def test_a_reduced_rank_keeps_each_filter_mean_and_bounds_the_participation_ratio():
+    weight = torch.randn(64, 8, 5, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    ratios = []
+    for rank in (1, 3, 10):
+        reduced = reduced_rank_filters(weight, rank)
+        assert reduced.shape == weight.shape and reduced.dtype == weight.dtype
+        torch.testing.assert_close(reduced.reshape(64, -1).mean(1), weight.reshape(64, -1).mean(1))
+        ratios.append(filter_diversity(reduced)["participation_ratio"])
+        assert ratios[-1] <= rank + 1e-6
+    assert ratios == sorted(ratios) and ratios[0] == pytest.approx(1)
+    torch.testing.assert_close(reduced_rank_filters(weight, 40), weight)
+    with pytest.raises(ValueError, match="rank must be between 1 and 40"):
+        reduced_rank_filters(weight, 41)
+
+
+def test_placement_by_similarity_recovers_a_shuffled_smooth_sheet():
+    grid = Grid(192)
+    smooth = smooth_sheet(grid, features=48, noise=0.05)
+    shuffled = smooth[torch.randperm(192, generator=torch.Generator().manual_seed(4))]
+    order = placement_by_similarity(shuffled, grid)
+    assert sorted(order.tolist()) == list(range(192))
+    assert layer_topography(shuffled, grid)["ratio"] < 1.1
+    # Not the hand-made arrangement back (two components cannot hold four directions), but far smoother than chance.
+    assert layer_topography(shuffled[order], grid)["ratio"] > 5
+    with pytest.raises(ValueError, match="192 output channels but the grid is Grid\\(100"):
+        placement_by_similarity(shuffled, Grid(100))
 
 
 # ---------------------------------------------------------------- pictures

@@ -36,22 +36,23 @@ def test_report_regenerates_the_committed_results(tmp_path):
     shutil.copytree(results / "topography", tmp_path / "topography")
     shutil.copy(REPO / "docs" / "topography.md", tmp_path / "topography.md")
     shutil.copy(results / "claims.json", tmp_path / "claims.json")
-    (tmp_path / "README.md").write_text("<!-- claims:start -->\n<!-- claims:end -->\n")
+    shutil.copy(REPO / "README.md", tmp_path / "README.md")
     study = STUDY | {"records_dir": str(tmp_path / "topography" / "runs"), "results_page": str(tmp_path / "topography.md")}
     topography.report(study, claims_dir=tmp_path, readme=tmp_path / "README.md")
     for name in ("topography_sweep.md", "topography_sweep.csv"):
         assert (tmp_path / "topography" / name).read_text() == (results / "topography" / name).read_text(), name
     assert (tmp_path / "topography.md").read_text() == (REPO / "docs" / "topography.md").read_text()
     assert json.loads((tmp_path / "claims.json").read_text()) == json.loads((results / "claims.json").read_text())
+    assert (tmp_path / "README.md").read_text() == (REPO / "README.md").read_text()
 
 
-def test_a_tiny_study_trains_measures_and_resumes(tmp_path, monkeypatch):
-    monkeypatch.setenv("TMAPS_DATA_DIR", str(tmp_path / "data"))
-    study = STUDY | {
-        "records_dir": str(tmp_path / "runs"),
-        "out_dir": str(tmp_path / "out"),
-        "seeds": [3],
-        "arms": [{"loss": "weight_similarity", "layers": ["conv1"], "weights": [0.5]}],
+def tiny_study(folder: Path, weights: list[float], seeds: list[int]) -> dict:
+    """The study's config on a corpus and model that train in seconds."""
+    return STUDY | {
+        "records_dir": str(folder / "runs"),
+        "out_dir": str(folder / "out"),
+        "seeds": seeds,
+        "arms": [{"loss": "weight_similarity", "layers": ["conv1"], "weights": weights}],
         "train_overrides": [
             *STUDY["train_overrides"],
             "data.source.n_utterances={train:24,dev:8,test:8,test_unseen:4}",
@@ -62,6 +63,11 @@ def test_a_tiny_study_trains_measures_and_resumes(tmp_path, monkeypatch):
         ],
         "analysis": STUDY["analysis"] | {"permutations": 9, "shuffles": 9},
     }
+
+
+def test_a_tiny_study_trains_measures_and_resumes(tmp_path, monkeypatch):
+    monkeypatch.setenv("TMAPS_DATA_DIR", str(tmp_path / "data"))
+    study = tiny_study(tmp_path, weights=[0.5], seeds=[3])
     (record,) = topography.run(study)
     assert record["run_id"] == "weight_similarity-conv1-w0.5-s3" and record["settings"]["seed"] == 3
     assert record["topographic_layers"] == ["conv1"] and set(record["layers"]) == {"conv0", "conv1", "conv2"}
@@ -74,3 +80,29 @@ def test_a_tiny_study_trains_measures_and_resumes(tmp_path, monkeypatch):
     with pytest.raises(SettingsChanged, match=r"analysis\.shuffles: 9 -> 8"):
         topography.run(study | {"analysis": study["analysis"] | {"shuffles": 8}})
     assert Path(study["records_dir"], f"{record['run_id']}.json").read_bytes() == recorded
+
+
+def test_the_collapse_control_is_measured_on_the_chosen_settings_baseline(tmp_path, monkeypatch):
+    monkeypatch.setenv("TMAPS_DATA_DIR", str(tmp_path / "data"))
+    # Criteria every setting meets, so that the tiny study chooses its one topographic weight.
+    study = tiny_study(tmp_path, weights=[0, 0.5], seeds=[0]) | {"default_criteria": {"morans_i": -1, "participation_fraction": 0, "dev_cer_margin": 1}}
+    records = topography.run(study)
+    (control,) = (json.loads(path.read_text()) for path in topography.control_folder(study).glob("*.json"))
+    assert control["run_id"] == "collapse-to-weight_similarity-conv1-w0.5-s0"
+    assert control["settings"]["baseline"] == "weight_similarity-conv1-w0-s0"
+    baseline = next(record for record in records if record["arm"]["weight"] == 0)
+    assert control["checkpoint"] == baseline["checkpoint"]
+    layer = control["layers"]["conv1"]
+    target = next(record for record in records if record["arm"]["weight"] == 0.5)["layers"]["conv1"]["participation_ratio"]
+    assert layer["target_participation_ratio"] == pytest.approx(target)
+    assert layer["participation_ratio"] <= layer["rank"] + 1e-6
+    for placement in ("by_similarity", "channel_order"):
+        assert -1 <= layer[placement]["morans_i"] <= 1 and 0 < layer[placement]["morans_i_p"] <= 1
+    assert "/" + "tmp" not in json.dumps(control)
+    # One seed gives no interval over seeds: the claim stays not measured, and the report says what the control found.
+    (tmp_path / "page.md").write_text("<!-- topography-sweep:start -->\n<!-- topography-sweep:end -->\n")
+    (tmp_path / "README.md").write_text("<!-- claims:start -->\n<!-- claims:end -->\n<!-- topography-status:start -->\n<!-- topography-status:end -->\n")
+    summary = topography.report(study | {"results_page": str(tmp_path / "page.md")}, claims_dir=tmp_path, readme=tmp_path / "README.md")
+    assert summary["chosen"]["weight"] == 0.5
+    assert next(claim for claim in summary["claims"] if claim["id"] == "topo_groups_phonemes")["status"] == "not measured"
+    assert "Collapse control of weight_similarity on conv1 at weight 0.5" in (tmp_path / "runs").parent.joinpath("topography_sweep.md").read_text()

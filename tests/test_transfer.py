@@ -156,7 +156,7 @@ def test_freeze_patterns_select_layers_and_typos_are_errors():
 
 
 def test_unknown_config_keys_are_listed():
-    with pytest.raises(ValueError, match=r"unknown transfer config keys \['freeze'\]; known keys: \['init_from'"):
+    with pytest.raises(ValueError, match=r"transfer.freeze: TransferConfig has no such argument; it takes \['freeze_first'"):
         TransferConfig.from_dict({"freeze": 3})
 
 

@@ -15,7 +15,7 @@ from their profiles (:func:`~tmaps.introspect.layout.compute_layout`), scores th
   (columns ``layer, method, unit, x, y``);
 - ``quality.csv`` and ``quality.md``: one row per layer and method.
 
-Layouts and scores come from :mod:`tmaps.introspect.maps` (where the ``grid`` method finds its
+Layouts and scores come from :mod:`tmaps.introspect.layout_comparison` (where the ``grid`` method finds its
 grid). Every error names the profiles file and, where it applies, the layer and method at fault.
 """
 
@@ -33,7 +33,7 @@ from numpy.typing import NDArray
 from omegaconf import DictConfig, OmegaConf
 
 from tmaps.commands.wrapper import task_wrapper
-from tmaps.introspect.maps import layer_layouts, quality_table
+from tmaps.introspect.layout_comparison import layer_layouts, quality_table
 from tmaps.introspect.profiles import Profiles
 from tmaps.introspect.render import MapStyle, plot_layers, plot_maps, save_figure
 

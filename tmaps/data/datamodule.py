@@ -5,12 +5,14 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator, Mapping
 from pathlib import Path
+from typing import TypedDict
 
 import numpy
 import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader
 
+from tmaps.config_types import check_config
 from tmaps.data.dataset import DurationBatchSampler, SpeechDataset, check_records, collate, filter_records
 from tmaps.data.features import LogMel, SpecAugment
 from tmaps.data.manifest import SPLITS, read_manifest
@@ -24,12 +26,28 @@ log = logging.getLogger(__name__)
 # The synthetic corpus, and every corpus reader of tmaps.data.readers.
 SOURCE_KINDS = ("synth", *READERS)
 FEATURE_DEFAULTS = {"n_mels": 40, "log_floor": 1e-6, "cache": False}
-SPEC_AUGMENT_DEFAULTS = {"freq_masks": 2, "freq_width": 8, "time_masks": 2, "time_width": 20}
 BATCHING_DEFAULTS = {"max_batch_seconds": 160.0, "max_duration_s": 16.0, "num_workers": 2, "seed": 0}
 TEST_SPLITS = ("test", "test_unseen")
 # A fit checks the test splits as well, so that one left empty is found before training, not after it.
 STAGE_SPLITS = {"fit": SPLITS, "validate": ("dev",), "test": TEST_SPLITS, "predict": ("test",)}
 EMPTY_SPLIT_POLICIES = ("error", "skip")
+
+
+class FeatureOptions(TypedDict, total=False):
+    """``data.features``: :class:`LogMel`'s arguments and ``cache``; what is left out is :data:`FEATURE_DEFAULTS`'s."""
+
+    n_mels: int
+    log_floor: float
+    cache: bool
+
+
+class BatchingOptions(TypedDict, total=False):
+    """``data.batching``; what is left out is :data:`BATCHING_DEFAULTS`'s."""
+
+    max_batch_seconds: float
+    max_duration_s: float
+    num_workers: int
+    seed: int
 
 
 class SpeechDataModule(pl.LightningDataModule):
@@ -72,9 +90,9 @@ class SpeechDataModule(pl.LightningDataModule):
         oov: str = "error",
         on_error: str = "skip",
         empty_split: str = "error",
-        features: Mapping | None = None,
+        features: FeatureOptions | None = None,
         spec_augment: Mapping | None = None,
-        batching: Mapping | None = None,
+        batching: BatchingOptions | None = None,
         train_fraction: float = 1.0,
         output_stride: int | None = None,
     ) -> None:
@@ -94,11 +112,11 @@ class SpeechDataModule(pl.LightningDataModule):
         self.oov = oov
         self.on_error = on_error
         self.empty_split = empty_split
-        feature_options = _with_defaults("features", features, FEATURE_DEFAULTS)
+        feature_options = {**FEATURE_DEFAULTS, **check_config(features or {}, FeatureOptions, "data.features")}
         self.cache_features = bool(feature_options.pop("cache"))
         self.log_mel = LogMel(**feature_options)
-        self.spec_augment = SpecAugment(**_with_defaults("spec_augment", spec_augment, SPEC_AUGMENT_DEFAULTS)) if spec_augment else None
-        self.batching = _with_defaults("batching", batching, BATCHING_DEFAULTS)
+        self.spec_augment = SpecAugment(**check_config(spec_augment, SpecAugment, "data.spec_augment")) if spec_augment else None
+        self.batching = {**BATCHING_DEFAULTS, **check_config(batching or {}, BatchingOptions, "data.batching")}
         self.train_fraction = train_fraction
         self._output_stride = output_stride
         self.corpus_dir: Path | None = None
@@ -323,9 +341,3 @@ class Utterances:
                 break
         self.count = served
 
-
-def _with_defaults(group: str, options: Mapping | None, defaults: Mapping) -> dict:
-    unknown = set(options or {}) - set(defaults)
-    if unknown:
-        raise ValueError(f"unknown keys {sorted(unknown)} in data.{group}; known: {sorted(defaults)}")
-    return {**defaults, **(options or {})}

@@ -7,7 +7,8 @@ from collections.abc import Mapping
 from torch import nn
 
 from tmaps.models.conformer import ConformerCTC
-from tmaps.models.wav2letter import ConvBlock, Wav2Letter, wav2letter_paper, wav2letter_small
+from tmaps.models.presets import conformer_small, preset_config, wav2letter_paper, wav2letter_small
+from tmaps.models.wav2letter import ConvBlock, Wav2Letter
 
 ARCHITECTURES: dict[str, type[nn.Module]] = {"wav2letter": Wav2Letter, "conformer": ConformerCTC}
 # Checkpoints written before models were a config choice hold Wav2Letter arguments without ``arch``.
@@ -40,7 +41,9 @@ __all__ = [
     "ConvBlock",
     "Wav2Letter",
     "build_model",
+    "conformer_small",
     "model_config",
+    "preset_config",
     "wav2letter_paper",
     "wav2letter_small",
 ]

@@ -188,39 +188,3 @@ class Wav2Letter(nn.Module):
         logits = self.head(x)
         # CPU autocast keeps log_softmax in bf16; CTC needs the normalizer in fp32.
         return logits.transpose(1, 2).float().log_softmax(dim=-1), lengths
-
-
-def wav2letter_paper(n_features: int = 128, n_classes: int = 29) -> Wav2Letter:
-    """The paper's architecture (``model=wav2letter``): 250-channel conv0..conv7 (kernels 48, 7, ...),
-    conv8 (kernel 32, 2000 channels), conv9 (kernel 1, 2000 channels) and the head; no norm, no dropout.
-
-    The same as ``torchaudio.models.Wav2Letter(num_classes, "mfcc", n_features)``, about 23 M
-    parameters on 40 mel bands.
-    """
-    return Wav2Letter(
-        n_features=n_features,
-        n_classes=n_classes,
-        channels=PAPER_CHANNELS,
-        kernel_sizes=PAPER_KERNEL_SIZES,
-        strides=PAPER_STRIDES,
-        norm="none",
-        dropout=0.0,
-    )
-
-
-def wav2letter_small(n_features: int = 40, n_classes: int = 29) -> Wav2Letter:
-    """The paper's 11 layers at CPU size (``model=small``), about 2.3 M parameters on 40 mel bands.
-
-    192-channel conv0..conv7 (kernels 11, 7, ...), 512-channel conv8 and conv9 (kernel 1),
-    BatchNorm and dropout 0.1: layer names and counts match the paper's, so that transfer
-    recipes such as "freeze the first 8 layers" mean the same on both.
-    """
-    return Wav2Letter(
-        n_features=n_features,
-        n_classes=n_classes,
-        channels=(192,) * 8 + (512, 512),
-        kernel_sizes=(11,) + (7,) * 7 + (1, 1),
-        strides=(2,) + (1,) * 9,
-        norm="batch",
-        dropout=0.1,
-    )

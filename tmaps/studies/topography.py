@@ -51,7 +51,8 @@ from tmaps.studies.runs import (
     utterance_errors,
     without_machine_paths,
 )
-from tmaps.topo import Grid, distance_profile, topography_metrics
+from tmaps.topo import Grid, distance_profile, filter_diversity, placement_by_similarity, reduced_rank_filters, topography_metrics
+from tmaps.topo.layers import get_layer, weight_module
 from tmaps.training.module import ASRModule
 
 log = logging.getLogger(__name__)
@@ -144,6 +145,38 @@ def measure(checkpoint_path: Path, data: Mapping, analysis: Mapping) -> dict:
     return {"test": test, "layers": layers, "topographic_layers": sorted(grids), "nap_utterances": nap.info["utterances"]}
 
 
+def collapse_control(checkpoint_path: Path, data: Mapping, analysis: Mapping, target_participation: Mapping[str, float]) -> dict:
+    """Moran's I of a baseline layer's phoneme maps once its diversity is cut to a topographic setting's, without topography.
+
+    For each layer of ``target_participation`` (layer -> participation ratio to match), the
+    layer's filters are reduced in rank (:func:`tmaps.topo.reduced_rank_filters`) to the rank
+    whose participation ratio is nearest the target, and the reduced model's test NAP maps are
+    measured twice: with the units where training left them (``channel_order``), and placed on
+    the grid by weight similarity alone (``by_similarity``: :func:`tmaps.topo.placement_by_similarity`),
+    the smoothest arrangement that collapse gives without a topographic loss.
+    """
+    checkpoint = load_checkpoint(checkpoint_path)
+    layers = {}
+    for layer, target in target_participation.items():
+        parameter = weight_module(get_layer(checkpoint.model, layer)).weight
+        original = parameter.detach().clone()
+        ranks = range(1, min(4 * math.ceil(target) + 2, *original.reshape(original.shape[0], -1).shape) + 1)
+        candidates = [(rank, filter_diversity(reduced_rank_filters(original, rank))["participation_ratio"]) for rank in ranks]
+        rank, participation = min(candidates, key=lambda candidate: abs(candidate[1] - target))
+        with torch.no_grad():
+            parameter.copy_(reduced_rank_filters(original, rank))
+        layers[layer] = {"target_participation_ratio": float(target), "rank": rank, "participation_ratio": participation}
+    options = {"layers": sorted(target_participation), "groups": "phoneme", "max_utterances": analysis.get("max_utterances")}
+    nap = checkpoint_profiles(checkpoint, data, kind="nap", split=analysis["split"], **options)
+    for layer, numbers in layers.items():
+        grid = checkpoint.grids[layer]
+        units = nap[layer].mean
+        order = placement_by_similarity(weight_module(get_layer(checkpoint.model, layer)).weight, grid).numpy()
+        numbers["channel_order"] = joint_morans_i(units, grid, analysis["permutations"])
+        numbers["by_similarity"] = joint_morans_i(units[:, order], grid, analysis["permutations"])
+    return {"layers": layers, "nap_utterances": nap.info["utterances"]}
+
+
 def planned_runs(study: Mapping) -> list[dict]:
     """The settings of every run, seed-major so that an interrupted study has every setting at its first seeds."""
     runs = []
@@ -183,7 +216,62 @@ def run(study: Mapping) -> list[dict]:
             record |= measure(best, config["data"], study["analysis"])
             store.save(record)
         log.info("%s: test CER %.4f", planned["run_id"], record["test"]["test"]["cer"])
+    run_controls(study, store.records())
     return store.records()
+
+
+def control_id(setting: tuple[str, str, float], seed: int) -> str:
+    loss, layers, weight = setting
+    return f"collapse-to-{run_id(loss, layers.split('+'), weight, seed)}"
+
+
+def run_controls(study: Mapping, records: Sequence[Mapping]) -> None:
+    """The collapse control of the chosen setting (:func:`collapse_control`), one record per seed of its weight-0 baseline.
+
+    Measured on the baseline's checkpoints in ``out_dir``; a seed whose checkpoint is not there is
+    skipped with a warning (it is measured when the study runs again where it was trained).
+    """
+    if not records:
+        return
+    table = sweep_table(records)
+    chosen = choose_default(table, study["default_criteria"])
+    if chosen is None:
+        log.info("no setting meets the default criteria: no collapse control to measure")
+        return
+    setting = (chosen["loss"], chosen["layers"], chosen["weight"])
+    targets = participation_by_layer(records, setting)
+    store = RecordStore(control_folder(study))
+    out_dir = Path(study["out_dir"])
+    for baseline in baseline_records(records, chosen["layers"]):
+        seed = baseline["settings"]["seed"]
+        settings = {"of": control_id(setting, seed), "baseline": baseline["run_id"], "analysis": dict(study["analysis"])}
+        if store.load(settings["of"], settings) is not None:
+            continue
+        checkpoint = out_dir / baseline["checkpoint"]["path"]
+        if not checkpoint.is_file() or checkpoint_reference(checkpoint, out_dir) != baseline["checkpoint"]:
+            log.warning("collapse control of %s: its checkpoint %s is not here (or not the recorded one); skipped", baseline["run_id"], checkpoint)
+            continue
+        log.info("measuring %s", settings["of"])
+        record = new_record(study["name"], settings["of"], settings, precision="32-true")
+        record |= {"setting": {"loss": setting[0], "layers": setting[1].split("+"), "weight": setting[2]}, "checkpoint": baseline["checkpoint"]}
+        data = read_config(out_dir / baseline["run_id"])["data"]
+        record |= collapse_control(checkpoint, data, study["analysis"], targets)
+        store.save(record)
+
+
+def control_folder(study: Mapping) -> Path:
+    return Path(study["records_dir"]).parent / "collapse_controls"
+
+
+def baseline_records(records: Sequence[Mapping], layers: str) -> list[Mapping]:
+    """The weight-0 runs on ``layers`` (joined by ``+``), whatever their loss: at weight 0 no loss pulls, so they are one baseline."""
+    return [record for record in records if setting_of(record)[1] == layers and setting_of(record)[2] == 0]
+
+
+def participation_by_layer(records: Sequence[Mapping], setting: tuple[str, str, float]) -> dict[str, float]:
+    """Each topographic layer's participation ratio at ``setting``, the mean over its seeds."""
+    runs = [record for record in records if setting_of(record) == setting]
+    return {layer: float(np.mean([record["layers"][layer]["participation_ratio"] for record in runs])) for layer in runs[0]["topographic_layers"]}
 
 
 
@@ -220,8 +308,12 @@ def seed_numbers(record: Mapping) -> dict:
 
 
 def _interval(values: Sequence[float]) -> tuple[float, float, float]:
+    """Mean with its 95% CI over seeds from 3 seeds on; with 2 the bracket is their range (a bootstrap over 2 values gives
+    nothing more, and calling it a CI would overstate it); with 1, none."""
     if len(values) < 2:
         return float(values[0]), math.nan, math.nan
+    if len(values) == 2:
+        return float(np.mean(values)), float(min(values)), float(max(values))
     interval = stats.seed_ci(values)
     return interval.estimate, interval.low, interval.high
 
@@ -256,17 +348,17 @@ def choose_default(table: pd.DataFrame, criteria: Mapping) -> pd.Series | None:
     Criteria (``conf/study/topography.yaml``, ``default_criteria``): dev Moran's I at least
     ``morans_i``; the participation ratio of every topographic layer at least ``participation_fraction``
     of the untouched layers' in every seed; best dev CER no more than ``dev_cer_margin`` above the
-    weight-0 setting of the same loss and layers.
+    weight-0 setting on the same layers (at weight 0 no loss pulls, so any loss's weight 0 is that baseline).
     """
     candidates = []
     for _, row in table[table["weight"] > 0].iterrows():
-        baseline = table[(table["loss"] == row["loss"]) & (table["layers"] == row["layers"]) & (table["weight"] == 0)]
+        baseline = table[(table["layers"] == row["layers"]) & (table["weight"] == 0)]
         if baseline.empty:
             continue
         if (
             row["dev_morans_i"] >= criteria["morans_i"]
             and row["participation_fraction_min"] >= criteria["participation_fraction"]
-            and row["dev_cer"] <= baseline["dev_cer"].iloc[0] + criteria["dev_cer_margin"]
+            and row["dev_cer"] <= baseline["dev_cer"].min() + criteria["dev_cer_margin"]
         ):
             candidates.append(row)
     return max(candidates, key=lambda row: row["dev_morans_i"]) if candidates else None
@@ -295,6 +387,34 @@ def plot_pareto(table: pd.DataFrame, path: Path) -> None:
     plt.close(figure)
 
 
+def plot_distance_profiles(records: Sequence[Mapping], path: Path, max_distance: float = 8.0) -> None:
+    """TDANN-style curves: the phoneme profiles' similarity of unit pairs against their grid distance, one panel per loss and layers,
+    one line per weight (mean over seeds and topographic layers)."""
+    curves: dict[tuple[str, str], dict[float, list[np.ndarray]]] = {}
+    distances: dict[tuple[str, str], np.ndarray] = {}
+    for record in records:
+        loss, layers, weight = setting_of(record)
+        for layer in record["topographic_layers"]:
+            profile = record["layers"][layer]["profile_similarity_by_distance"]
+            distance = np.asarray(profile["distance"])
+            keep = distance <= max_distance
+            distances[loss, layers] = distance[keep]
+            curves.setdefault((loss, layers), {}).setdefault(weight, []).append(np.asarray(profile["similarity"])[keep])
+    panels = sorted(curves)
+    figure, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.6), layout="constrained", squeeze=False, sharey=True)
+    for ax, panel in zip(axes[0], panels):
+        weights = sorted(curves[panel])
+        colours = plt.get_cmap("viridis")(np.linspace(0, 0.9, len(weights)))
+        for weight, colour in zip(weights, colours):
+            ax.plot(distances[panel], np.mean(curves[panel][weight], axis=0), color=colour, marker=".", label=f"{weight:g}")
+        ax.set_title(f"{panel[0]} on {panel[1]}", fontsize=9)
+        ax.set_xlabel("grid distance (units)")
+        ax.legend(title="topo.weight", fontsize=8, title_fontsize=8)
+    axes[0, 0].set_ylabel("cosine of unit pairs' phoneme NAP profiles\n(test, mean over seeds and layers)")
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+
+
 def _error_bars(group: pd.DataFrame, column: str) -> np.ndarray | None:
     low, high = group[f"{column}_low"], group[f"{column}_high"]
     if low.isna().all():
@@ -302,23 +422,55 @@ def _error_bars(group: pd.DataFrame, column: str) -> np.ndarray | None:
     return np.stack([(group[column] - low).fillna(0).clip(lower=0), (high - group[column]).fillna(0).clip(lower=0)])
 
 
-def claim_measurements(records: Sequence[Mapping], chosen: pd.Series | None, record_paths: Mapping[str, str]) -> dict:
-    """The topography study's claims, judged at the chosen setting.
+def control_seeds(controls: Sequence[Mapping], setting: tuple[str, str, float]) -> pd.DataFrame:
+    """Per seed of the collapse control of ``setting``: Moran's I (mean over layers) by similarity and in channel order, the rank and participation ratio."""
+    rows = []
+    for record in controls:
+        if (record["setting"]["loss"], "+".join(record["setting"]["layers"]), float(record["setting"]["weight"])) != setting:
+            continue
+        layers = record["layers"].values()
+        rows.append({
+            "run_id": record["run_id"],
+            "morans_i_by_similarity": np.mean([layer["by_similarity"]["morans_i"] for layer in layers]),
+            "morans_i_channel_order": np.mean([layer["channel_order"]["morans_i"] for layer in layers]),
+            "rank": "/".join(str(layer["rank"]) for layer in layers),
+            "participation_ratio": np.mean([layer["participation_ratio"] for layer in layers]),
+            "target_participation_ratio": np.mean([layer["target_participation_ratio"] for layer in layers]),
+        })
+    return pd.DataFrame(rows)
 
-    ``topo_groups_phonemes`` stays not measured: its criterion compares with a collapse control (a layer reduced to the
-    same participation ratio without topography) that this study does not train yet.
+
+def claim_measurements(
+    records: Sequence[Mapping], chosen: pd.Series | None, record_paths: Mapping[str, str], controls: pd.DataFrame, control_paths: Sequence[str]
+) -> dict:
+    """The topography study's claims, judged at the chosen setting (``None``: not measured).
+
+    ``topo_groups_phonemes`` needs the chosen setting's runs, its weight-0 baseline and its collapse
+    control (:func:`collapse_control`, the stronger arrangement: by similarity); ``gradnap_clusters_groups``
+    needs the chosen setting's runs.
     """
     measurements = {"topo_groups_phonemes": None, "gradnap_clusters_groups": None}
     if chosen is None:
         return measurements
     runs = [record for record in records if setting_of(record) == (chosen["loss"], chosen["layers"], chosen["weight"])]
-    if len(runs) >= 2:
-        measurements["gradnap_clusters_groups"] = claims.Measurement(
-            chosen["ari_gradnap"],
-            (chosen["ari_gradnap_low"], chosen["ari_gradnap_high"]),
-            len(runs),
-            [record_paths[record["run_id"]] for record in runs],
-            conditions_met=bool(chosen["gradnap_layers_above_null_min"] > 0.5),
+    if len(runs) < 2:
+        return measurements
+    paths = [record_paths[record["run_id"]] for record in runs]
+    measurements["gradnap_clusters_groups"] = claims.Measurement(
+        chosen["ari_gradnap"], (chosen["ari_gradnap_low"], chosen["ari_gradnap_high"]), len(runs), paths,
+        conditions_met=bool(chosen["gradnap_layers_above_null_min"] > 0.5),
+    )
+    baseline = [seed_numbers(record)["morans_i"] for record in baseline_records(records, chosen["layers"])]
+    if len(baseline) >= 2 and len(controls) >= 2:
+        baseline_high = stats.seed_ci(baseline).high
+        control_high = stats.seed_ci(controls["morans_i_by_similarity"].tolist()).high
+        measurements["topo_groups_phonemes"] = claims.Measurement(
+            chosen["morans_i"], (chosen["morans_i_low"], chosen["morans_i_high"]), len(runs),
+            paths + [record_paths[record["run_id"]] for record in baseline_records(records, chosen["layers"])] + list(control_paths),
+            p=chosen["morans_i_p"],
+            conditions_met=bool(
+                chosen["morans_i_low"] > max(baseline_high, control_high) and chosen["participation_fraction_min"] >= 0.5
+            ),
         )
     return measurements
 
@@ -353,6 +505,37 @@ def _criteria_text(criteria: Mapping) -> str:
     )
 
 
+def status_line(table: pd.DataFrame, chosen: pd.Series | None, criteria: Mapping) -> str:
+    """Where the topography study stands, for the README beside the claims: a miss is stated where the headline is."""
+    settings = f"{len(table)} settings ({', '.join(sorted(table['loss'].unique()))}), {int(table['seeds'].min())}–{int(table['seeds'].max())} seeds each"
+    if chosen is None:
+        return (
+            f"Topography study so far ({settings}): **no setting meets the default criteria** ({_criteria_text(criteria)}); "
+            "the weights that reach the Moran's I keep too few distinct filters. See [Topography](docs/topography.md#the-topography-study)."
+        )
+    return (
+        f"Topography study so far ({settings}): the default chosen on dev is **{chosen['loss']} on {chosen['layers']} at weight "
+        f"{chosen['weight']:g}** ({_criteria_text(criteria)}). See [Topography](docs/topography.md#the-topography-study)."
+    )
+
+
+def control_text(controls: pd.DataFrame, chosen: pd.Series) -> str:
+    """The collapse control of the chosen setting as a paragraph and a per-seed table."""
+    setting = f"{chosen['loss']} on {chosen['layers']} at weight {chosen['weight']:g}"
+    if controls.empty:
+        return f"\nCollapse control of {setting}: not measured yet (`tmaps-study topography` measures it on the weight-0 checkpoints).\n"
+    columns = {
+        "run_id": "record", "rank": "rank (per layer)", "participation_ratio": "participation ratio", "target_participation_ratio": "target",
+        "morans_i_by_similarity": "Moran's I, placed by similarity", "morans_i_channel_order": "Moran's I, channel order",
+    }
+    table = controls[list(columns)].rename(columns=columns).to_markdown(index=False, floatfmt=".3g")
+    return (
+        f"\nCollapse control of {setting}: each weight-0 baseline's topographic layers cut to the rank whose participation ratio is "
+        "nearest the setting's, no topographic loss; test NAP maps with the units placed by weight similarity alone, and in channel order.\n\n"
+        f"{table}\n"
+    )
+
+
 def _with_interval(value: float, low: float, high: float) -> str:
     return f"{value:.3g}" if math.isnan(low) else f"{value:.3g} [{low:.3g}, {high:.3g}]"
 
@@ -370,12 +553,22 @@ def report(study: Mapping, claims_dir: str | Path = claims.RESULTS_DIR, readme: 
     choice = "no setting meets the criteria" if chosen is None else f"{chosen['loss']} on {chosen['layers']} at weight {chosen['weight']:g}"
     summary = (
         f"{markdown_table(table)}\n\n{len(records)} runs. Test CER: mean over seeds with the 95% CI over seeds and test utterances; "
-        "every other number: mean over seeds [95% CI over seeds] (no interval with one seed). "
+        "every other number: mean over seeds [95% CI over seeds] from 3 seeds on; with 2 seeds the bracket is their range, not a CI; "
+        "none with one seed. "
         f"Default chosen on dev ({_criteria_text(study['default_criteria'])}): **{choice}**.\n"
     )
-    (results_dir / "topography_sweep.md").write_text(summary, encoding="utf-8")
     plot_pareto(table, results_dir / "topography_pareto.png")
+    plot_distance_profiles(records, results_dir / "topography_distance_profiles.png")
+    control_store = RecordStore(control_folder(study))
+    control_records = control_store.records() if control_store.folder.is_dir() else []
+    controls = pd.DataFrame()
+    if chosen is not None:
+        controls = control_seeds(control_records, (chosen["loss"], chosen["layers"], chosen["weight"]))
+        summary += control_text(controls, chosen)
+    (results_dir / "topography_sweep.md").write_text(summary, encoding="utf-8")
     claims.replace_marked_section(study["results_page"], summary, name="topography-sweep")
     record_paths = {record["run_id"]: relative_path(store.path(record["run_id"])) for record in records}
-    judged = claims.update_claims(claim_measurements(records, chosen, record_paths), claims_dir, markdown_files=[readme])
+    control_paths = [relative_path(control_store.path(run_id)) for run_id in controls.get("run_id", [])]
+    judged = claims.update_claims(claim_measurements(records, chosen, record_paths, controls, control_paths), claims_dir, markdown_files=[readme])
+    claims.replace_marked_section(readme, status_line(table, chosen, study["default_criteria"]), name="topography-status")
     return {"table": table, "chosen": chosen, "claims": judged}

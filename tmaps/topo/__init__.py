@@ -1,5 +1,6 @@
-"""Topographic regularisation: grids, losses, metrics and maps (plain PyTorch, no Lightning or Hydra)."""
+"""Topographic regularisation: grids, losses, metrics and filter pictures (plain PyTorch, no Lightning or Hydra)."""
 
+from tmaps.topo.filter_pictures import filter_map, mel_centre_of_mass, principal_component_colours
 from tmaps.topo.grid import Grid, nearly_square_shape
 from tmaps.topo.losses import (
     LOSSES,
@@ -12,8 +13,15 @@ from tmaps.topo.losses import (
     build_regularizer,
     topographic_grids,
 )
-from tmaps.topo.metrics import distance_profile, filter_diversity, layer_topography, topography_metrics, untouched_participation_ratio
-from tmaps.topo.plots import filter_map, mel_centre_of_mass, principal_component_colours
+from tmaps.topo.metrics import (
+    distance_profile,
+    filter_diversity,
+    layer_topography,
+    placement_by_similarity,
+    reduced_rank_filters,
+    topography_metrics,
+    untouched_participation_ratio,
+)
 
 __all__ = [
     "LOSSES",
@@ -31,7 +39,9 @@ __all__ = [
     "layer_topography",
     "mel_centre_of_mass",
     "nearly_square_shape",
+    "placement_by_similarity",
     "principal_component_colours",
+    "reduced_rank_filters",
     "topographic_grids",
     "topography_metrics",
     "untouched_participation_ratio",

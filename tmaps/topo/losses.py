@@ -13,7 +13,7 @@ from __future__ import annotations
 import inspect
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import torch
@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
 
+from tmaps.config_types import check_config
 from tmaps.topo.grid import Grid
 from tmaps.topo.layers import channel_axis, filter_vectors, get_layer
 
@@ -467,12 +468,8 @@ class TopoConfig:
 
     @classmethod
     def from_dict(cls, config: Mapping) -> TopoConfig:
-        """The config of a plain mapping; unknown keys are an error that lists the known ones."""
-        known = [item.name for item in fields(cls)]
-        unknown = sorted(set(config) - set(known))
-        if unknown:
-            raise ValueError(f"topo config has unknown keys {unknown}; known: {known}")
-        return cls(**{"loss": None, **config})
+        """The config of a plain mapping; a key it does not take, or a value of the wrong type, is a ``ConfigTypeError`` naming it."""
+        return cls(**{"loss": None, **check_config(config, cls, "topo")})
 
 
 def _typed(config: TopoConfig | Mapping | None) -> TopoConfig | None:

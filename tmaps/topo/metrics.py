@@ -65,6 +65,42 @@ def filter_diversity(weight: Tensor) -> dict[str, float]:
     }
 
 
+def reduced_rank_filters(weight: Tensor, rank: int) -> Tensor:
+    """The collapse control of a layer: ``weight`` with its centred filters projected on their top ``rank`` principal directions.
+
+    Each filter keeps its own mean; what is left of it is the best rank-``rank`` approximation
+    (truncated SVD) of the centred filters, so the participation ratio is at most ``rank``
+    while no grid enters. Same shape and dtype as ``weight`` ``(out_channels, *)``.
+    """
+    if not 1 <= rank <= min(weight.shape[0], weight[0].numel()):
+        raise ValueError(f"rank must be between 1 and {min(weight.shape[0], weight[0].numel())} for a weight of shape {tuple(weight.shape)}, got {rank}")
+    vectors = weight.detach().reshape(weight.shape[0], -1).double()
+    means = vectors.mean(dim=1, keepdim=True)
+    left, singular, right = torch.linalg.svd(vectors - means, full_matrices=False)
+    reduced = (left[:, :rank] * singular[:rank]) @ right[:rank] + means
+    return reduced.reshape(weight.shape).to(weight.dtype)
+
+
+def placement_by_similarity(weight: Tensor, grid: Grid) -> Tensor:
+    """A placement of the filters on ``grid`` that puts similar ones near each other, from the weights alone.
+
+    The centred, normalised filters' first principal component fills the grid row by row
+    (``cols`` filters per row, in its order), and the second orders each row. Returns
+    ``order`` ``(n_units,)``: ``order[k]`` is the filter placed at grid index ``k``, so
+    ``values[..., order]`` lays per-filter values out on the grid. No training, no grid loss:
+    the smoothest map a layer's weights give by arrangement only.
+    """
+    vectors = weight.detach().reshape(weight.shape[0], -1).double()
+    if vectors.shape[0] != grid.n_units:
+        raise ValueError(f"weight has {vectors.shape[0]} output channels but the grid is {grid!r}")
+    centred = F.normalize(vectors - vectors.mean(dim=1, keepdim=True), dim=1)
+    left, singular, _ = torch.linalg.svd(centred - centred.mean(dim=0), full_matrices=False)
+    scores = left[:, :2] * singular[:2]
+    by_first = torch.argsort(scores[:, 0], stable=True).reshape(grid.rows, grid.cols)
+    within_row = torch.argsort(scores[by_first, 1], dim=1, stable=True)
+    return torch.gather(by_first, 1, within_row).reshape(-1)
+
+
 def layer_topography(weight: Tensor, grid: Grid) -> dict[str, float]:
     """The metrics of the module docstring for one ``(out_channels, *)`` weight laid out on ``grid``."""
     similarity = cosine_similarities(weight)

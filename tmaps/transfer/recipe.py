@@ -15,12 +15,13 @@ import logging
 import os
 import warnings
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 
 from torch import Tensor, nn
 
 from tmaps.checkpoint import CheckpointMismatchError, describe_differences, mismatched_tensors, model_state_dict, read_checkpoint
+from tmaps.config_types import check_config
 from tmaps.text import Alphabet
 from tmaps.transfer.alphabet import NEW_CHARS, map_head_rows
 from tmaps.transfer.layers import ALL_BUT_HEAD, first_layers, freeze_layers, matching_layers, reinitialize_layers
@@ -55,6 +56,9 @@ class TransferConfig:
     unfreeze_every_n_steps: int | None = None
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "freeze_patterns", tuple(self.freeze_patterns or ()))
+        if not isinstance(self.reinit_unfrozen, bool):
+            object.__setattr__(self, "reinit_unfrozen", tuple(self.reinit_unfrozen or ()))
         if self.init_from is not None and not str(self.init_from).strip():
             raise ValueError(
                 "transfer.init_from is empty (an unset shell variable?): give the path of a tmaps checkpoint, "
@@ -75,16 +79,8 @@ class TransferConfig:
 
     @classmethod
     def from_dict(cls, config: Mapping) -> TransferConfig:
-        """Build from a plain mapping; unknown keys are an error that lists the known ones."""
-        known = [field.name for field in fields(cls)]
-        unknown = sorted(set(config) - set(known))
-        if unknown:
-            raise ValueError(f"unknown transfer config keys {unknown}; known keys: {known}")
-        values = dict(config)
-        values["freeze_patterns"] = tuple(values.get("freeze_patterns") or ())
-        reinit = values.get("reinit_unfrozen", False)
-        values["reinit_unfrozen"] = reinit if isinstance(reinit, bool) else tuple(reinit or ())
-        return cls(**values)
+        """Build from a plain mapping; a key it does not take, or a value of the wrong type, is a ``ConfigTypeError`` naming it."""
+        return cls(**check_config(config, cls, "transfer"))
 
 
 def init_from_state_dict(

@@ -11,7 +11,7 @@ Reproducibility: libespeak-ng also carries synthesis state from one utterance to
 shifts by a few milliseconds depending on what was spoken before. Each process therefore
 loads its own private copy of the library file, and a forked child loads a fresh copy: the
 same sequence of calls in a fresh process, or in a process forked from any parent, gives
-identical samples. :mod:`tmaps.data.synth.corpus` speaks each chunk of a corpus in a
+identical samples. :mod:`tmaps.data.synth.speaking` speaks each chunk of a corpus in a
 forked child.
 """
 
