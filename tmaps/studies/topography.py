@@ -507,11 +507,19 @@ def _criteria_text(criteria: Mapping) -> str:
 
 def status_line(table: pd.DataFrame, chosen: pd.Series | None, criteria: Mapping) -> str:
     """Where the topography study stands, for the README beside the claims: a miss is stated where the headline is."""
-    settings = f"{len(table)} settings ({', '.join(sorted(table['loss'].unique()))}), {int(table['seeds'].min())}–{int(table['seeds'].max())} seeds each"
+    fewest, most = int(table["seeds"].min()), int(table["seeds"].max())
+    seeds = f"{fewest} seeds each" if fewest == most else f"{fewest} to {most} seeds each"
+    settings = f"{len(table)} settings of {', '.join(sorted(table['loss'].unique()))}, {seeds}"
     if chosen is None:
+        topographic = table[table["dev_morans_i"] >= criteria["morans_i"]]
+        why = (
+            "no setting reaches the Moran's I"
+            if topographic.empty
+            else f"those that reach the Moran's I keep at most {topographic['participation_fraction_min'].max():.0%} of the untouched layers' participation ratio"
+        )
         return (
             f"Topography study so far ({settings}): **no setting meets the default criteria** ({_criteria_text(criteria)}); "
-            "the weights that reach the Moran's I keep too few distinct filters. See [Topography](docs/topography.md#the-topography-study)."
+            f"{why}. See [Topography](docs/topography.md#the-topography-study)."
         )
     return (
         f"Topography study so far ({settings}): the default chosen on dev is **{chosen['loss']} on {chosen['layers']} at weight "
