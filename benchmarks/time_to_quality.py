@@ -96,7 +96,7 @@ def native_precisions() -> list[str]:
 
 
 def prepare_corpus(recipes: list[list[str]], shared: list[str]) -> tuple[Path, float]:
-    """Speak the corpus that every recipe trains on, once; its folder and the seconds it took (0 when it was there)."""
+    """Speak the corpus that every recipe trains on, once; its folder and the seconds it took (next to none when it was there)."""
     sources = [OmegaConf.to_container(composed_train_config([*recipe, *shared]).data, resolve=True) for recipe in recipes]
     if any(source["source"] != sources[0]["source"] for source in sources):
         raise SystemExit("time_to_quality: the recipes train on different corpora (data.source); time to quality compares them on one")
@@ -146,7 +146,7 @@ def main() -> None:
     parser.add_argument("--val-every", type=int, default=15, help="optimizer steps between validations (a quickstart epoch has ~90)")
     parser.add_argument("--seeds", default="0", help="comma separated; each ratio is of medians over them")
     parser.add_argument("--precisions", default=None, help=f"comma separated; default {FALLBACK_CPU_PRECISION}, and {FAST_CPU_PRECISION} where bf16 is native")
-    parser.add_argument("--data-dir", type=Path, default=None, help="where corpora are kept (paths.data_dir); default a temporary folder")
+    parser.add_argument("--data-dir", type=Path, default=None, help="paths.data_dir (feature caches emptied); default a temporary folder")
     parser.add_argument("--quick", action="store_true", help="a tiny model and corpus, fp32, target CER <= inf: the machinery only")
     parser.add_argument("--json", type=Path, default=None, help="also write the measured values here")
     args = parser.parse_args()
