@@ -2,6 +2,7 @@
 
     python benchmarks/quickstart.py [extra Hydra overrides]
     python benchmarks/quickstart.py +trainer.profiler=simple   # and where the time goes
+    python benchmarks/quickstart.py experiment=quickstart_fast # another recipe in place of experiment=quickstart
 
 With Lightning's simple profiler on, the wall time is broken down into synthesis (the
 datamodule's ``prepare_data``), training steps, waits for training batches, validation,
@@ -54,10 +55,11 @@ def breakdown(wall: float, reports: list[tuple[str, dict[str, float]]]) -> list[
 
 
 def main(overrides: list[str]) -> None:
+    recipe = [] if any(override.startswith("experiment=") for override in overrides) else ["experiment=quickstart"]
     with tempfile.TemporaryDirectory(prefix="tmaps-quickstart-") as root:
         started = time.perf_counter()
         result = subprocess.run(
-            [sys.executable, "-m", "tmaps.commands.train", "experiment=quickstart", f"paths.root_dir={root}", *overrides],
+            [sys.executable, "-m", "tmaps.commands.train", *recipe, f"paths.root_dir={root}", *overrides],
             capture_output=True,
             text=True,
         )

@@ -1,10 +1,15 @@
-"""benchmarks/gpu_check.sh runs on the CPU with a small model, prints its one table and writes its measured numbers."""
+"""Benchmarks that run in tests: gpu_check.sh on the CPU with a small model, time_to_quality.py --quick; each writes its measured numbers."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import subprocess
+import sys
 from pathlib import Path
+
+import pandas as pd
+import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -26,3 +31,29 @@ def test_gpu_check_runs_every_check_on_the_cpu_and_prints_one_table(tmp_path):
     assert rows[2]["setting"].startswith("loader, ") and rows[2]["values"]["audio_s_per_s"] > 0
     assert rows[3]["setting"].startswith("NAP ") and rows[4]["setting"].startswith("GradNAP")
     assert rows[5]["setting"].startswith("trainer=ddp devices=1")
+
+
+def test_time_to_quality_quick_trains_both_recipes_to_the_target_and_gives_their_ratio(tmp_path):
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "time_to_quality.py"), "--quick", "--json", str(tmp_path / "time_to_quality.json")],
+        capture_output=True, text=True, timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.splitlines()[-1].startswith("time_to_quality: today / new")
+    measured = json.loads((tmp_path / "time_to_quality.json").read_text())
+    assert [(arm["recipe"], arm["precision"]) for arm in measured["arms"]] == [("baseline", "32-true"), ("candidate", "32-true")]
+    # Training batches are part of the seconds to the target, which are part of the child's wall time.
+    assert all(arm["validations"] >= 1 and 0 < arm["train_seconds"] < arm["seconds"] < arm["wall_s"] for arm in measured["arms"]), measured["arms"]
+    ratio = measured["ratios"]["candidate 32-true"]
+    assert ratio["ratio"] == pytest.approx(ratio["baseline_s"] / ratio["candidate_s"])
+
+
+def test_time_to_quality_interpolates_the_crossing_between_the_validations_around_it():
+    spec = importlib.util.spec_from_file_location("time_to_quality", ROOT / "benchmarks" / "time_to_quality.py")
+    time_to_quality = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(time_to_quality)
+    curve = pd.DataFrame({"step": [15, 30, 45], "cer": [0.30, 0.14, 0.10], "seconds": [20.0, 40.0, 60.0], "train_seconds": [10.0, 20.0, 30.0]})
+    crossing = time_to_quality.at_target(curve, 0.12)
+    assert crossing == pytest.approx({"step": 37.5, "cer": 0.12, "seconds": 50.0, "train_seconds": 25.0})
+    assert time_to_quality.at_target(curve, 0.5) == {"step": 15, "cer": 0.30, "seconds": 20.0, "train_seconds": 10.0}
+    assert time_to_quality.at_target(curve, 0.05) is None

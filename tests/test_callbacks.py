@@ -1,7 +1,9 @@
-"""The map callbacks in real training on the tiny synthetic corpus: images, GIFs, profiles, loggers, probe set."""
+"""The callbacks in real training on the tiny synthetic corpus: maps (images, GIFs, profiles, loggers, probe set) and training time."""
 
 from __future__ import annotations
 
+import csv
+import time
 from pathlib import Path
 
 import numpy as np
@@ -9,10 +11,10 @@ import pytest
 import pytorch_lightning as pl
 import torch
 from PIL import Image, ImageSequence
-from pytorch_lightning.loggers import TensorBoardLogger
+from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from tmaps.callbacks import ActivationProfiles, TopographicMaps
+from tmaps.callbacks import ActivationProfiles, TopographicMaps, TrainTime
 from tmaps.callbacks.base import MapCallback, probe_batches
 from tmaps.callbacks.topographic_maps import valid_frame_mean
 from tmaps.data import SpeechDataModule
@@ -219,3 +221,28 @@ def test_activation_maps_average_the_valid_frames_of_the_probe_set_however_it_is
         for batch_size in (8, 3, 1):
             np.testing.assert_allclose(means[batch_size][layer], expected, rtol=1e-5, atol=1e-7)
         assert not np.allclose(expected, outputs[layer].double().mean((0, 2)).numpy(), rtol=1e-3), "padding would move the mean"
+
+
+class SlowValidation(pl.Callback):
+    """Makes every validation, the sanity check included, last ``seconds`` longer."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+
+    def on_validation_epoch_end(self, trainer, pl_module) -> None:
+        time.sleep(self.seconds)
+
+
+def test_train_time_counts_elapsed_seconds_from_its_origin_and_leaves_validations_out(data, tmp_path):
+    since, pause = time.time() - 100, 0.5
+    fit(
+        module(data, topo=None), data, [TrainTime(since=since), SlowValidation(pause)], tmp_path, logger=CSVLogger(tmp_path, name="csv"),
+        max_steps=4, val_check_interval=2, check_val_every_n_epoch=None, limit_val_batches=1,
+    )
+    finished = time.time()
+    rows = [row for row in csv.DictReader((tmp_path / "csv" / "version_0" / "metrics.csv").open()) if row["time/elapsed_s"]]
+    elapsed, train = [float(row["time/elapsed_s"]) for row in rows], [float(row["time/train_s"]) for row in rows]
+    assert len(rows) == 2
+    assert elapsed[0] >= 100 + train[0] and elapsed[1] - elapsed[0] >= train[1] - train[0]
+    # The sanity check and the first validation, each at least `pause` long, are not counted at the second.
+    assert elapsed[1] <= finished - since - 2 * pause

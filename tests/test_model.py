@@ -71,6 +71,15 @@ def test_a_checkpoint_of_a_preset_holds_its_full_arguments_and_loads_from_them(t
         assert torch.equal(loaded.model.state_dict()[key], value), key
 
 
+
+@pytest.mark.parametrize(("preset", "stride", "output_lengths"), [("small_s3", 3, [134, 101]), ("small_s4", 4, [100, 76])])
+def test_the_subsampling_presets_are_small_with_other_strides_and_divide_the_output_frames(preset, stride, output_lengths):
+    presets = {name: yaml.safe_load((Path(tmaps.conf.__file__).parent / "model" / f"{name}.yaml").read_text()) for name in ("small", preset)}
+    assert {**presets[preset], "strides": None} == {**presets["small"], "strides": None}
+    model = build_model({**presets[preset], "n_features": 40, "n_classes": 29}).eval()
+    log_probs, lengths = model(torch.randn(2, 40, 400), torch.tensor([400, 301]))
+    assert model.stride == stride and lengths.tolist() == output_lengths and log_probs.shape == (2, output_lengths[0], 29)
+
 # ---------------------------------------------------------------- padding invariance (fp32)
 
 PRE_MASKING = Path(__file__).parent / "data" / "pre_masking"

@@ -22,6 +22,7 @@ from tmaps.training.loggers import log_table
 
 Schedule = Literal["constant", "cosine", "onecycle"]
 SCHEDULES = get_args(Schedule)
+ONECYCLE_START_DIVISOR = 25.0  # a one-cycle starts at the peak rate over this (OneCycleLR's default)
 
 
 class OptimConfig(TypedDict, total=False):
@@ -45,8 +46,8 @@ class ASRModule(pl.LightningModule):
             which follow from ``features["n_mels"]`` and the alphabet.
         alphabet: the output characters (``Alphabet.chars``); class 0 is the CTC blank.
         features: the feature config of the data (stored so a checkpoint rebuilds its inputs).
-        optim: ``lr``, ``weight_decay``, ``betas``, ``schedule`` (``constant`` or ``cosine``,
-            both after a linear warm-up, or ``onecycle``), ``warmup_steps``, and optionally
+        optim: ``lr``, ``weight_decay``, ``betas``, ``schedule`` (``constant``, ``cosine`` or ``onecycle``,
+            see :func:`learning_rate_scheduler`), ``warmup_steps``, ``min_lr_ratio``, and optionally
             ``lr_decay_per_layer`` (discriminative learning rates: layer ``i`` of ``n`` gets
             ``lr * decay ** (n - 1 - i)``, the head the full rate).
         topo: the ``topo`` config group (see :func:`tmaps.topo.build_regularizer`); ``None``
@@ -211,20 +212,40 @@ class ASRModule(pl.LightningModule):
             weight_decay=optim.get("weight_decay", 0.0),
             betas=tuple(optim.get("betas", (0.9, 0.999))),
         )
-        schedule = optim.get("schedule", "cosine")
-        if schedule == "constant":
-            scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_constant(optim.get("warmup_steps", 0)))
-            return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
-        total_steps = int(self.trainer.estimated_stepping_batches)
-        if schedule == "onecycle":
-            scheduler = torch.optim.lr_scheduler.OneCycleLR(
-                optimizer, max_lr=[group["lr"] for group in optimizer.param_groups], total_steps=total_steps
-            )
-        else:
-            scheduler = torch.optim.lr_scheduler.LambdaLR(
-                optimizer, warmup_cosine(optim.get("warmup_steps", 0), total_steps, optim.get("min_lr_ratio", 0.0))
-            )
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+        total_steps = None if optim.get("schedule", "cosine") == "constant" else int(self.trainer.estimated_stepping_batches)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": learning_rate_scheduler(optimizer, optim, total_steps), "interval": "step"}}
+
+
+def learning_rate_scheduler(optimizer: torch.optim.Optimizer, optim: Mapping, total_steps: int | None) -> torch.optim.lr_scheduler.LRScheduler:
+    """The per-step schedule that ``optim["schedule"]`` names, for a run of ``total_steps`` optimizer steps.
+
+    Every schedule reaches each parameter group's own rate after ``warmup_steps`` steps:
+
+    - ``constant``: a linear warm-up, then that rate for good (``total_steps`` is not used);
+    - ``cosine``: a linear warm-up, then a cosine decay towards ``min_lr_ratio`` times the rate;
+    - ``onecycle``: ``OneCycleLR``: a cosine rise from 1/25 of the rate (:func:`onecycle_rise`), then a
+      cosine fall to ``min_lr_ratio`` times the rate at the last step. It also cycles AdamW's beta1 from 0.95 down to
+      0.85 at the peak and back (OneCycleLR's momentum cycle), so ``betas[0]`` is not used.
+    """
+    schedule, warmup_steps, min_ratio = optim.get("schedule", "cosine"), optim.get("warmup_steps", 0), optim.get("min_lr_ratio", 0.0)
+    if schedule == "constant":
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_constant(warmup_steps))
+    if schedule == "onecycle":
+        return torch.optim.lr_scheduler.OneCycleLR(
+            optimizer,
+            max_lr=[group["lr"] for group in optimizer.param_groups],
+            total_steps=total_steps,
+            pct_start=onecycle_rise(warmup_steps, total_steps) / total_steps,
+            div_factor=ONECYCLE_START_DIVISOR,
+            final_div_factor=1 / (ONECYCLE_START_DIVISOR * min_ratio) if min_ratio > 0 else math.inf,
+        )
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(warmup_steps, total_steps, min_ratio))
+
+
+def onecycle_rise(warmup_steps: int, total_steps: int) -> int:
+    """Steps of a one-cycle's rise: ``warmup_steps``, leaving one step for the fall; none instead of one (OneCycleLR divides by zero)."""
+    rise = min(warmup_steps, total_steps - 1)
+    return rise if rise >= 2 else 0
 
 
 def warmup_constant(warmup_steps: int):
