@@ -11,7 +11,7 @@ import tmaps.conf
 from tmaps.checkpoint import load_checkpoint, save_checkpoint
 from tmaps.data import SpeechDataModule
 from tmaps.data.dataset import collate
-from tmaps.models import Wav2Letter, build_model, conformer_small, preset_config, wav2letter_paper, wav2letter_small
+from tmaps.models import Wav2Letter, build_model, conformer_small, preset_config, wav2letter_paper, wav2letter_small, wav2letter_small_s3, wav2letter_small_s4
 from tmaps.text import Alphabet
 from tmaps.training.module import ASRModule
 
@@ -46,7 +46,13 @@ def test_mismatched_layer_lists_are_refused():
         Wav2Letter(channels=[8], kernel_sizes=[3], strides=[1], norm="group")
 
 
-PRESET_BUILDERS = {"wav2letter": wav2letter_paper, "small": wav2letter_small, "conformer_small": conformer_small}
+PRESET_BUILDERS = {
+    "wav2letter": wav2letter_paper,
+    "small": wav2letter_small,
+    "small_s3": wav2letter_small_s3,
+    "small_s4": wav2letter_small_s4,
+    "conformer_small": conformer_small,
+}
 
 
 def test_every_model_config_is_a_preset_whose_builder_builds_it():
@@ -56,7 +62,8 @@ def test_every_model_config_is_a_preset_whose_builder_builds_it():
         built = builder(n_features=40, n_classes=29)
         assert repr(built) == repr(from_config)
         assert {key: value.shape for key, value in built.state_dict().items()} == {key: value.shape for key, value in from_config.state_dict().items()}
-    with pytest.raises(ValueError, match=r"model preset 'huge' does not exist; presets are \['conformer_small', 'small', 'wav2letter'\]"):
+    presets = r"\['conformer_small', 'small', 'small_s3', 'small_s4', 'wav2letter'\]"
+    with pytest.raises(ValueError, match=rf"model preset 'huge' does not exist; presets are {presets}"):
         preset_config("huge")
 
 
@@ -74,7 +81,7 @@ def test_a_checkpoint_of_a_preset_holds_its_full_arguments_and_loads_from_them(t
 
 @pytest.mark.parametrize(("preset", "stride", "output_lengths"), [("small_s3", 3, [134, 101]), ("small_s4", 4, [100, 76])])
 def test_the_subsampling_presets_are_small_with_other_strides_and_divide_the_output_frames(preset, stride, output_lengths):
-    presets = {name: yaml.safe_load((Path(tmaps.conf.__file__).parent / "model" / f"{name}.yaml").read_text()) for name in ("small", preset)}
+    presets = {name: preset_config(name) for name in ("small", preset)}
     assert {**presets[preset], "strides": None} == {**presets["small"], "strides": None}
     model = build_model({**presets[preset], "n_features": 40, "n_classes": 29}).eval()
     log_probs, lengths = model(torch.randn(2, 40, 400), torch.tensor([400, 301]))

@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from torch import nn
 
 from tmaps.models.conformer import ConformerCTC
-from tmaps.models.presets import conformer_small, preset_config, wav2letter_paper, wav2letter_small
+from tmaps.models.presets import conformer_small, preset_config, wav2letter_paper, wav2letter_small, wav2letter_small_s3, wav2letter_small_s4
 from tmaps.models.wav2letter import ConvBlock, Wav2Letter
 
 ARCHITECTURES: dict[str, type[nn.Module]] = {"wav2letter": Wav2Letter, "conformer": ConformerCTC}
@@ -46,4 +46,6 @@ __all__ = [
     "preset_config",
     "wav2letter_paper",
     "wav2letter_small",
+    "wav2letter_small_s3",
+    "wav2letter_small_s4",
 ]

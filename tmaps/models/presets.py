@@ -61,6 +61,22 @@ def wav2letter_small(n_features: int = 40, n_classes: int = 29) -> Wav2Letter:
     return Wav2Letter(n_features=n_features, n_classes=n_classes, **_preset_arguments("small", "wav2letter"))
 
 
+def wav2letter_small_s4(n_features: int = 40, n_classes: int = 29) -> Wav2Letter:
+    """``small`` with a 4x front end (``model=small_s4``: strides 2 and 2 in conv0 and conv1), about half a step's compute.
+
+    Arguments as :func:`wav2letter_small`'s; ``T'`` about ``T / 4`` (25 output frames a second).
+    """
+    return Wav2Letter(n_features=n_features, n_classes=n_classes, **_preset_arguments("small_s4", "wav2letter"))
+
+
+def wav2letter_small_s3(n_features: int = 40, n_classes: int = 29) -> Wav2Letter:
+    """``small`` with a 3x front end (``model=small_s3``: stride 3 in conv0), which keeps more frames per character than ``small_s4``.
+
+    Arguments as :func:`wav2letter_small`'s; ``T'`` about ``T / 3``.
+    """
+    return Wav2Letter(n_features=n_features, n_classes=n_classes, **_preset_arguments("small_s3", "wav2letter"))
+
+
 def conformer_small(n_features: int = 40, n_classes: int = 29) -> ConformerCTC:
     """A CPU-size conformer CTC model (``model=conformer_small``), about 1.3 M parameters on 40 mel bands.
 

@@ -512,10 +512,11 @@ def status_line(table: pd.DataFrame, chosen: pd.Series | None, criteria: Mapping
     settings = f"{len(table)} settings of {', '.join(sorted(table['loss'].unique()))}, {seeds}"
     if chosen is None:
         topographic = table[table["dev_morans_i"] >= criteria["morans_i"]]
+        kept = topographic["participation_fraction_min"].max()
         why = (
             "no setting reaches the Moran's I"
             if topographic.empty
-            else f"those that reach the Moran's I keep at most {topographic['participation_fraction_min'].max():.0%} of the untouched layers' participation ratio"
+            else f"those that reach the Moran's I keep at most {kept:.0%} of the untouched layers' participation ratio"
         )
         return (
             f"Topography study so far ({settings}): **no setting meets the default criteria** ({_criteria_text(criteria)}); "
