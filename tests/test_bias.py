@@ -261,3 +261,16 @@ def test_claim_specs_of_maps_are_fixed_and_reachable_by_the_design():
     assert bias_claim.min_seeds == 5 and bias_claim.alpha == 0.01
     assert stats.smallest_p(5, 5, "greater") < bias_claim.alpha < stats.smallest_p(4, 4, "greater")
     assert claims.SPECS["maps_expose_errors"].min_seeds == 5
+
+
+def test_report_regenerates_the_committed_results(tmp_path):
+    """What docs/ shows of the study is what the committed records give: a regenerated table or page section must not drift."""
+    results = REPO / "docs" / "results"
+    shutil.copytree(results / "bias", tmp_path / "bias")
+    shutil.copy(REPO / "docs" / "bias.md", tmp_path / "bias.md")
+    shutil.copy(results / "claims.json", tmp_path / "claims.json")
+    (tmp_path / "README.md").write_text("<!-- claims:start -->\n<!-- claims:end -->\n")
+    study.report(STUDY | {"records_dir": str(tmp_path / "bias" / "runs"), "results_page": str(tmp_path / "bias.md")}, tmp_path, tmp_path / "README.md")
+    assert (tmp_path / "bias" / "bias_table.md").read_text() == (results / "bias" / "bias_table.md").read_text()
+    assert (tmp_path / "bias.md").read_text() == (REPO / "docs" / "bias.md").read_text()
+    assert json.loads((tmp_path / "claims.json").read_text()) == json.loads((results / "claims.json").read_text())
