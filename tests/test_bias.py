@@ -15,6 +15,7 @@ from test_introspect_cli import TINY_SYNTH, train_checkpoint
 
 from tmaps.checkpoint import load_checkpoint
 from tmaps.commands.audit import audit
+from tmaps.commands.audit import main as audit_command
 from tmaps.data import manifest_loader
 from tmaps.data.manifest import read_manifest
 from tmaps.introspect import NAP
@@ -135,6 +136,15 @@ def test_audit_bins_a_numeric_field_and_refuses_more_than_two_groups(wav2letter_
     assert result.groups == (f"[0, {middle:g})", f"[{middle:g}, 100)") and result.grouping == "pitch binned"
     with pytest.raises(ValueError, match="two groups; the grouping has .*en\\+"):
         audit(compose_audit([*overrides, "groups=speaker"], tmp_path, synth_data_dir))
+
+
+def test_the_command_exits_with_one_line_naming_the_bad_input(wav2letter_checkpoint, synth_corpus_en, synth_data_dir, tmp_path, capsys):
+    with pytest.raises(SystemExit, match=r"^tmaps-audit: group field 'accent' is not in the records"):
+        audit_command(compose_audit([f"ckpt_path={wav2letter_checkpoint}", "groups=accent"], tmp_path, synth_data_dir))
+    with pytest.raises(SystemExit, match=r"^tmaps-audit: groups \['nobody'\] have no frames; the groups present are \['female', 'male'\]"):
+        audit_command(compose_audit([f"ckpt_path={wav2letter_checkpoint}", "layers=[conv0]", "compare=[nobody,male]"], tmp_path, synth_data_dir))
+    audit_command(compose_audit([f"ckpt_path={wav2letter_checkpoint}", "layers=[conv0]", "permutations=9", "splits=2"], tmp_path, synth_data_dir))
+    assert "conv0: separation" in capsys.readouterr().out
 
 
 def test_arms_draw_their_training_utterances_as_designed(synth_corpus_en):
