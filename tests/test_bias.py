@@ -65,6 +65,20 @@ def test_the_same_seed_gives_the_same_halvings_and_subsamples_restrict_the_utter
     assert {sums.utterances[row % len(sums.utterances)] for rows in members for row in rows} == set(ids)
 
 
+def test_a_group_with_frames_in_two_utterances_only_gets_one_into_each_half():
+    sums = group_sums(0.0, frame_level=True)
+    rare = np.zeros_like(sums.counts["layer"][1])
+    rare[[7, 31]] = sums.counts["layer"][1][[7, 31]]
+    sums = GroupSums(
+        sums.groups,
+        sums.utterances,
+        {"layer": sums.sums["layer"] * np.stack([np.ones_like(rare), rare > 0])[..., None]},
+        {"layer": np.stack([sums.counts["layer"][0], rare])},
+    )
+    for seed in range(5):
+        assert np.isfinite(separation(sums.table("layer"), sums.members("layer"), splits=3, seed=seed).ratio)
+
+
 def test_binned_grouping_cuts_a_numeric_field_and_names_bad_values():
     grouping = binned_grouping("snr", [0, 10, 20])
     assert grouping.segments({"id": "u", "snr": 12.5})[0][0] == "[10, 20)"

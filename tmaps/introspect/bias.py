@@ -4,8 +4,7 @@ A bias shows in a layer when the maps of two groups of inputs (female and male v
 condition and the rest, spoken ``s`` and ``z``) differ by more than two maps of the *same* group
 differ between halves of the data. Both sides of that comparison are measured alike:
 
-1. the utterances are split at random into two halves (each group's own utterances in two, where an
-   utterance belongs to one group only);
+1. the utterances are split at random into two halves, each group's utterances as evenly as they go;
 2. each group gets one map per half: the mean activation of the layer's units over the group's
    frames in that half's utterances;
 3. ``between``: the distance (Euclidean, over units) between the maps of two different groups
@@ -261,22 +260,26 @@ def relabelling(sums: GroupSums, layer: str) -> tuple[Callable[[NDArray[np.int64
 
 
 def _strata(table: SumTable, members: Sequence[NDArray[np.int64]]) -> NDArray[np.int64]:
-    """Per utterance, the first group it has rows in (-1: none): halvings split each stratum in two, so that with utterance-level
-    groups every group has half its utterances in each half."""
-    strata = np.full(table.n_utterances, -1)
-    for group in reversed(range(len(members))):
-        strata[table.utterance[members[group]]] = group
+    """Per utterance, the set of groups it has frames in, as bits (0: none)."""
+    strata = np.zeros(table.n_utterances, dtype=np.int64)
+    for group, rows in enumerate(members):
+        strata[table.utterance[rows[table.counts[rows] > 0]]] |= 1 << group
     return strata
 
 
 def _halvings(strata: NDArray[np.int64], splits: int, seed: int) -> NDArray[np.bool_]:
-    """``(splits, utterances)``: for each split, the first half: a random half of every stratum (:func:`_strata`)."""
+    """``(splits, utterances)``: for each split, the first half of the utterances with frames.
+
+    The utterances are shuffled within their stratum (:func:`_strata`), the strata laid end to
+    end, and the halves dealt alternately, so that every group's utterances, even a rare
+    group's, fall into both halves as evenly as they can.
+    """
     rng = np.random.default_rng(seed)
+    used = np.flatnonzero(strata > 0)
     first_half = np.zeros((splits, len(strata)), dtype=bool)
     for split in range(splits):
-        for stratum in np.unique(strata[strata >= 0]):
-            utterances = np.flatnonzero(strata == stratum)
-            first_half[split, rng.permutation(utterances)[: len(utterances) // 2]] = True
+        order = np.lexsort((rng.random(len(used)), strata[used]))
+        first_half[split, used[order[0::2]]] = True
     return first_half
 
 
