@@ -28,14 +28,15 @@ REPO = Path(__file__).resolve().parents[1]
 CONFORMER = {"arch": "conformer", "subsample_channels": [32, 32], "d_model": 32, "n_blocks": 2, "n_heads": 4, "ffn_dim": 48, "conv_kernel_size": 7}
 
 
-def group_sums(shift: float, frame_level: bool, n_utterances: int = 60, units: int = 24, seed: int = 0) -> GroupSums:
-    """Two groups whose frames scatter around per-utterance means; group ``a``'s means are shifted by ``shift`` in every unit."""
+def group_sums(shift: float, frame_level: bool, n_utterances: int = 60, units: int = 24, seed: int = 0, rare_b: bool = False) -> GroupSums:
+    """Two groups whose frames scatter around per-utterance means; group ``a``'s means are shifted by ``shift`` in every unit;
+    ``rare_b``: group ``b`` has 2-5 frames an utterance instead of 40-119."""
     rng = np.random.default_rng(seed)
     counts = np.zeros((2, n_utterances), dtype=np.int64)
     sums = np.zeros((2, n_utterances, units))
     for utterance in range(n_utterances):
         for group in (0, 1) if frame_level else (utterance % 2,):
-            frames = int(rng.integers(40, 120))
+            frames = int(rng.integers(2, 6) if rare_b and group == 1 else rng.integers(40, 120))
             centre = rng.normal(0, 0.3, units) + (shift if group == 0 else 0.0)
             counts[group, utterance] = frames
             sums[group, utterance] = (centre + rng.normal(0, 1, (frames, units))).sum(axis=0)
@@ -53,6 +54,16 @@ def test_separation_is_near_one_for_one_population_and_far_above_for_shifted_gro
         assert paired is frame_level
         p = stats.relabelling_p(statistic, a, b, paired, resamples=99)
         assert (p <= 0.02) if shift else (p > 0.05), (shift, p)
+
+
+def test_separation_stays_near_one_when_one_group_has_far_fewer_frames():
+    ratios = [
+        separation(
+            group_sums(0.0, frame_level=True, seed=seed, rare_b=True).table("layer"), group_sums(0.0, True, seed=seed, rare_b=True).members("layer")
+        ).ratio
+        for seed in range(5)
+    ]
+    assert 0.85 < np.mean(ratios) < 1.15, ratios
 
 
 def test_the_same_seed_gives_the_same_halvings_and_subsamples_restrict_the_utterances():

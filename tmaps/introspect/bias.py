@@ -7,13 +7,15 @@ differ between halves of the data. Both sides of that comparison are measured al
 1. the utterances are split at random into two halves, each group's utterances as evenly as they go;
 2. each group gets one map per half: the mean activation of the layer's units over the group's
    frames in that half's utterances;
-3. ``between``: the distance (Euclidean, over units) between the maps of two different groups
-   taken from different halves, averaged over both such pairs and over all pairs of groups;
-   ``within``: the distance between the two half maps of the same group, averaged over groups;
+3. ``between``: the root-mean-square distance (Euclidean, over units) between the maps of two
+   different groups taken from different halves, over both such pairs and all pairs of groups;
+   ``within``: the root-mean-square distance between the two half maps of the same group, over groups;
 4. the separation ratio is ``between / within``, averaged over several random splits.
 
 Every distance is between maps of disjoint halves of the utterances, so frames of one utterance
-never fall on both sides, and with no difference between the groups the ratio is about 1.
+never fall on both sides. With no difference between the groups, the expected squares of both
+distances are the same sum of the two halves' noise, even for groups of very different sizes (a
+rare error against its correct frames), so the ratio is about 1.
 
 The statistic needs each group's sums per utterance: :class:`PerUtterance` turns any grouping
 into one whose groups are ``<group>␟<utterance id>``, so that one profiling pass
@@ -218,8 +220,10 @@ def separation(table: SumTable, members: Sequence[NDArray[np.int64]], splits: in
         half_sums = np.stack([in_first[:, rows] @ table.sums[rows], ~in_first[:, rows] @ table.sums[rows]])  # (2, splits, units)
         half_counts = np.stack([in_first[:, rows] @ table.counts[rows], ~in_first[:, rows] @ table.counts[rows]])  # (2, splits)
         halves.append(_means(half_sums, half_counts))
-    within = np.mean([np.linalg.norm(first - second, axis=-1) for first, second in halves], axis=0)
-    between = np.mean([(np.linalg.norm(a[0] - b[1], axis=-1) + np.linalg.norm(a[1] - b[0], axis=-1)) / 2 for a, b in combinations(halves, 2)], axis=0)
+    # Root-mean-square distances: under no difference E[between**2] = E[within**2] (each a sum of the two halves' noise), whatever the groups' sizes.
+    within = np.sqrt(np.mean([np.sum((first - second) ** 2, axis=-1) for first, second in halves], axis=0))
+    cross = [np.sum((a[h] - b[1 - h]) ** 2, axis=-1) for a, b in combinations(halves, 2) for h in (0, 1)]
+    between = np.sqrt(np.mean(cross, axis=0))
     return Separation(float(np.mean(between / within)), float(between.mean()), float(within.mean()))
 
 
