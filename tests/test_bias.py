@@ -223,7 +223,7 @@ def test_a_tiny_study_trains_measures_and_resumes(synth_config_en, tmp_path, mon
             "model.strides=[2,1,1]",
             "topo.layers=[conv1]",
         ],
-        "analysis": {"splits": 2, "subsample": {"sizes": [4], "draws": 2}},
+        "analysis": {"splits": 2, "subsample": {"sizes": [4], "draws": 2}, "errors": {"arm": "female_0", "min_frames": 1}},
     }
     (record,) = study.run(config)
     assert record["run_id"] == "female_0-s2" and record["arm"] == "female_0"
@@ -235,6 +235,9 @@ def test_a_tiny_study_trains_measures_and_resumes(synth_config_en, tmp_path, mon
     assert set(gender["utterance_groups"]) == {row["id"] for row in record["test"]["test"]["utterances"]}
     assert all(len(layer["subsample"]["4"]) == 2 and layer["ratio"] > 0 for layer in gender["layers"].values())
     assert record["metrics"]["characters"]["utterance_groups"] is None
+    assert set(record["errors"]["layers"]) == {"conv0", "conv1", "conv2", "head"} and record["settings"]["errors"]
+    for characters in record["errors"]["layers"].values():
+        assert all(min(entry["frames"].values()) >= 1 and entry["ratio"] > 0 for entry in characters.values())
     recorded = Path(config["records_dir"], "female_0-s2.json").read_bytes()
     assert study.run(config) == [record]  # resumed: nothing trains again
     assert Path(config["records_dir"], "female_0-s2.json").read_bytes() == recorded
@@ -250,7 +253,10 @@ def planted_record(arm: str, seed: int, ratio: float, rng: np.random.Generator, 
         subsample = {str(n): list(value + rng.normal(0, 0.3 / np.sqrt(n), 4)) for n in (10, 20)}
         layers[layer] = {"ratio": value, "between": value, "within": 1.0, "frames": {"female": 100, "not female": 100}, "subsample": subsample}
     metrics = {design["name"]: {"groups": ["female", "not female"], "layers": layers, "utterance_groups": groups}}
-    return {"run_id": study.run_id(arm, seed), "arm": arm, "settings": {"seed": seed}, "test": {"test": {"utterances": rows}}, "metrics": metrics}
+    record = {"run_id": study.run_id(arm, seed), "arm": arm, "settings": {"seed": seed}, "test": {"test": {"utterances": rows}}, "metrics": metrics}
+    if arm == "balanced":  # wrong against correct frames of two characters, separated well beyond the split-half null
+        record["errors"] = {"layers": {layer: {c: {"ratio": 1.5 + rng.normal(0, 0.05), "frames": {}} for c in "st"} for layer in ("conv0", "conv1", "head")}}
+    return record
 
 
 def test_report_judges_the_claim_from_records_and_says_not_measured_without_them(tmp_path):
@@ -288,7 +294,8 @@ def test_report_judges_the_claim_from_records_and_says_not_measured_without_them
     claim = next(claim for claim in result["claims"] if claim["id"] == "maps_expose_bias")
     assert claim["status"] == "holds" and claim["n_seeds"] == 5 and claim["p"] == pytest.approx(1 / 252, rel=1e-5)
     assert len(claim["records"]) == 10 and "female_0" in page.read_text()
-    assert next(claim for claim in result["claims"] if claim["id"] == "maps_expose_errors")["status"] == "not measured"
+    errors = next(claim for claim in result["claims"] if claim["id"] == "maps_expose_errors")
+    assert errors["status"] == "holds" and errors["n_seeds"] == 5 and errors["ci95"][0] > 1 and len(errors["records"]) == 5
 
 
 def test_claim_specs_of_maps_are_fixed_and_reachable_by_the_design():

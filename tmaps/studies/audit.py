@@ -103,7 +103,9 @@ def audit_figure(audit: BiasAudit, title: str | None = None):
         rows = np.stack([layer.maps[0], layer.maps[1], layer.maps[0] - layer.maps[1], *(layer.halves[:, 0] - layer.halves[:, 1])])
         heading = f"{layer.layer}\nratio {layer.ratio:.2f}, p {layer.p:.2g}\nframes {layer.frames[a]:,} / {layer.frames[b]:,}"
         columns[heading] = (layer.coords, np.nan_to_num(rows))
-    title = title or f"{audit.grouping}: {a} against {b}, {audit.utterances} utterances\nratio: distance between the groups' maps over that between halves of one group's"
+    title = title or (
+        f"{audit.grouping}: {a} against {b}, {audit.utterances} utterances\nratio: distance between the groups' maps over that between halves of one group's"
+    )
     return plot_layers(columns, labels, order=False, style=MapStyle(show_units=False, panel_size=2.0), title=title, value_label=VALUE_LABEL)
 
 

@@ -19,7 +19,10 @@ frame-level). On every trained model the record holds, per design and layer, the
 :func:`~tmaps.introspect.bias.separation` of the two groups' maps on the test split (how far
 apart beyond a split-half null), its frame counts, and the same on random subsamples of the test
 utterances (``analysis.subsample``: the same subsets in every run); and per utterance its group,
-so that the report computes the error rate's gap between the groups from the record alone.
+so that the report computes the error rate's gap between the groups from the record alone. The
+runs of ``analysis.errors.arm`` (the balanced arm) also hold, per layer and character, the
+separation of its wrongly against its correctly recognised frames (:func:`error_measures`), which
+``maps_expose_errors`` is judged on.
 
 The report compares each arm with the control over seeds, per layer and for the mean over the
 conv layers: the difference of means with its 95% CI over seeds, the exact two-sided
@@ -39,11 +42,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from tmaps.checkpoint import load_checkpoint
+from tmaps.checkpoint import LoadedCheckpoint, load_checkpoint
+from tmaps.data import checkpoint_datamodule
 from tmaps.data.manifest import read_manifest, write_manifest
 from tmaps.data.synth import synthesize_corpus
-from tmaps.introspect import CharacterGrouping, RecordGrouping
+from tmaps.introspect import NAP, CharacterGrouping, RecordGrouping
 from tmaps.introspect.bias import GroupSums, PerUtterance, separation
+from tmaps.introspect.error_analysis import CORRECT, WRONG, collect_outcomes, outcome_groupings
 from tmaps.introspect.groups import Grouping
 from tmaps.studies import claims, stats
 from tmaps.studies.profiles import checkpoint_profiles
@@ -169,8 +174,37 @@ def design_measures(sums: GroupSums, ids: Sequence[str], analysis: Mapping) -> d
     return {"groups": list(sums.groups), "layers": layers, "utterance_groups": groups}
 
 
-def measure(checkpoint_path: Path, data: Mapping, designs: Sequence[Mapping], analysis: Mapping) -> dict:
-    """The record's ``test`` errors and, per design, :func:`design_measures` on the test split."""
+def error_measures(checkpoint: LoadedCheckpoint, data: Mapping, analysis: Mapping) -> dict:
+    """Per layer and character with at least ``analysis.errors.min_frames`` wrongly and correctly recognised test frames there:
+    the separation of its wrong-frame and correct-frame maps, and their frames (``maps_expose_errors``).
+
+    Characters are forced-aligned to the model and marked correct or wrong by what greedy decoding
+    emits on their frames (:mod:`tmaps.introspect.error_analysis`).
+    """
+    datamodule = checkpoint_datamodule(data, checkpoint.alphabet, checkpoint.features, checkpoint.path)
+    datamodule.prepare_data()
+    loader = datamodule.loader("test", shuffle=False)
+    outcomes, _ = outcome_groupings(collect_outcomes(checkpoint.model, loader, checkpoint.alphabet))
+    layers = list(checkpoint.model.layer_names)
+    sums = GroupSums.from_profiles(NAP(checkpoint.model, layers).compute(loader, PerUtterance(outcomes), normalize=None))
+    characters = sorted({group.rpartition(":")[0] for group in sums.groups})
+    measured = {}
+    for layer in layers:
+        measured[layer] = {}
+        for character in characters:
+            pair = [f"{character}:{WRONG}", f"{character}:{CORRECT}"]
+            if not set(pair) <= set(sums.groups):
+                continue
+            chosen = sums.select(pair)
+            frames = chosen.frames(layer)
+            if min(frames.values()) >= analysis["errors"]["min_frames"]:
+                ratio = separation(chosen.table(layer), chosen.members(layer), analysis["splits"]).ratio
+                measured[layer][character] = {"ratio": ratio, "frames": frames}
+    return {"layers": measured}
+
+
+def measure(checkpoint_path: Path, data: Mapping, designs: Sequence[Mapping], analysis: Mapping, errors: bool = False) -> dict:
+    """The record's ``test`` errors and, per design, :func:`design_measures` on the test split; with ``errors``, :func:`error_measures`."""
     test = test_errors(checkpoint_path, data)
     ids = [row["id"] for row in test["test"]["utterances"]]
     checkpoint = load_checkpoint(checkpoint_path)
@@ -179,7 +213,10 @@ def measure(checkpoint_path: Path, data: Mapping, designs: Sequence[Mapping], an
         grouping, groups = design_grouping(design["groups"])
         profiles = checkpoint_profiles(checkpoint, data, split="test", layers=list(checkpoint.model.layer_names), groups=PerUtterance(grouping), normalize=None)
         metrics[design["name"]] = design_measures(GroupSums.from_profiles(profiles).select(groups), ids, analysis)
-    return {"test": test, "metrics": metrics}
+    result = {"test": test, "metrics": metrics}
+    if errors:
+        result["errors"] = error_measures(checkpoint, data, analysis)
+    return result
 
 
 def planned_runs(study: Mapping) -> list[dict]:
@@ -196,6 +233,7 @@ def planned_runs(study: Mapping) -> list[dict]:
                 "train_utterances": study["train_utterances"],
                 "designs": [dict(design["groups"]) | {"name": design["name"]} for design in designs],
                 "analysis": dict(study["analysis"]),
+                "errors": arm == study["analysis"]["errors"]["arm"],
             }
             runs.append({"run_id": run_id(arm, seed), "arm": arm, "settings": settings, "designs": designs})
     return runs
@@ -229,7 +267,7 @@ def run(study: Mapping) -> list[dict]:
             record["checkpoint"] = checkpoint_reference(best, out_dir)
             record["provenance"]["wall_seconds"] = wall
             record["curve"] = read_curve(run_dir)
-            record |= measure(best, config["data"], planned["designs"], study["analysis"])
+            record |= measure(best, config["data"], planned["designs"], study["analysis"], errors=planned["settings"]["errors"])
             store.save(record)
         log.info("%s: test CER %.4f", planned["run_id"], record["test"]["test"]["cer"])
     return store.records()
@@ -327,24 +365,42 @@ def arm_rows(design: str, runs: Sequence[Mapping], control: Sequence[Mapping], s
     return rows
 
 
+def error_statistic_of_maps(record: Mapping) -> float:
+    """``maps_expose_errors``' per-seed number: the wrong-against-correct separation, averaged over characters, then over the conv layers."""
+    layers = [layer for layer in record["errors"]["layers"] if layer != "head"]
+    per_layer = [np.mean([entry["ratio"] for entry in record["errors"]["layers"][layer].values()]) for layer in layers if record["errors"]["layers"][layer]]
+    return float(np.mean(per_layer)) if per_layer else math.nan
+
+
 def claim_measurements(records: Sequence[Mapping], study: Mapping, record_paths: Mapping[str, str]) -> dict:
-    """``maps_expose_bias`` from the design and arm the config names for it (``claim``); ``maps_expose_errors`` is not measured here yet."""
+    """``maps_expose_bias`` from the design and arm the config names for it (``claim``), ``maps_expose_errors`` from the runs with error maps."""
     measurements: dict[str, claims.Measurement | None] = {"maps_expose_errors": None, "maps_expose_bias": None}
     design = next(design for design in study["designs"] if design.get("claim"))
     arm = [r for r in records if r["arm"] == design["claim"]]
     control = [r for r in records if r["arm"] == design["control"]]
-    if min(len(arm), len(control)) < 2:
-        return measurements
-    arm_values = [map_statistic(r, design["name"], "conv mean") for r in arm]
-    control_values = [map_statistic(r, design["name"], "conv mean") for r in control]
-    difference = stats.difference_ci(arm_values, control_values)
-    measurements["maps_expose_bias"] = claims.Measurement(
-        difference.estimate,
-        (difference.low, difference.high),
-        min(len(arm), len(control)),
-        [record_paths[r["run_id"]] for r in [*arm, *control]],
-        p=stats.permutation_p(arm_values, control_values, alternative="greater"),
-    )
+    if min(len(arm), len(control)) >= 2:
+        arm_values = [map_statistic(r, design["name"], "conv mean") for r in arm]
+        control_values = [map_statistic(r, design["name"], "conv mean") for r in control]
+        difference = stats.difference_ci(arm_values, control_values)
+        measurements["maps_expose_bias"] = claims.Measurement(
+            difference.estimate,
+            (difference.low, difference.high),
+            min(len(arm), len(control)),
+            [record_paths[r["run_id"]] for r in [*arm, *control]],
+            p=stats.permutation_p(arm_values, control_values, alternative="greater"),
+        )
+    with_errors = [r for r in records if "errors" in r]
+    values = [error_statistic_of_maps(r) for r in with_errors]
+    measured = [value for value in values if math.isfinite(value)]
+    if len(measured) >= 2:
+        interval = stats.seed_ci(measured)
+        measurements["maps_expose_errors"] = claims.Measurement(
+            interval.estimate,
+            (interval.low, interval.high),
+            len(measured),
+            [record_paths[r["run_id"]] for r in with_errors],
+            conditions_met=len(measured) == len(values),  # a seed without a character to measure cannot back the claim
+        )
     return measurements
 
 
