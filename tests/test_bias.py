@@ -11,17 +11,20 @@ import pytest
 from hydra import compose, initialize_config_module
 from omegaconf import OmegaConf
 from PIL import Image
+from test_adapters import WAV2VEC2_LAYERS, wav2vec2, waveform_batches  # noqa: F401
 from test_introspect_cli import TINY_SYNTH, train_checkpoint
 
 from tmaps.checkpoint import load_checkpoint
 from tmaps.commands.audit import audit
 from tmaps.commands.audit import main as audit_command
 from tmaps.data import manifest_loader
+from tmaps.data.features import SAMPLE_RATE
 from tmaps.data.manifest import read_manifest
-from tmaps.introspect import NAP
+from tmaps.introspect import NAP, WAVEFORM, waveform_forward
 from tmaps.introspect.bias import GroupSums, PerUtterance, binned_grouping, relabelling, separation
 from tmaps.studies import bias as study
 from tmaps.studies import claims, stats
+from tmaps.studies.audit import audit_bias, write_audit
 from tmaps.studies.runs import composed_train_config
 
 REPO = Path(__file__).resolve().parents[1]
@@ -150,6 +153,20 @@ def test_audit_writes_maps_statistics_and_frames_of_two_groups(model, request, s
     assert [layer.maps.shape for layer in result.layers] == [(2, len(layer.coords)) for layer in result.layers]
     with Image.open(tmp_path / "audit.png") as image:
         assert image.width > 4 * 100 and image.height > 5 * 100
+
+
+def test_any_model_is_audited_from_python_wav2vec2(wav2vec2, waveform_batches, tmp_path):
+    adapters = {layer: adapter for layer, (adapter, _) in WAV2VEC2_LAYERS.items()}
+    profiler = NAP(wav2vec2, list(WAV2VEC2_LAYERS), forward=waveform_forward, frame_rate=SAMPLE_RATE, adapters=adapters, inputs=WAVEFORM)
+    profiles = profiler.compute(waveform_batches, PerUtterance("character"), normalize=None)
+    result = audit_bias(profiles, ["e", "t"], splits=3, permutations=9)
+    json_path, png_path = write_audit(result, tmp_path)
+    summary = json.loads(json_path.read_text())
+    assert summary["grouping"] == "character" and summary["utterances"] == 5 and list(summary["layers"]) == list(WAV2VEC2_LAYERS)
+    plain = profiler.compute(waveform_batches, "character", normalize=None)
+    for layer, entry in summary["layers"].items():
+        assert entry["frames"] == {group: plain.group_counts[layer][group] for group in ("e", "t")} and 0 < entry["p"] <= 1
+    assert png_path.stat().st_size > 0
 
 
 def test_audit_bins_a_numeric_field_and_refuses_more_than_two_groups(wav2letter_checkpoint, synth_corpus_en, synth_data_dir, tmp_path):
