@@ -38,8 +38,8 @@ TINY_SYNTH = [
 LAYERS = ["conv0", "conv5", "head"]
 
 
-def train_checkpoint(corpus: Path, folder: Path, topo: dict | None = None) -> Path:
-    """A tiny English ASRModule after two real training steps, saved as a tmaps checkpoint."""
+def train_checkpoint(corpus: Path, folder: Path, topo: dict | None = None, model: dict = TINY) -> Path:
+    """A tiny English ASRModule (``model``: the TINY Wav2Letter by default) after two real training steps, saved as a tmaps checkpoint."""
     pl.seed_everything(0)
     data = SpeechDataModule(
         source={"kind": "manifest", "path": str(corpus), "splits": {"train": "train.jsonl"}},
@@ -47,7 +47,7 @@ def train_checkpoint(corpus: Path, folder: Path, topo: dict | None = None) -> Pa
         batching={"max_batch_seconds": 12.0, "num_workers": 0},
     )
     data.prepare_data()
-    module = ASRModule(model=TINY, alphabet=data.alphabet.chars, features=data.feature_config, optim={"lr": 1e-3, "schedule": "constant"}, topo=topo)
+    module = ASRModule(model=model, alphabet=data.alphabet.chars, features=data.feature_config, optim={"lr": 1e-3, "schedule": "constant"}, topo=topo)
     trainer = pl.Trainer(
         accelerator="cpu", max_steps=2, logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False
     )

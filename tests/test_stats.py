@@ -9,10 +9,13 @@ import pytest
 
 from tmaps.studies.stats import (
     MAX_EXACT_PERMUTATIONS,
+    cohens_d,
+    difference_ci,
     hierarchical_ci,
     mean_sd,
     paired_difference,
     permutation_p,
+    relabelling_p,
     seed_ci,
     smallest_p,
     steps_to_target,
@@ -158,3 +161,24 @@ def test_steps_to_target_first_crossing_before_the_first_validation_and_never():
     assert rising.interval == (100, 200)
     with pytest.raises(ValueError, match="increase"):
         steps_to_target([200, 100], [0.5, 0.4], target=0.45)
+
+
+def test_relabelling_p_of_a_mean_difference_is_the_permutation_p():
+    values, other = [3.0, 4.5, 5.0, 6.0], [1.0, 2.0, 2.5, 3.5, 4.0]
+
+    def mean_difference(x: np.ndarray, y: np.ndarray) -> float:
+        return float(np.mean(x) - np.mean(y))
+
+    assert relabelling_p(mean_difference, values, other) == pytest.approx(permutation_p(values, other))
+    assert relabelling_p(mean_difference, values, other[:4], paired=True) == pytest.approx(permutation_p(values, other[:4], paired=True))
+
+
+def test_cohens_d_and_the_interval_of_a_difference_of_two_groups_of_seeds():
+    values, other = np.array([1.2, 1.4, 1.3, 1.5, 1.6]), np.array([1.0, 1.1, 0.9, 1.05, 0.95])
+    pooled = np.sqrt((4 * values.var(ddof=1) + 4 * other.var(ddof=1)) / 8)
+    assert cohens_d(values, other) == pytest.approx((values.mean() - other.mean()) / pooled)
+    assert cohens_d([2.0, 2.0], [1.0, 1.0]) == np.inf
+    interval = difference_ci(values, other)
+    assert interval.estimate == pytest.approx(values.mean() - other.mean()) and 0 < interval.low < interval.estimate < interval.high
+    with pytest.raises(ValueError, match="2 seeds per group"):
+        difference_ci([1.0], other)

@@ -134,11 +134,13 @@ CLAIMS: tuple[ClaimSpec, ...] = (
         "maps_expose_errors",
         "Topographic activation maps expose a model's errors: the maps of the frames of a phoneme the model gets "
         "wrong differ from the maps of its frames it gets right.",
-        "Test split, a topographic model, at least 5 seeds: per seed, for every phoneme with at least 20 wrongly "
-        "and 20 correctly recognised frames, the distance between its wrong-frame and correct-frame maps over its "
-        "split-half null (the distance between two random halves of its correct frames), averaged over those "
-        "phonemes and over the conv layers (every layer but the output head); the lower end of its 95% CI over "
-        "seeds is above 1.",
+        "Test split, a topographic model (the bias study's balanced arm: the quickstart recipe), at least 5 seeds: "
+        "per seed and conv layer (every layer but the output head), for every character with at least 20 wrongly and "
+        "20 correctly recognised frames there (characters forced-aligned to the model, wrong when greedy decoding "
+        "emits another character or none on their frames), the separation of its wrong-frame and correct-frame maps "
+        "(the root-mean-square distance between the two maps taken from disjoint random halves of the utterances over "
+        "that between the two halves of one group, about 1 when they do not differ), averaged over those characters "
+        "and then over the conv layers; the lower end of its 95% CI over seeds is above 1.",
         threshold=1.0,
         holds_when="above",
         min_seeds=5,

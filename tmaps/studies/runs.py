@@ -330,6 +330,20 @@ def read_curve(run_dir: Path) -> list[dict]:
     ]
 
 
+def checkpoint_test_errors(checkpoint_path: Path, data: Mapping) -> dict:
+    """:func:`utterance_errors` of a checkpoint on every test split of the corpus of a ``data`` config, by split name."""
+    # Imported here: the claims and the reports import this module and must not pull in Lightning to read records.
+    from tmaps.data import checkpoint_datamodule
+    from tmaps.training.module import ASRModule
+
+    module = ASRModule.from_checkpoint(checkpoint_path).eval()
+    datamodule = checkpoint_datamodule(data, module.alphabet, module.hparams.features, checkpoint_path)
+    datamodule.output_stride = module.model.stride
+    datamodule.prepare_data()
+    datamodule.setup("test")
+    return {split: utterance_errors(module, module.decode, loader) for split, loader in datamodule.test_loaders().items()}
+
+
 @torch.no_grad()
 def utterance_errors(model_fn, decode, loader) -> dict:
     """Greedy transcripts of every utterance of ``loader`` against its reference, as edit counts.

@@ -1,5 +1,5 @@
 """Statistics behind the claims: spread over seeds, confidence intervals, paired comparisons,
-permutation tests for small groups and steps to a CER target (plain NumPy/SciPy).
+permutation tests for small groups (of a mean difference or of any statistic), effect sizes and steps to a CER target (plain NumPy/SciPy).
 
 Error rates are pooled, as the records' CER and WER are: total edits over total reference
 length. Per-utterance counts come from a record's ``test[<split>]["utterances"]`` (rows with
@@ -27,7 +27,7 @@ Three kinds of 95% interval, for three questions:
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -238,6 +238,68 @@ def permutation_p(
         rng=seed,
     )
     return float(result.pvalue)
+
+
+def relabelling_p(
+    statistic: Callable[[np.ndarray, np.ndarray], float],
+    a: Sequence,
+    b: Sequence,
+    paired: bool = False,
+    alternative: str = "greater",
+    resamples: int = RESAMPLES,
+    seed: int = 0,
+) -> float:
+    """p-value of a permutation test of any ``statistic(a, b)`` of two samples (not only a mean difference).
+
+    Independent samples are relabelled across the groups, paired ones swapped within each pair;
+    exact over every distinct relabelling when there are at most :data:`MAX_EXACT_PERMUTATIONS`,
+    else ``resamples`` random ones (``scipy.stats.permutation_test``, not vectorized).
+    """
+    count = distinct_permutations(len(a), len(b), paired)
+    result = stats.permutation_test(
+        (np.asarray(a), np.asarray(b)),
+        statistic,
+        permutation_type="samples" if paired else "independent",
+        vectorized=False,
+        n_resamples=np.inf if count <= MAX_EXACT_PERMUTATIONS else resamples,
+        alternative=alternative,
+        rng=seed,
+    )
+    return float(result.pvalue)
+
+
+def cohens_d(values: Sequence[float], other: Sequence[float]) -> float:
+    """Effect size of ``mean(values) - mean(other)`` in pooled standard deviations (``ddof=1``); ±inf or NaN when both groups are constant."""
+    values, other = _as_1d(values, "values"), _as_1d(other, "other")
+    if len(values) + len(other) < 3:
+        raise ValueError(f"an effect size needs at least 3 values in all, got {len(values)} and {len(other)}")
+    pooled = ((len(values) - 1) * values.var(ddof=1 if len(values) > 1 else 0) + (len(other) - 1) * other.var(ddof=1 if len(other) > 1 else 0)) / (
+        len(values) + len(other) - 2
+    )
+    difference = values.mean() - other.mean()
+    if pooled == 0:
+        return math.copysign(math.inf, difference) if difference else math.nan
+    return float(difference / math.sqrt(pooled))
+
+
+def difference_ci(
+    values: Sequence[float], other: Sequence[float], confidence: float = CONFIDENCE, resamples: int = RESAMPLES, seed: int = 0
+) -> Interval:
+    """``mean(values) - mean(other)`` of two independent groups of seeds, with a percentile bootstrap interval (each group resampled on its own)."""
+    values, other = _as_1d(values, "values"), _as_1d(other, "other")
+    if min(len(values), len(other)) < 2:
+        raise ValueError(f"an interval of a difference needs at least 2 seeds per group, got {len(values)} and {len(other)}")
+    estimate = float(values.mean() - other.mean())
+    if np.ptp(values) == 0 and np.ptp(other) == 0:
+        return Interval(estimate, estimate, estimate)
+
+    def difference(x: np.ndarray, y: np.ndarray, axis: int = -1) -> np.ndarray:
+        return np.mean(x, axis=axis) - np.mean(y, axis=axis)
+
+    result = stats.bootstrap(
+        (values, other), difference, vectorized=True, confidence_level=confidence, n_resamples=resamples, method="percentile", rng=seed
+    )
+    return Interval(estimate, float(result.confidence_interval.low), float(result.confidence_interval.high))
 
 
 def steps_to_target(steps: Sequence[int], values: Sequence[float], target: float) -> Crossing | None:

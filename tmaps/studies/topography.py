@@ -33,7 +33,6 @@ import torch
 from sklearn.metrics import adjusted_rand_score
 
 from tmaps.checkpoint import load_checkpoint
-from tmaps.data import checkpoint_datamodule
 from tmaps.introspect import Profiles, profile_matrix, resolve_grouping
 from tmaps.introspect.clustering import cluster
 from tmaps.introspect.topography import grid_adjacency
@@ -47,13 +46,12 @@ from tmaps.studies.runs import (
     read_config,
     read_curve,
     relative_path,
+    checkpoint_test_errors,
     train_run,
-    utterance_errors,
     without_machine_paths,
 )
 from tmaps.topo import Grid, distance_profile, filter_diversity, placement_by_similarity, reduced_rank_filters, topography_metrics
 from tmaps.topo.layers import get_layer, weight_module
-from tmaps.training.module import ASRModule
 
 log = logging.getLogger(__name__)
 
@@ -117,12 +115,7 @@ def measure(checkpoint_path: Path, data: Mapping, analysis: Mapping) -> dict:
     weights = topography_metrics(checkpoint.model, conv_layers, grids)
     layers = {layer: {key.split("/", 1)[1]: value for key, value in weights.items() if key.startswith(f"{layer}/")} for layer in conv_layers}
 
-    module = ASRModule.from_checkpoint(checkpoint_path).eval()
-    datamodule = checkpoint_datamodule(data, module.alphabet, module.hparams.features, checkpoint_path)
-    datamodule.output_stride = module.model.stride
-    datamodule.prepare_data()
-    datamodule.setup("test")
-    test = {split: utterance_errors(module, module.decode, loader) for split, loader in datamodule.test_loaders().items()}
+    test = checkpoint_test_errors(checkpoint_path, data)
 
     options = {"layers": conv_layers, "groups": "phoneme", "max_utterances": analysis.get("max_utterances")}
     nap = checkpoint_profiles(checkpoint, data, kind="nap", split=analysis["split"], **options)
