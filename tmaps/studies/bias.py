@@ -55,12 +55,12 @@ from tmaps.studies.profiles import checkpoint_profiles
 from tmaps.studies.runs import (
     RecordStore,
     checkpoint_reference,
+    checkpoint_test_errors,
     locked,
     new_record,
     read_config,
     read_curve,
     relative_path,
-    checkpoint_test_errors,
     train_run,
     without_machine_paths,
 )
