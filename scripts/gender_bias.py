@@ -87,8 +87,11 @@ def speaker_figure(results: dict[str, dict], layer: str):
     for name, result in results.items():
         profiles = result["profiles"]
         columns[f"{name} model, {layer}"] = (compute_layout("pca", profiles.matrix(layer)), profiles[layer].mean)
-    voices = next(iter(results.values()))["profiles"].groups
-    return plot_layers(columns, voices, order=False, style=MapStyle(show_units=False, panel_size=1.3), title="speaker NAPs: trained on male voices only?")
+    first = next(iter(results.values()))["profiles"]
+    return plot_layers(
+        columns, first.groups, colorbar_label=first.quantity, order=False, style=MapStyle(show_units=False, panel_size=1.3),
+        title="speaker NAPs: trained on male voices only? Each model on its own layout (their units differ), all on one colour scale",
+    )  # fmt: skip
 
 
 def main() -> None:

@@ -201,9 +201,10 @@ def bias_figure(results: dict[str, dict], layer: str, source: str, target: str):
     return plot_layers(
         columns,
         [source, target, f"{source} − {target}"],
+        colorbar_label=profiles.quantity,
         order=False,
         style=MapStyle(show_units=False, panel_size=1.6),
-        title=f"planted bias: '{source}' labelled '{target}' in training",
+        title=f"planted bias: '{source}' labelled '{target}' in training; each model on its own layout, all on one colour scale",
     )
 
 

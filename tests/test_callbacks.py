@@ -17,8 +17,9 @@ from tmaps.callbacks.base import MapCallback, probe_batches
 from tmaps.callbacks.topographic_maps import valid_frame_mean
 from tmaps.data import SpeechDataModule
 from tmaps.data.manifest import SPLITS
-from tmaps.introspect import NAP, Profiles
+from tmaps.introspect import NAP, Panels, Profiles
 from tmaps.introspect.planted import make_planted_profiles
+from tmaps.introspect.render import MapFrame
 from tmaps.training.module import ASRModule
 
 TINY = {"channels": [16] * 8 + [32, 32], "kernel_sizes": [11] + [7] * 7 + [1, 1], "strides": [2] + [1] * 9, "norm": "batch", "dropout": 0.1}
@@ -177,7 +178,7 @@ class ScaledMaps(MapCallback):
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         epoch = trainer.current_epoch
-        self.log_values(trainer, "scaled", self.coords, (epoch + 1) * self.values, ["a", "b"], f"epoch {epoch}", "value")
+        self.log_values(trainer, "scaled", self.coords, (epoch + 1) * self.values, Panels(["a", "b"]), f"epoch {epoch}", "planted profile")
 
 
 def colourfulness(image: np.ndarray) -> float:
@@ -194,6 +195,11 @@ def test_map_frames_share_the_colour_scale_of_the_run_in_the_gif(data, tmp_path)
         frames = [colourfulness(frame.convert("RGB")) for frame in ImageSequence.Iterator(gif)]
     assert frames[1] == pytest.approx(second, rel=0.05)
     assert frames[0] < 0.8 * frames[1]  # the GIF draws the 1x epoch on the run's 2x scale: paler
+    saved = [MapFrame.load(path.with_suffix(".npz")) for path in pngs(tmp_path, "scaled")]  # what the report redraws
+    np.testing.assert_allclose(saved[1].maps.values, 2 * saved[0].maps.values)
+    assert saved[0].panels == Panels(["a", "b"]) and saved[0].colorbar_label == "planted profile"
+    redrawn = saved[0].plot(limit=saved[1].maps.limit)
+    assert redrawn.axes[0].images[0].norm.vmax == pytest.approx(2 * saved[0].maps.limit)
 
 
 def test_activation_maps_average_the_valid_frames_of_the_probe_set_however_it_is_batched(data):

@@ -58,9 +58,9 @@ from PIL import Image, ImageDraw, UnidentifiedImageError
 
 from tmaps.checkpoint import load_checkpoint
 from tmaps.commands.wrapper import task_wrapper
-from tmaps.introspect import Profiles, ipa, phonetic_order
+from tmaps.introspect import Panels, Profiles
 from tmaps.introspect.layout import grid_layout
-from tmaps.introspect.render import MapStyle, plot_rendered
+from tmaps.introspect.render import COLOUR_PERCENTILE, ColourScale, MapStyle, RenderedMaps, plot_rendered
 from tmaps.studies import claims, stats
 
 log = logging.getLogger(__name__)
@@ -79,7 +79,6 @@ SKIPPED_FOLDERS = ("wandb", "checkpoints", "tensorboard", "csv")
 TOPOGRAPHY_METRICS = ("ratio", "centred_cosine", "participation_ratio")
 CLAIM_FIELDS = ("id", "paper", "criterion", "status", "estimate", "ci95", "n_seeds", "p", "records")
 PHONEME_MAP_PREFIX = "profiles/map/"
-COLOUR_PERCENTILE = 99
 _STEP = re.compile(r"step(\d+)\.png$")
 _PROFILES = re.compile(r"(nap|gradnap)_step(\d+)\.npz$")
 
@@ -429,11 +428,12 @@ def frame_epochs(run: Run, steps: Sequence[int]) -> list[int]:
     return list(range(len(steps)))
 
 
-def phoneme_map_frames(run: Run, layer: str) -> tuple[list[int], list, list[str], list[int], str] | None:
+def phoneme_map_frames(run: Run, layer: str) -> tuple[list[int], list[RenderedMaps], Panels, str] | None:
     """A topographic layer's NAP maps redrawn from the run's profiles, or None where they cannot be.
 
-    Returns ``(steps, rendered maps, labels, panel order, value label)``; None when the run has no
-    profiles, no checkpoint with the layer's grid, or draws its maps on another layout than the grid.
+    Returns ``(steps, rendered maps, panels, quantity)``: panels as the profiles' grouping says (phonemes in IPA by
+    class); None when the run has no profiles, no checkpoint with the layer's grid, or draws its maps on another layout
+    than the grid.
     """
     if run.config.get("callbacks.activation_profiles.layout", "grid") != "grid":
         return None
@@ -452,16 +452,7 @@ def phoneme_map_frames(run: Run, layer: str) -> tuple[list[int], list, list[str]
         steps.append(step)
     if not steps:
         return None
-    groups = list(profiles.groups)
-    labels, order = groups, list(range(len(groups)))
-    if profiles.info.get("grouping") == "phoneme":
-        language = run.config.get("data.language", "en")
-        try:
-            sounds, order = [ipa(group, language) for group in groups], phonetic_order(groups, language)
-            labels = [sound if sounds.count(sound) == 1 else f"{sound} ({group})" for sound, group in zip(sounds, groups)]
-        except ValueError as error:
-            log.warning("phoneme maps of %s keep espeak's codes: %s", run.path, error)
-    return steps, rendered, labels, order, f"{profiles.info.get('kind', 'NAP')} by {profiles.info.get('grouping', 'group')}"
+    return steps, rendered, profiles.panels(run.config.get("data.language", "en")), profiles.quantity
 
 
 def map_rows(runs: Sequence[Run], images: Images, max_frames: int) -> tuple[list[MapRow], list[int]]:
@@ -483,19 +474,19 @@ def map_rows(runs: Sequence[Run], images: Images, max_frames: int) -> tuple[list
     for key in keys:
         shown = [(index, run) for index, run in enumerate(runs) if key in run.maps]
         drawn = [redrawn.get((index, key)) for index, _ in shown]
-        limit = None
+        scale = None
         if all(drawn):
-            pixels = np.concatenate([np.abs(maps.images).ravel() for entry in drawn for maps in entry[1]])
-            limit = float(np.nanpercentile(pixels, COLOUR_PERCENTILE)) or 1.0
+            values = np.concatenate([maps.values.ravel() for entry in drawn for maps in entry[1]])
+            scale = ColourScale.robust(values, scope=", one scale for every run and epoch of this layer on the page")
         panels = []
         for (index, run), entry in zip(shown, drawn):
             epochs = epochs_of[(index, key)]
             frames = []
             for frame in needed_frames(epochs, slider):
-                if limit is not None:
-                    _, rendered, labels, order, value_label = entry
+                if scale is not None:
+                    _, rendered, groups, quantity = entry
                     figure = plot_rendered(
-                        rendered[frame], labels, panels=order, style=MapStyle(), limit=limit, value_label=f"{value_label}, colour limit ±{limit:.3g}",
+                        rendered[frame], groups.labels, colorbar_label=quantity, panels=groups.order, sections=groups.sections, limit=scale,
                         title=f"{run.name}: {key[len(PHONEME_MAP_PREFIX):]}, epoch {epochs[frame]}",
                     )  # fmt: skip
                     uri = figure_uri(figure)
@@ -503,11 +494,11 @@ def map_rows(runs: Sequence[Run], images: Images, max_frames: int) -> tuple[list
                     uri = image_uri(run.maps[key][frame][1])
                 frames.append((epochs[frame], images.add(uri)))
             panels.append((run.name, frames))
-        if limit is not None:
+        if scale is not None:
             note = (
                 f"NAPs by phoneme on the layer's learned grid, IPA labels ordered by class (vowels, diphthongs, plosives, affricates, "
-                f"fricatives, nasals, approximants, other); one colour scale for every map of this layer on this page: ±{limit:.3g}, "
-                f"the {COLOUR_PERCENTILE}th percentile of the maps' |NAP| (values beyond it saturate)."
+                f"fricatives, nasals, approximants, other); one colour scale for every map of this layer on this page: ±{scale.limit:.3g}, "
+                f"the {COLOUR_PERCENTILE:g}th percentile of the maps' |NAP| (values beyond it saturate)."
             )
         else:
             note = "As logged during training: each run's own colour scale." if len(panels) > 1 else ""
