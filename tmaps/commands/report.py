@@ -16,9 +16,10 @@ so that it opens from a cluster's run folder as it is. It shows
 - the study's claims (``claims.json``) when given a study folder;
 - the phoneme maps of the topographic layers first, redrawn from the run's NAP profiles
   (``profiles/nap_step*.npz``) on the layer's learned grid with IPA labels ordered by phonetic
-  class and one colour scale per layer over every run and epoch of the page; then every other
-  map (``figures/<key>/step<step>.png``), the maps of one key side by side over the runs; one
-  epoch slider moves every map of the page;
+  class; then every other map (``figures/<key>/step<step>.png``), redrawn from the data logged
+  beside it (``step<step>.npz``, :class:`~tmaps.introspect.render.MapFrame`) where every run has
+  it, else as logged; the maps of one key side by side over the runs, every redrawn map of a row
+  on one colour scale, which the row states; one epoch slider moves every map of the page;
 - interactive metric curves (``metrics.csv``): values on hover, drag to zoom, double-click to
   reset, a click on a run in the legend hides or shows it everywhere; the topography and
   diversity curves first;
