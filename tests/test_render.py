@@ -6,7 +6,7 @@ from matplotlib.figure import Figure
 from matplotlib.text import Text
 from PIL import Image
 
-from tmaps.introspect import Panels, phoneme_panels
+from tmaps.introspect import Panels, phoneme_panels, resolve_grouping
 from tmaps.introspect.layout import compute_layout
 from tmaps.introspect.planted import make_planted_profiles
 from tmaps.introspect.render import (
@@ -233,6 +233,7 @@ def test_phoneme_panels_are_ipa_in_phonetic_class_order_with_a_row_and_heading_p
     assert len(maps.lines) == 8 + len(classes) - 1  # an outline per panel, a line between classes
     assert not small_texts(figure)
     assert phoneme_panels(["s", "??"]) == Panels(["s", "??"])
+    assert resolve_grouping("phoneme_class").panels(["nasal", "vowel", "plosive"]) == Panels(["nasal", "vowel", "plosive"], [1, 2, 0])
 
 
 def test_plot_layers_puts_columns_side_by_side_on_one_scale_unless_told_otherwise(planted, som_coords):
@@ -282,3 +283,13 @@ def test_a_gif_holds_one_frame_per_epoch(planted, tmp_path):
     small = np.zeros((10, 12, 3), dtype=np.uint8)
     with pytest.raises(ValueError, match=r"frame 1 is 12x10 pixels, frame 0 is"):
         save_gif([frames[0], small], tmp_path / "bad.gif")
+
+
+def test_plot_maps_takes_panels_whole_and_clusters_where_they_set_no_order(planted, som_coords):
+    profiles, _ = planted
+    symbols = ["s", "aI", "t", "@", "n", "I2", "D", "I"]
+    by_class = plot_maps(som_coords, profiles.T, phoneme_panels(symbols), colorbar_label=NAP).axes[0]
+    panels = phoneme_panels(symbols)
+    assert panel_titles(by_class)[:8] == [panels.labels[group] for group in panels.order]
+    clustered = plot_maps(som_coords, profiles.T, Panels(symbols), colorbar_label=NAP).axes[0]
+    assert panel_titles(clustered) == [symbols[group] for group in group_order(profiles.T)]

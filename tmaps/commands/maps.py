@@ -92,10 +92,7 @@ def write_figures(
     for layer, by_method in coords.items():
         values = profiles.matrix(layer).T
         for method, points in by_method.items():
-            figure = plot_maps(
-                points, values, labels, colorbar_label=profiles.quantity, order=True if panels.order is None else panels.order,
-                sections=panels.sections, style=style, title=f"{layer}: {method} layout",
-            )  # fmt: skip
+            figure = plot_maps(points, values, panels, colorbar_label=profiles.quantity, style=style, title=f"{layer}: {method} layout")
             written += [save_figure(figure, output_dir / "maps" / f"{layer}__{method}.{suffix}") for suffix in formats]
     rows = layer_figure_groups(profiles, layer_groups)
     rule = "chosen" if not isinstance(layer_groups, int) else "with the most frames"

@@ -74,6 +74,12 @@ def phoneme_panels(symbols: Sequence[str], language: str = "en") -> Panels:
         return Panels(list(symbols))
 
 
+def phoneme_class_panels(classes: Sequence[str], language: str = "en") -> Panels:
+    """Panels of phoneme-class groups, in the order of ``PHONEME_CLASSES`` (vowels first)."""
+    rank = {name: index for index, name in enumerate(PHONEME_CLASSES)}
+    return Panels(list(classes), sorted(range(len(classes)), key=lambda index: rank.get(classes[index], len(rank))))
+
+
 class Grouping(ABC):
     """How the frames of utterances fall into groups.
 
@@ -257,7 +263,9 @@ def resolve_grouping(groups: str | Grouping, alignments: Alignments | None = Non
         return groups
     builtin = {
         "phoneme": lambda: SegmentGrouping("phonemes", name="phoneme", reference=phoneme_class, describe_panels=phoneme_panels),
-        "phoneme_class": lambda: SegmentGrouping("phonemes", label=phoneme_class, labels=PHONEME_CLASSES, name="phoneme_class"),
+        "phoneme_class": lambda: SegmentGrouping(
+            "phonemes", label=phoneme_class, labels=PHONEME_CLASSES, name="phoneme_class", describe_panels=phoneme_class_panels
+        ),
         "word": lambda: SegmentGrouping("words", name="word", alignments=alignments, alignable=True),
         "character": lambda: CharacterGrouping(alignments=alignments),
     }

@@ -382,11 +382,11 @@ def plot_map(
         centres = (np.arange(image.shape[0]) + 0.5) / image.shape[0]
         levels = np.linspace(low, high, style.contours + 2)[1:-1]
         contours = ax.contour(left + centres, bottom + centres, image, levels=levels, colors="k", linewidths=0.4, alpha=0.6)
-    points = map_points(coords, mask=style.mask) + np.array(corner)
-    units = ax.scatter(points[:, 0], points[:, 1], s=1.0, c="k", alpha=0.5, linewidths=0) if style.show_units else None
+    points, offset = map_points(coords, mask=style.mask), np.asarray(corner, dtype=np.float64)
+    units = ax.scatter(*(points + offset).T, s=1.0, c="k", alpha=0.5, linewidths=0) if style.show_units else None
     outline = None
     if style.outline:
-        (outline,) = ax.plot(*(_outline(points - corner, style.mask) + corner).T, color="0.3", linewidth=0.8)
+        (outline,) = ax.plot(*(_outline(points, style.mask) + offset).T, color="0.3", linewidth=0.8)
     heading = ax.text(left + 0.5, bottom + 1.03, title, ha="center", va="bottom", fontsize=FONT_SIZE) if title else None
     ax.set_aspect("equal")
     ax.set_axis_off()
@@ -526,7 +526,7 @@ def _panel_order(order: bool | Sequence[int], values: NDArray[np.float64]) -> li
 def plot_maps(
     coords: ArrayLike,
     values_by_group: ArrayLike,
-    group_labels: Sequence[str] | None = None,
+    group_labels: Sequence[str] | Panels | None = None,
     *,
     colorbar_label: str,
     order: bool | Sequence[int] = True,
@@ -546,7 +546,9 @@ def plot_maps(
     Args:
         coords: ``(N, 2)`` layout.
         values_by_group: ``(G, N)`` e.g. a layer's profiles transposed.
-        group_labels: ``G`` panel titles; default the group indices.
+        group_labels: ``G`` panel titles, default the group indices; or :class:`Panels` (e.g.
+            ``Profiles.panels()``: phonemes in IPA by class), whose titles, order (where it has
+            one) and sections are used.
         colorbar_label: the quantity the colours show, e.g. ``Profiles.quantity``.
         order: ``True``: similar maps side by side (:func:`group_order`); ``False``: as given;
             or the groups to draw, in order (e.g. ``Panels.order``).
@@ -561,6 +563,10 @@ def plot_maps(
         The figure.
     """
     values = np.atleast_2d(np.asarray(values_by_group, dtype=np.float64))
+    if isinstance(group_labels, Panels):
+        order = order if group_labels.order is None else group_labels.order
+        sections = group_labels.sections if sections is None else sections
+        group_labels = group_labels.labels
     labels = _labels(group_labels, len(values))
     maps = style.render(coords, values)
     panels = _panel_order(order, values)
