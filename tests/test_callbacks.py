@@ -17,7 +17,7 @@ from tmaps.callbacks.base import MapCallback, probe_batches
 from tmaps.callbacks.topographic_maps import valid_frame_mean
 from tmaps.data import SpeechDataModule
 from tmaps.data.manifest import SPLITS
-from tmaps.introspect import NAP, Panels, Profiles
+from tmaps.introspect import NAP, Panels, Profiles, phoneme_panels
 from tmaps.introspect.planted import make_planted_profiles
 from tmaps.introspect.render import MapFrame
 from tmaps.training.module import ASRModule
@@ -75,6 +75,17 @@ def test_maps_of_the_topographic_layer_every_epoch_with_a_gif_each(two_epochs):
     for key in ("maps__filters__conv2", "maps__activations__conv2", "profiles__map__conv2"):
         assert Image.open(run_dir / "figures" / key / "evolution.gif").n_frames == 2, key
     assert not (run_dir / "figures" / "maps__filters__conv3").exists()  # not a topographic layer
+
+
+def test_training_time_phoneme_maps_are_ipa_by_class_and_name_their_quantity(two_epochs):
+    run_dir = two_epochs[0]
+    profiles = Profiles.load(sorted((run_dir / "profiles").glob("nap_step*.npz"))[-1])
+    frame = MapFrame.load(pngs(run_dir, "profiles__map__conv2")[-1].with_suffix(".npz"))
+    assert frame.panels == phoneme_panels(profiles.groups) and frame.panels.sections is not None
+    assert frame.colorbar_label == "NAP (activation minus the mean over groups)"
+    np.testing.assert_allclose(frame.maps.values, profiles["conv2"].mean)
+    activations = MapFrame.load(pngs(run_dir, "maps__activations__conv2")[-1].with_suffix(".npz"))
+    assert activations.colorbar_label == "mean activation over the valid frames" and activations.panels.labels == ["probe set"]
 
 
 def test_the_saved_profiles_are_phoneme_naps_of_every_layer_and_feed_the_ari_table(two_epochs):
