@@ -121,5 +121,5 @@ def test_the_profile_heatmap_names_its_quantity_on_a_robust_scale_in_legible_typ
     figure = plot_profile_heatmap(matrix, [f"g{group}" for group in range(45)], value="NAP (activation minus the mean over groups)")
     (image,) = figure.axes[0].images
     assert image.norm.vmax == pytest.approx(np.percentile(np.abs(matrix), 99)) and image.norm.vmin == -image.norm.vmax
-    assert figure.axes[1].get_ylabel().startswith("NAP (activation minus the mean over groups); colour limit ±")
+    assert figure.axes[1].get_ylabel().startswith("NAP (activation minus the mean over groups)\ncolour limit ±")
     assert min(label.get_fontsize() for label in figure.axes[0].get_yticklabels()) >= 8

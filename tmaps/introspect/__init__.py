@@ -37,7 +37,7 @@ from tmaps.introspect.frames import FrameMap
 from tmaps.introspect.groups import CharacterGrouping, Grouping, Panels, RecordGrouping, SegmentGrouping, phoneme_panels, resolve_grouping
 from tmaps.introspect.layout import LAYOUTS, align_orientation, compute_layout, remove_overlaps, snap_to_grid
 from tmaps.introspect.nap import NAP, GradNAP, Profiler
-from tmaps.introspect.phonemes import PHONEME_CLASSES, ipa, phoneme_class, phonetic_order
+from tmaps.introspect.phonemes import PHONEME_CLASSES, ipa, ipa_label, phoneme_class, phonetic_order
 from tmaps.introspect.profiles import LayerProfile, Profiles
 from tmaps.introspect.quality import continuity, distance_correlation, layout_quality, trustworthiness
 from tmaps.introspect.render import ColourScale, MapArtists, MapStyle, plot_layers, plot_map, plot_maps, render_map, robust_limit, save_figure, save_gif
@@ -94,6 +94,7 @@ __all__ = [
     "phoneme_panels",
     "phonetic_order",
     "ipa",
+    "ipa_label",
     "profile_matrix",
     "plot_adjusted_rand",
     "plot_dendrogram",

@@ -34,7 +34,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
-from tmaps.introspect.phonemes import PHONEME_CLASSES, ipa, phoneme_class, phonetic_order
+from tmaps.introspect.phonemes import PHONEME_CLASSES, ipa_label, phoneme_class, phonetic_order
 
 log = logging.getLogger(__name__)
 
@@ -58,12 +58,12 @@ class Panels:
 
 
 def phoneme_panels(symbols: Sequence[str], language: str = "en") -> Panels:
-    """Panels of phoneme groups: IPA titles (the espeak code added where two share one), ordered and sectioned by phonetic class.
+    """Panels of phoneme groups: IPA titles (:func:`ipa_label`; the espeak code added where two share one), ordered and sectioned by phonetic class.
 
     A symbol without IPA or class keeps espeak's codes in the given order, with a warning naming it.
     """
     try:
-        sounds = [ipa(symbol, language) for symbol in symbols]
+        sounds = [ipa_label(symbol, language) for symbol in symbols]
         return Panels(
             [sound if sounds.count(sound) == 1 else f"{sound} ({symbol})" for sound, symbol in zip(sounds, symbols)],
             phonetic_order(list(symbols), language),

@@ -212,8 +212,8 @@ class ColourScale:
         return cls(robust_limit(values, percentile), f"{percentile:g}th percentile of |values|{scope}")
 
     def label(self, quantity: str) -> str:
-        """A colour bar's label: the quantity, then the limit and its source."""
-        return f"{quantity}; colour limit ±{self.limit:.3g}" + (f": {self.source}" if self.source else "")
+        """A colour bar's label: the quantity, and on a line of its own the limit and its source."""
+        return f"{quantity}\ncolour limit ±{self.limit:.3g}" + (f": {self.source}" if self.source else "")
 
 
 def _scale(limit: float | ColourScale | None, values: ArrayLike, scope: str = "") -> ColourScale:
@@ -393,7 +393,7 @@ def plot_map(
     colorbar = None
     if colorbar_label is not None:
         colorbar = ax.figure.colorbar(drawn, ax=ax, shrink=0.8)
-        _label_colour_bar(colorbar, colorbar_label if scale is None else scale.label(colorbar_label), style.panel_size * 0.8)
+        _label_colour_bar(colorbar, colorbar_label if scale is None else scale.label(colorbar_label), style.panel_size + 0.4)
     return MapArtists(drawn, contours, units, outline, heading, colorbar, scale)
 
 
@@ -404,8 +404,9 @@ def _label_colour_bar(colorbar: Colorbar, label: str, length: float) -> None:
 
 
 def _wrapped(text: str, inches: float, size: float = FONT_SIZE) -> str:
-    """``text`` in lines that fit into ``inches`` in type of ``size`` points."""
-    return "\n".join(textwrap.wrap(text, _characters_in(inches, size)))
+    """``text`` in lines that fit into ``inches`` in type of ``size`` points, its own line breaks kept."""
+    width = _characters_in(inches, size)
+    return "\n".join(line for paragraph in text.splitlines() for line in textwrap.wrap(paragraph, width, break_long_words=False))
 
 
 def _characters_in(inches: float, size: float = FONT_SIZE) -> int:
