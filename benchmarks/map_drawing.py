@@ -1,4 +1,4 @@
-"""Drawing the figures of ``tmaps-maps``: one composite image per figure against an axes per panel.
+"""Drawing the figures of ``tmaps-maps``: all panels in one axes against an axes per panel.
 
 Usage:
     python benchmarks/map_drawing.py [--layers 4] [--layouts 1] [--groups 58]
@@ -14,7 +14,8 @@ drawing time does not depend on the values.
 The baseline is the drawing code tmaps used before (kept below): linear interpolation, one
 matplotlib axes per panel with its own image, dots and title, and every phoneme in the
 layers figure. The new code draws Clough-Tocher maps with contour lines and outlines (more
-work per map), all panels of a figure as one image, and the 12 phonemes with the most frames
+work per map), all panels of a figure into one axes (``plot_map`` each, its image coloured
+before drawing, no autoscaling per map), and the 12 phonemes with the most frames
 in the layers figure (the rule of ``tmaps-maps``). Both write PNGs through
 :func:`tmaps.introspect.render.save_figure`.
 
@@ -125,13 +126,14 @@ def main() -> None:
             for name, (coords, values) in layers.items():
                 title = f"{name}: layout {layout}"
                 old = timed(lambda: baseline_maps(coords, values, labels, title), out / "old.png")
-                new = timed(lambda: plot_maps(coords, values, labels, title=title), out / "new.png")
+                new = timed(lambda: plot_maps(coords, values, labels, title=title, colorbar_label="NAP"), out / "new.png")
                 totals["baseline"] += old
                 totals["composite"] += new
                 print(f"maps of {name} ({len(values)} groups, {values.shape[1]} units): {old:.2f} s -> {new:.2f} s ({old / new:.1f}x)")
             old = timed(lambda: baseline_layers(layers, labels, "layers"), out / "old.png")
             subset = {name: (coords, values[shown]) for name, (coords, values) in layers.items()}
-            new = timed(lambda: plot_layers(subset, [labels[group] for group in shown], title="layers"), out / "new.png")
+            shown_labels = [labels[group] for group in shown]
+            new = timed(lambda: plot_layers(subset, shown_labels, title="layers", colorbar_label="NAP", share_scale=False), out / "new.png")
             totals["baseline"] += old
             totals["composite"] += new
             print(f"layers figure ({len(layers)} layers; {args.groups} groups -> {len(shown)}): {old:.2f} s -> {new:.2f} s ({old / new:.1f}x)")

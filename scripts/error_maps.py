@@ -21,12 +21,11 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from tmaps.checkpoint import load_checkpoint
 from tmaps.data import manifest_loader
-from tmaps.introspect import NAP, compute_layout, save_figure
+from tmaps.introspect import NAP, ColourScale, compute_layout, save_figure
 from tmaps.introspect.error_analysis import collect_outcomes, confusion_counts, outcome_groupings, outcome_table, plot_outcome_maps
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -73,9 +72,8 @@ def main() -> None:
     if not characters:
         raise SystemExit(f"no character has {arguments.min_count} correct and wrong frames; lower --min-count")
     coords = compute_layout("umap", profiles.matrix(layer))
-    limit = float(np.percentile(np.abs(profiles[layer].mean), arguments.limit_percentile))
-    title = f"{layer}: correct vs wrong frames (UMAP layout; colours clipped at the {arguments.limit_percentile:g}th percentile)"
-    figure = plot_outcome_maps(coords, profiles, layer, characters, title=title, limit=limit)
+    scale = ColourScale.robust(profiles[layer].mean, arguments.limit_percentile, scope=" of the layer's profiles")
+    figure = plot_outcome_maps(coords, profiles, layer, characters, title=f"{layer}: correct vs wrong frames (UMAP layout)", limit=scale)
     print(f"figure: {save_figure(figure, arguments.figure)}")
     error_rate = table.errors.sum() / table["count"].sum()
     distance = mappable.profile_distance[: len(characters)].mean()

@@ -19,8 +19,9 @@ from tmaps.callbacks.base import MapCallback, probe_batches
 from tmaps.callbacks.topographic_maps import valid_frame_mean
 from tmaps.data import SpeechDataModule
 from tmaps.data.manifest import SPLITS
-from tmaps.introspect import NAP, Profiles
+from tmaps.introspect import NAP, Panels, Profiles, phoneme_panels
 from tmaps.introspect.planted import make_planted_profiles
+from tmaps.introspect.render import MapFrame
 from tmaps.training.module import ASRModule
 
 TINY = {"channels": [16] * 8 + [32, 32], "kernel_sizes": [11] + [7] * 7 + [1, 1], "strides": [2] + [1] * 9, "norm": "batch", "dropout": 0.1}
@@ -76,6 +77,17 @@ def test_maps_of_the_topographic_layer_every_epoch_with_a_gif_each(two_epochs):
     for key in ("maps__filters__conv2", "maps__activations__conv2", "profiles__map__conv2"):
         assert Image.open(run_dir / "figures" / key / "evolution.gif").n_frames == 2, key
     assert not (run_dir / "figures" / "maps__filters__conv3").exists()  # not a topographic layer
+
+
+def test_training_time_phoneme_maps_are_ipa_by_class_and_name_their_quantity(two_epochs):
+    run_dir = two_epochs[0]
+    profiles = Profiles.load(sorted((run_dir / "profiles").glob("nap_step*.npz"))[-1])
+    frame = MapFrame.load(pngs(run_dir, "profiles__map__conv2")[-1].with_suffix(".npz"))
+    assert frame.panels == phoneme_panels(profiles.groups) and frame.panels.sections is not None
+    assert frame.colorbar_label == "NAP (activation minus the mean over groups)"
+    np.testing.assert_allclose(frame.maps.values, profiles["conv2"].mean)
+    activations = MapFrame.load(pngs(run_dir, "maps__activations__conv2")[-1].with_suffix(".npz"))
+    assert activations.colorbar_label == "mean activation over the valid frames" and activations.panels.labels == ["probe set"]
 
 
 def test_the_saved_profiles_are_phoneme_naps_of_every_layer_and_feed_the_ari_table(two_epochs):
@@ -179,7 +191,7 @@ class ScaledMaps(MapCallback):
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         epoch = trainer.current_epoch
-        self.log_values(trainer, "scaled", self.coords, (epoch + 1) * self.values, ["a", "b"], f"epoch {epoch}", "value")
+        self.log_values(trainer, "scaled", self.coords, (epoch + 1) * self.values, Panels(["a", "b"]), f"epoch {epoch}", "planted profile")
 
 
 def colourfulness(image: np.ndarray) -> float:
@@ -196,6 +208,11 @@ def test_map_frames_share_the_colour_scale_of_the_run_in_the_gif(data, tmp_path)
         frames = [colourfulness(frame.convert("RGB")) for frame in ImageSequence.Iterator(gif)]
     assert frames[1] == pytest.approx(second, rel=0.05)
     assert frames[0] < 0.8 * frames[1]  # the GIF draws the 1x epoch on the run's 2x scale: paler
+    saved = [MapFrame.load(path.with_suffix(".npz")) for path in pngs(tmp_path, "scaled")]  # what the report redraws
+    np.testing.assert_allclose(saved[1].maps.values, 2 * saved[0].maps.values)
+    assert saved[0].panels == Panels(["a", "b"]) and saved[0].colorbar_label == "planted profile"
+    redrawn = saved[0].plot(limit=saved[1].maps.limit)
+    assert redrawn.axes[0].images[0].norm.vmax == pytest.approx(2 * saved[0].maps.limit)
 
 
 def test_activation_maps_average_the_valid_frames_of_the_probe_set_however_it_is_batched(data):

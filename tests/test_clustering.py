@@ -13,6 +13,7 @@ from tmaps.introspect.clustering import (
     linkage,
     plot_adjusted_rand,
     plot_dendrogram,
+    plot_profile_heatmap,
     silhouette,
 )
 from tmaps.introspect.nap import NAP
@@ -111,3 +112,14 @@ def test_adjusted_rand_of_real_profiles(synth_corpus_en):
     profiles = NAP(model, ["conv0", "conv1"]).compute(batches, "phoneme")
     scores = adjusted_rand_by_layer(profiles, method="kmeans")
     assert list(scores) == ["conv0", "conv1"] and all(-1 <= s <= 1 for s in scores.values())
+
+
+def test_the_profile_heatmap_names_its_quantity_on_a_robust_scale_in_legible_type():
+    rng = np.random.default_rng(3)
+    matrix = rng.normal(size=(45, 30))
+    matrix[0, 0] = 40.0  # one outlying unit does not set the scale
+    figure = plot_profile_heatmap(matrix, [f"g{group}" for group in range(45)], value="NAP (activation minus the mean over groups)")
+    (image,) = figure.axes[0].images
+    assert image.norm.vmax == pytest.approx(np.percentile(np.abs(matrix), 99)) and image.norm.vmin == -image.norm.vmax
+    assert figure.axes[1].get_ylabel().startswith("NAP (activation minus the mean over groups)\ncolour limit ±")
+    assert min(label.get_fontsize() for label in figure.axes[0].get_yticklabels()) >= 8

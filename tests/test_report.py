@@ -92,6 +92,19 @@ def page_images(page: Path) -> list[Image.Image]:
     return [Image.open(io.BytesIO(base64.b64decode(uri.split(",", 1)[1]))) for uri in payload["images"]]
 
 
+def row_notes(page: Path) -> dict[str, str]:
+    return dict(re.findall(r"<section class='map-row' id='([^']+)'><h3>.*?</h3>(?:<p class='note'>(.*?)</p>)?", page.read_text()))
+
+
+def test_maps_of_several_runs_are_redrawn_on_one_colour_scale_that_the_page_states(pages):
+    notes = row_notes(pages["two"])
+    for key in ("profiles/map/conv2", "maps/activations/conv2", "maps/activations/conv3"):
+        assert re.search(r"one colour scale for every map of this row on this page: ±[0-9.e-]+, the 99th percentile of \|values\|", notes[key]), key
+    assert "IPA labels ordered by class" in notes["profiles/map/conv2"]
+    assert "over every run" in notes["maps/activations/conv2"]
+    assert "principal components, which do not compare across runs" in notes["maps/filters/conv3"]
+
+
 def test_training_ends_with_the_report_and_names_its_maps_last(trained_run):
     run_dir, stdout = trained_run
     last_lines = stdout.strip().splitlines()[-8:]

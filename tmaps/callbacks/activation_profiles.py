@@ -27,7 +27,8 @@ class ActivationProfiles(MapCallback):
     Each time it logs
 
     - ``profiles/map/<layer>`` for every map layer: one map per group (phoneme, ...) of the
-      layer's profiles (:func:`tmaps.introspect.render.plot_rendered`) on a layout of its units; the
+      layer's profiles (:func:`tmaps.introspect.render.plot_rendered`) on a layout of its units, titled and
+      ordered as the grouping says (``Grouping.panels``: phonemes in IPA by phonetic class); the
       ``"grid"`` layout is the grid the layer is trained on (for a plain layer, its channels
       in order on ``Grid(n_units)``, see :func:`~tmaps.callbacks.base.layer_grid`), other layouts (:data:`tmaps.introspect.LAYOUTS`) are recomputed from the
       profiles and aligned onto the previous epoch's;
@@ -143,12 +144,12 @@ class ActivationProfiles(MapCallback):
         path.parent.mkdir(parents=True, exist_ok=True)
         profiles.save(path)
         label = ATTRIBUTIONS[self.kind].kind
+        panels = profiles.panels(getattr(trainer.datamodule, "language", "en"))
         for layer in self.map_layers:
             options = {"shape": layer_grid(pl_module, layer).shape} if self.layout == "grid" else {}
             coords = self.layout_of(layer, profiles.matrix(layer), **options)
             title = f"{layer}: {label}s by {self.groups} on a {self.layout} layout, epoch {epoch}"
-            value_label = f"{label} ({self.normalize or 'raw'})"
-            self.log_values(trainer, f"profiles/map/{layer}", coords, profiles[layer].mean, profiles.groups, title, value_label)
+            self.log_values(trainer, f"profiles/map/{layer}", coords, profiles[layer].mean, panels, title, profiles.quantity)
             self.record_layout_quality(epoch, layer, profiles.matrix(layer), coords)
         if self.map_layers:
             table = pd.DataFrame(self.layout_quality_rows)

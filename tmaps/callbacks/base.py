@@ -18,7 +18,8 @@ from pytorch_lightning.callbacks import Callback
 from torch.utils.data import DataLoader
 
 from tmaps.introspect import LAYOUTS, compute_layout
-from tmaps.introspect.render import MapStyle, RenderedMaps, figure_image, plot_rendered, save_gif
+from tmaps.introspect.groups import Panels
+from tmaps.introspect.render import COLOUR_PERCENTILE, ColourScale, MapFrame, MapStyle, figure_image, save_gif
 from tmaps.topo import Grid
 from tmaps.topo.layers import filter_vectors, get_layer
 from tmaps.training.loggers import figure_path, log_figure
@@ -102,11 +103,11 @@ class MapCallback(Callback):
         self.gifs.log(trainer, key, figure)
 
     def log_values(
-        self, trainer: pl.Trainer, key: str, coords: np.ndarray, values: np.ndarray, labels: Sequence[str], title: str, value_label: str
+        self, trainer: pl.Trainer, key: str, coords: np.ndarray, values: np.ndarray, panels: Panels, title: str, colorbar_label: str
     ) -> None:
-        """Log the maps of ``values (G, U)`` over the layout ``coords (U, 2)``, one panel per label, on
-        the key's colour scale so far (:meth:`EvolutionGifs.log_values`)."""
-        self.gifs.log_values(trainer, key, self.style.render(coords, values), labels, title, value_label, self.style)
+        """Log the maps of ``values (G, U)`` over the layout ``coords (U, 2)``, one panel per group as ``panels`` say, on
+        the key's colour scale so far (:meth:`EvolutionGifs.log_values`); ``colorbar_label`` names the quantity."""
+        self.gifs.log_values(trainer, key, MapFrame(self.style.render(coords, values), panels, title, colorbar_label, self.style))
 
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.is_global_zero:
@@ -123,7 +124,7 @@ class EvolutionGifs:
     def __init__(self, frame_ms: int) -> None:
         self.frame_ms = frame_ms
         self.frames: dict[str, list[np.ndarray]] = {}
-        self.value_frames: dict[str, list[tuple[RenderedMaps, list[str], str, str, MapStyle]]] = {}
+        self.value_frames: dict[str, list[MapFrame]] = {}
 
     def log(self, trainer: pl.Trainer, key: str, figure: Figure) -> None:
         """Log ``figure`` under ``key`` (:func:`~tmaps.training.loggers.log_figure`) and keep its PNG as a frame
@@ -132,27 +133,24 @@ class EvolutionGifs:
         with Image.open(path) as image:
             self.frames.setdefault(key, []).append(np.asarray(image.convert("RGB")))
 
-    def log_values(
-        self, trainer: pl.Trainer, key: str, maps: RenderedMaps, labels: Sequence[str], title: str, value_label: str, style: MapStyle
-    ) -> None:
-        """Log rendered maps on the largest ``|value|`` of ``key`` so far; keep them to redraw the GIF
-        on the run's largest (:meth:`write`)."""
+    def log_values(self, trainer: pl.Trainer, key: str, frame: MapFrame) -> None:
+        """Log a frame of maps on the largest colour limit (:attr:`RenderedMaps.limit`) of ``key`` so far, save its data
+        beside its PNG (``step<step>.npz``, :meth:`MapFrame.save`: the report redraws it on a shared scale) and keep it
+        to redraw the GIF on the run's largest (:meth:`write`)."""
         frames = self.value_frames.setdefault(key, [])
-        frames.append((maps, list(labels), title, value_label, style))
-        limit = max(frame[0].limit for frame in frames)
-        figure = plot_rendered(maps, labels, style=style, title=title, limit=limit, value_label=value_label)
-        log_figure(trainer.loggers, key, figure, trainer.global_step, trainer.default_root_dir)
+        frames.append(frame)
+        scale = ColourScale(max(kept.maps.limit for kept in frames), f"the largest {COLOUR_PERCENTILE:g}th percentile of |values| of the epochs so far")
+        path = log_figure(trainer.loggers, key, frame.plot(scale), trainer.global_step, trainer.default_root_dir)
+        if path is not None:
+            frame.save(path.with_suffix(".npz"))
 
     def write(self, run_dir: str | Path) -> list[Path]:
         """Every key's frames as ``<run_dir>/figures/<key>/evolution.gif``; the GIF paths."""
         paths = []
         frames_by_key = dict(self.frames)
         for key, frames in self.value_frames.items():
-            limit = max(maps.limit for maps, *_ in frames)
-            frames_by_key[key] = [
-                figure_image(plot_rendered(maps, labels, style=style, title=title, limit=limit, value_label=value_label))
-                for maps, labels, title, value_label, style in frames
-            ]
+            scale = ColourScale(max(frame.maps.limit for frame in frames), f"the largest {COLOUR_PERCENTILE:g}th percentile of |values| of all epochs")
+            frames_by_key[key] = [figure_image(frame.plot(scale)) for frame in frames]
         for key, frames in frames_by_key.items():
             path = figure_path(run_dir, key, 0).with_name("evolution.gif")
             paths.append(save_gif(frames, path, fps=1000 / self.frame_ms))

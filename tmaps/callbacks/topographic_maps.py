@@ -9,7 +9,7 @@ import numpy as np
 import pytorch_lightning as pl
 
 from tmaps.callbacks.base import MapCallback, layer_grid, topographic_layers
-from tmaps.introspect import NAP, Profiles
+from tmaps.introspect import NAP, Panels, Profiles
 from tmaps.introspect.forward import to_model_device
 from tmaps.topo import filter_map
 
@@ -78,4 +78,6 @@ class TopographicMaps(MapCallback):
             options = {"shape": layer_grid(pl_module, layer).shape} if self.layout == "grid" else {}
             coords = self.layout_of(layer, profiles.matrix(layer), **options)
             title = f"{layer}: mean activation on the {self.layout} layout, epoch {epoch}"
-            self.log_values(trainer, f"maps/activations/{layer}", coords, mean_activation[None], ["probe set"], title, "activation")
+            self.log_values(
+                trainer, f"maps/activations/{layer}", coords, mean_activation[None], Panels(["probe set"]), title, "mean activation over the valid frames"
+            )

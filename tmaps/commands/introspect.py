@@ -47,11 +47,10 @@ def write_figures(profiles: Profiles, summary: pd.DataFrame, figures_dir: str | 
     grouping, kind = profiles.info.get("grouping"), profiles.info.get("kind", "profile")
     reference = resolve_grouping(grouping).reference if grouping else None
     columns = "unit" if profiles.window is None else f"unit x offset (-{profiles.window}..{profiles.window})"
-    value = f"{kind} ({profiles.normalize or 'raw'})"
     paths = []
     for layer in profiles.layers:
         matrix = profile_matrix(profiles, layer)
-        heatmap = plot_profile_heatmap(matrix, profiles.groups, f"{layer}: {kind}s by {grouping}", columns, value)
+        heatmap = plot_profile_heatmap(matrix, profiles.panels().labels, f"{layer}: {kind}s by {grouping}", columns, profiles.quantity)
         paths.append(save_figure(heatmap, figures_dir / f"heatmap_{layer}.png"))
         try:
             dendrogram = plot_dendrogram(matrix, profiles.groups, reference, title=f"{layer}: {grouping} groups by {kind}")

@@ -6,7 +6,8 @@ from their profiles (:func:`~tmaps.introspect.layout.compute_layout`), scores th
 (:func:`~tmaps.introspect.render.plot_maps`) and, per method, all layers side by side
 (:func:`~tmaps.introspect.render.plot_layers`). It writes into ``output_dir``:
 
-- ``maps/<layer>__<method>.<format>``: one panel per group;
+- ``maps/<layer>__<method>.<format>``: one panel per group, titled and ordered as the profiles'
+  grouping says (``Grouping.panels``: phonemes in IPA, by phonetic class, one row section per class);
 - ``layers__<method>.<format>``: layers side by side, one row per group, for a readable few
   groups: those named by ``layer_groups``, else the :data:`LAYER_FIGURE_GROUPS` groups with
   the most frames (the best-estimated profiles); the full set is in ``maps/`` and on the
@@ -85,20 +86,22 @@ def write_figures(
     """Per layer and method a :func:`plot_maps` figure of every group; per method a
     :func:`plot_layers` figure of the groups :func:`layer_figure_groups` picks."""
     written = []
-    labels = profiles.groups
-    value_label = f"{profiles.info.get('kind', 'profile')} ({profiles.normalize or 'raw'})"
+    panels = profiles.panels()
+    labels = panels.labels
     methods = list(dict.fromkeys(method for by_method in coords.values() for method in by_method))
     for layer, by_method in coords.items():
         values = profiles.matrix(layer).T
         for method, points in by_method.items():
-            figure = plot_maps(points, values, labels, style=style, title=f"{layer}: {method} layout", value_label=value_label)
+            figure = plot_maps(points, values, panels, colorbar_label=profiles.quantity, style=style, title=f"{layer}: {method} layout")
             written += [save_figure(figure, output_dir / "maps" / f"{layer}__{method}.{suffix}") for suffix in formats]
     rows = layer_figure_groups(profiles, layer_groups)
     rule = "chosen" if not isinstance(layer_groups, int) else "with the most frames"
     for method in methods:
         layers = {layer: (by_method[method], profiles.matrix(layer).T[rows]) for layer, by_method in coords.items()}
-        title = f"{method} layouts: {len(rows)} of {len(labels)} groups ({rule}); all in maps/"
-        figure = plot_layers(layers, [labels[row] for row in rows], style=replace(style, show_units=False), title=title, value_label=value_label)
+        title = f"{method} layouts: {len(rows)} of {len(labels)} groups ({rule}); all in maps/; each layer on its own colour scale"
+        figure = plot_layers(
+            layers, [labels[row] for row in rows], colorbar_label=profiles.quantity, share_scale=False, style=replace(style, show_units=False), title=title
+        )
         written += [save_figure(figure, output_dir / f"layers__{method}.{suffix}") for suffix in formats]
     return written
 

@@ -16,9 +16,10 @@ so that it opens from a cluster's run folder as it is. It shows
 - the study's claims (``claims.json``) when given a study folder;
 - the phoneme maps of the topographic layers first, redrawn from the run's NAP profiles
   (``profiles/nap_step*.npz``) on the layer's learned grid with IPA labels ordered by phonetic
-  class and one colour scale per layer over every run and epoch of the page; then every other
-  map (``figures/<key>/step<step>.png``), the maps of one key side by side over the runs; one
-  epoch slider moves every map of the page;
+  class; then every other map (``figures/<key>/step<step>.png``), redrawn from the data logged
+  beside it (``step<step>.npz``, :class:`~tmaps.introspect.render.MapFrame`) where every run has
+  it, else as logged; the maps of one key side by side over the runs, every redrawn map of a row
+  on one colour scale, which the row states; one epoch slider moves every map of the page;
 - interactive metric curves (``metrics.csv``): values on hover, drag to zoom, double-click to
   reset, a click on a run in the legend hides or shows it everywhere; the topography and
   diversity curves first;
@@ -42,7 +43,7 @@ import math
 import os
 import re
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -58,9 +59,9 @@ from PIL import Image, ImageDraw, UnidentifiedImageError
 
 from tmaps.checkpoint import load_checkpoint
 from tmaps.commands.wrapper import task_wrapper
-from tmaps.introspect import Profiles, ipa, phonetic_order
+from tmaps.introspect import Profiles
 from tmaps.introspect.layout import grid_layout
-from tmaps.introspect.render import MapStyle, plot_rendered
+from tmaps.introspect.render import COLOUR_PERCENTILE, ColourScale, MapFrame, MapStyle
 from tmaps.studies import claims, stats
 
 log = logging.getLogger(__name__)
@@ -79,7 +80,7 @@ SKIPPED_FOLDERS = ("wandb", "checkpoints", "tensorboard", "csv")
 TOPOGRAPHY_METRICS = ("ratio", "centred_cosine", "participation_ratio")
 CLAIM_FIELDS = ("id", "paper", "criterion", "status", "estimate", "ci95", "n_seeds", "p", "records")
 PHONEME_MAP_PREFIX = "profiles/map/"
-COLOUR_PERCENTILE = 99
+FILTER_MAP_PREFIX = "maps/filters/"
 _STEP = re.compile(r"step(\d+)\.png$")
 _PROFILES = re.compile(r"(nap|gradnap)_step(\d+)\.npz$")
 
@@ -429,11 +430,15 @@ def frame_epochs(run: Run, steps: Sequence[int]) -> list[int]:
     return list(range(len(steps)))
 
 
-def phoneme_map_frames(run: Run, layer: str) -> tuple[list[int], list, list[str], list[int], str] | None:
+FrameSource = tuple[list[int], list[Callable[[], MapFrame]]]
+
+
+def phoneme_map_frames(run: Run, layer: str) -> FrameSource | None:
     """A topographic layer's NAP maps redrawn from the run's profiles, or None where they cannot be.
 
-    Returns ``(steps, rendered maps, labels, panel order, value label)``; None when the run has no
-    profiles, no checkpoint with the layer's grid, or draws its maps on another layout than the grid.
+    Returns the steps and, per step, the maps to draw (panels as the profiles' grouping says: phonemes in IPA by
+    class); None when the run has no profiles, no checkpoint with the layer's grid, or draws its maps on another
+    layout than the grid.
     """
     if run.config.get("callbacks.activation_profiles.layout", "grid") != "grid":
         return None
@@ -442,76 +447,88 @@ def phoneme_map_frames(run: Run, layer: str) -> tuple[list[int], list, list[str]
     )
     if not files or layer not in run.grids:
         return None
-    style, steps, rendered, profiles = MapStyle(), [], [], None
+    style, steps, frames = MapStyle(), [], []
     for step, path in files:
         profiles = Profiles.load(path)
         if layer not in profiles.layers:
             continue
         values = profiles[layer].mean
-        rendered.append(style.render(grid_layout(values.T, shape=run.grids[layer].shape), values))
+        maps = style.render(grid_layout(values.T, shape=run.grids[layer].shape), values)
+        frames.append(functools.partial(MapFrame, maps, profiles.panels(run.config.get("data.language", "en")), "", profiles.quantity, style))
         steps.append(step)
-    if not steps:
+    return (steps, frames) if steps else None
+
+
+def logged_map_frames(run: Run, key: str) -> FrameSource | None:
+    """The maps of ``key`` from the data the map callbacks keep beside each PNG (``step<step>.npz``), or None where a frame lacks it."""
+    frames = run.maps[key]
+    if not all(path.with_suffix(".npz").is_file() for _, path in frames):
         return None
-    groups = list(profiles.groups)
-    labels, order = groups, list(range(len(groups)))
-    if profiles.info.get("grouping") == "phoneme":
-        language = run.config.get("data.language", "en")
-        try:
-            sounds, order = [ipa(group, language) for group in groups], phonetic_order(groups, language)
-            labels = [sound if sounds.count(sound) == 1 else f"{sound} ({group})" for sound, group in zip(sounds, groups)]
-        except ValueError as error:
-            log.warning("phoneme maps of %s keep espeak's codes: %s", run.path, error)
-    return steps, rendered, labels, order, f"{profiles.info.get('kind', 'NAP')} by {profiles.info.get('grouping', 'group')}"
+    return [step for step, _ in frames], [functools.partial(MapFrame.load, path.with_suffix(".npz")) for _, path in frames]
+
+
+def map_note(key: str, scale: ColourScale | None, n_runs: int) -> str:
+    """What a row of maps shows, and on which colour scale."""
+    if scale is not None:
+        shared = (
+            f"one colour scale for every map of this row on this page: ±{scale.limit:.3g}, "
+            f"the {COLOUR_PERCENTILE:g}th percentile of |values| (values beyond it saturate)"
+        )
+        if key.startswith(PHONEME_MAP_PREFIX):
+            return (
+                f"NAPs by phoneme on the layer's learned grid, IPA labels ordered by class (vowels, diphthongs, plosives, affricates, "
+                f"fricatives, nasals, approximants, other); {shared}."
+            )
+        runs = ", over every run (each on its own layout where the runs' layouts differ)" if n_runs > 1 else ""
+        return f"Redrawn from the data logged with each map; {shared}{runs}."
+    if n_runs < 2:
+        return ""
+    if key.startswith(FILTER_MAP_PREFIX):
+        return (
+            "As logged during training. The first layer's colours are mel bands, one scale in every run; the other layers' colours are "
+            "each run's own first three filter principal components, which do not compare across runs."
+        )
+    return "As logged during training: each run's own colour scale (the runs logged no map data to redraw them on one)."
 
 
 def map_rows(runs: Sequence[Run], images: Images, max_frames: int) -> tuple[list[MapRow], list[int]]:
-    """Every map key of the runs, phoneme maps of topographic layers first, each frame the slider needs once; and the slider's epochs."""
+    """Every map key of the runs, phoneme maps of topographic layers first, each frame the slider needs once; and the slider's epochs.
+
+    Maps are redrawn where the runs allow it (phoneme maps from the profiles, other maps from the data logged beside them),
+    every map of a row on one colour scale; else shown as logged.
+    """
     keys = sorted({key for run in runs for key in run.maps}, key=lambda key: (not key.startswith(PHONEME_MAP_PREFIX), key))
     redrawn = {
-        (index, key): phoneme_map_frames(run, key[len(PHONEME_MAP_PREFIX) :])
+        (index, key): (key.startswith(PHONEME_MAP_PREFIX) and phoneme_map_frames(run, key[len(PHONEME_MAP_PREFIX) :])) or logged_map_frames(run, key)
         for index, run in enumerate(runs)
         for key in run.maps
-        if key.startswith(PHONEME_MAP_PREFIX)
     }
     epochs_of = {}
     for index, run in enumerate(runs):
         for key, frames in run.maps.items():
-            steps = redrawn[(index, key)][0] if redrawn.get((index, key)) else [step for step, _ in frames]
+            steps = redrawn[(index, key)][0] if redrawn[(index, key)] else [step for step, _ in frames]
             epochs_of[(index, key)] = frame_epochs(run, steps)
     slider = slider_epochs(list(epochs_of.values()), max_frames)
     rows = []
     for key in keys:
         shown = [(index, run) for index, run in enumerate(runs) if key in run.maps]
-        drawn = [redrawn.get((index, key)) for index, _ in shown]
-        limit = None
-        if all(drawn):
-            pixels = np.concatenate([np.abs(maps.images).ravel() for entry in drawn for maps in entry[1]])
-            limit = float(np.nanpercentile(pixels, COLOUR_PERCENTILE)) or 1.0
+        needed = {index: needed_frames(epochs_of[(index, key)], slider) for index, _ in shown}
+        loaded, scale = {}, None
+        if all(redrawn[(index, key)] for index, _ in shown):
+            loaded = {(index, frame): redrawn[(index, key)][1][frame]() for index, _ in shown for frame in needed[index]}
+            scale = ColourScale.robust(np.concatenate([frame.maps.values.ravel() for frame in loaded.values()]), scope=", one scale for the row")
         panels = []
-        for (index, run), entry in zip(shown, drawn):
+        for index, run in shown:
             epochs = epochs_of[(index, key)]
             frames = []
-            for frame in needed_frames(epochs, slider):
-                if limit is not None:
-                    _, rendered, labels, order, value_label = entry
-                    figure = plot_rendered(
-                        rendered[frame], labels, panels=order, style=MapStyle(), limit=limit, value_label=f"{value_label}, colour limit ±{limit:.3g}",
-                        title=f"{run.name}: {key[len(PHONEME_MAP_PREFIX):]}, epoch {epochs[frame]}",
-                    )  # fmt: skip
-                    uri = figure_uri(figure)
+            for frame in needed[index]:
+                if scale is not None:
+                    uri = figure_uri(loaded[(index, frame)].plot(scale, title=f"{run.name}: {key}, epoch {epochs[frame]}"))
                 else:
                     uri = image_uri(run.maps[key][frame][1])
                 frames.append((epochs[frame], images.add(uri)))
             panels.append((run.name, frames))
-        if limit is not None:
-            note = (
-                f"NAPs by phoneme on the layer's learned grid, IPA labels ordered by class (vowels, diphthongs, plosives, affricates, "
-                f"fricatives, nasals, approximants, other); one colour scale for every map of this layer on this page: ±{limit:.3g}, "
-                f"the {COLOUR_PERCENTILE}th percentile of the maps' |NAP| (values beyond it saturate)."
-            )
-        else:
-            note = "As logged during training: each run's own colour scale." if len(panels) > 1 else ""
-        rows.append(MapRow(key, note, panels))
+        rows.append(MapRow(key, map_note(key, scale, len(panels)), panels))
     return rows, slider
 
 

@@ -12,7 +12,9 @@
 - topography of maps (``tmaps.introspect.topography``): Moran's I on grids, map smoothness,
   a topographic model against its baseline;
 - layouts: every method in :data:`LAYOUTS` is ``layout(profiles) -> coords``;
-- maps: :func:`render_map`, :func:`plot_maps`, :func:`plot_layers`, :func:`save_gif`;
+- maps: :func:`plot_map` (one map into your axes, like MNE's ``plot_topomap``), :func:`render_map`,
+  :func:`plot_maps`, :func:`plot_layers`, :func:`save_gif`; panels of a grouping's groups (:class:`Panels`:
+  phonemes in IPA by class);
 - weight change between two models or checkpoints.
 """
 
@@ -32,13 +34,13 @@ from tmaps.introspect.clustering import (
     silhouette,
 )
 from tmaps.introspect.frames import FrameMap
-from tmaps.introspect.groups import CharacterGrouping, Grouping, RecordGrouping, SegmentGrouping, resolve_grouping
+from tmaps.introspect.groups import CharacterGrouping, Grouping, Panels, RecordGrouping, SegmentGrouping, phoneme_panels, resolve_grouping
 from tmaps.introspect.layout import LAYOUTS, align_orientation, compute_layout, remove_overlaps, snap_to_grid
 from tmaps.introspect.nap import NAP, GradNAP, Profiler
-from tmaps.introspect.phonemes import PHONEME_CLASSES, ipa, phoneme_class, phonetic_order
+from tmaps.introspect.phonemes import PHONEME_CLASSES, ipa, ipa_label, phoneme_class, phonetic_order
 from tmaps.introspect.profiles import LayerProfile, Profiles
 from tmaps.introspect.quality import continuity, distance_correlation, layout_quality, trustworthiness
-from tmaps.introspect.render import MapStyle, plot_layers, plot_maps, render_map, save_figure, save_gif
+from tmaps.introspect.render import ColourScale, MapArtists, MapStyle, plot_layers, plot_map, plot_maps, render_map, robust_limit, save_figure, save_gif
 from tmaps.introspect.topography import MoransI, grid_adjacency, map_smoothness, morans_i
 from tmaps.introspect.weights import LayerChange, WeightMismatchError, change_table, layer_weights, weight_change
 
@@ -51,6 +53,7 @@ __all__ = [
     "Activation",
     "Attribution",
     "CharacterGrouping",
+    "ColourScale",
     "FrameMap",
     "GradNAP",
     "GradientAttribution",
@@ -58,10 +61,12 @@ __all__ = [
     "Grouping",
     "LayerChange",
     "LayerProfile",
+    "MapArtists",
     "MapStyle",
     "ModelInput",
     "MoransI",
     "OutputAdapter",
+    "Panels",
     "Profiler",
     "Profiles",
     "RecordGrouping",
@@ -86,17 +91,21 @@ __all__ = [
     "map_smoothness",
     "morans_i",
     "phoneme_class",
+    "phoneme_panels",
     "phonetic_order",
     "ipa",
+    "ipa_label",
     "profile_matrix",
     "plot_adjusted_rand",
     "plot_dendrogram",
     "plot_layers",
+    "plot_map",
     "plot_maps",
     "plot_profile_heatmap",
     "remove_overlaps",
     "render_map",
     "resolve_grouping",
+    "robust_limit",
     "save_figure",
     "save_gif",
     "silhouette",

@@ -27,7 +27,7 @@ from sklearn.preprocessing import normalize
 from tmaps.introspect.groups import resolve_grouping
 from tmaps.introspect.phonemes import phoneme_class
 from tmaps.introspect.profiles import Profiles
-from tmaps.introspect.render import group_order
+from tmaps.introspect.render import FONT_SIZE, ColourScale, group_order
 
 log = logging.getLogger(__name__)
 
@@ -189,19 +189,20 @@ def plot_profile_heatmap(
 ) -> matplotlib.figure.Figure:
     """Profiles ``(G, F)`` as a group x unit heatmap, rows and columns in dendrogram leaf order.
 
-    The colour scale is symmetric around 0 (a centred profile's mean over groups).
+    The colour scale is symmetric around 0 (a centred profile's mean over groups) and robust, as the maps' are
+    (:class:`~tmaps.introspect.render.ColourScale`); ``value`` names the quantity on the colour bar.
     """
     rows, cols = leaf_order(matrix), leaf_order(matrix.T)
     ordered = matrix[np.ix_(rows, cols)]
-    limit = float(np.abs(ordered).max()) or 1.0
+    scale = ColourScale.robust(ordered)
     n_groups, n_columns = ordered.shape
-    figure = matplotlib.figure.Figure(figsize=(min(16.0, 5.0 + 0.04 * n_columns), min(14.0, 2.0 + 0.16 * n_groups)), layout="constrained")
+    figure = matplotlib.figure.Figure(figsize=(min(16.0, 5.0 + 0.04 * n_columns), min(30.0, 2.0 + 0.16 * n_groups)), layout="constrained")
     axes = figure.subplots()
-    image = axes.imshow(ordered, aspect="auto", cmap="RdBu_r", vmin=-limit, vmax=limit, interpolation="nearest")
-    axes.set_yticks(range(n_groups), [groups[i] for i in rows], fontsize=6 if n_groups > 40 else 8)
+    image = axes.imshow(ordered, aspect="auto", cmap="RdBu_r", vmin=-scale.limit, vmax=scale.limit, interpolation="nearest")
+    axes.set_yticks(range(n_groups), [groups[i] for i in rows], fontsize=FONT_SIZE)
     axes.set_xlabel(f"{columns} (dendrogram order)")
     axes.set_ylabel("group (dendrogram order)")
-    figure.colorbar(image, ax=axes, label=value)
+    figure.colorbar(image, ax=axes, label=scale.label(value))
     if title:
         axes.set_title(title)
     return figure

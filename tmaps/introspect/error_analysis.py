@@ -37,7 +37,7 @@ from tmaps.introspect.forward import ForwardFn
 from tmaps.introspect.frames import FrameMap
 from tmaps.introspect.groups import SegmentGrouping
 from tmaps.introspect.profiles import Profiles
-from tmaps.introspect.render import MapStyle, plot_maps
+from tmaps.introspect.render import ColourScale, MapStyle, plot_maps
 from tmaps.text import BLANK, Alphabet
 
 #: The prediction of a character on whose frames greedy decoding emits only blanks.
@@ -170,12 +170,12 @@ def plot_outcome_maps(
     *,
     style: MapStyle = MapStyle(),
     title: str | None = None,
-    limit: float | None = None,
+    limit: float | ColourScale | None = None,
 ) -> Figure:
     """Per character one row: the maps of its correct frames, its wrong frames, and wrong − correct.
 
-    Values are the centred profiles of the ``"outcome"`` grouping at ``layer``, on one
-    symmetric colour scale (``±limit``, by default the largest absolute value of the maps).
+    Values are the profiles of the ``"outcome"`` grouping at ``layer`` (``profiles.quantity``), on one
+    symmetric colour scale (``±limit``, by default the 99th percentile of ``|values|`` of the maps).
 
     Args:
         coords: ``(N, 2)`` layout of the layer's units.
@@ -193,4 +193,4 @@ def plot_outcome_maps(
         correct, wrong = mean[groups.index(f"{char}:{CORRECT}")], mean[groups.index(f"{char}:{WRONG}")]
         rows += [correct, wrong, wrong - correct]
         labels += [f"{char} correct", f"{char} wrong", f"{char} wrong − correct"]
-    return plot_maps(coords, np.stack(rows), labels, order=False, ncols=3, style=style, title=title, limit=limit)
+    return plot_maps(coords, np.stack(rows), labels, colorbar_label=profiles.quantity, order=False, ncols=3, style=style, title=title, limit=limit)

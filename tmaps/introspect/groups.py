@@ -17,8 +17,10 @@ Built-in names (``resolve_grouping``):
 - any other name: that record field, utterance-level.
 
 Each grouping declares the record ``fields`` it reads, whether forced alignment can supply
-them (``alignable``) and the ``reference`` classes its groups are scored against (phoneme
-classes for phonemes), so that no caller tests grouping names.
+them (``alignable``), the ``reference`` classes its groups are scored against (phoneme
+classes for phonemes) and how map panels of its groups are titled and ordered (``panels``:
+phonemes in IPA, ordered by phonetic class, one section per class), so that no caller tests
+grouping names.
 
 Custom groupings subclass ``Grouping`` or pass a ``label`` callable to the classes below (for
 example phoneme classes of your own, or correct-vs-wrong utterances).
@@ -26,14 +28,56 @@ example phoneme classes of your own, or correct-vs-wrong utterances).
 
 from __future__ import annotations
 
+import logging
 import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 
-from tmaps.introspect.phonemes import PHONEME_CLASSES, phoneme_class
+from tmaps.introspect.phonemes import PHONEME_CLASSES, ipa_label, phoneme_class, phonetic_order
+
+log = logging.getLogger(__name__)
 
 Segment = tuple[str, float, float]
 Alignments = Mapping[str, Mapping[str, Sequence[Sequence]]]
+
+
+@dataclass(frozen=True)
+class Panels:
+    """How the map panels of some groups are titled and ordered (``plot_maps``' labels, ``order`` and ``sections``).
+
+    Attributes:
+        labels: a title per group, in the groups' order.
+        order: the groups in the order drawn; ``None``: as given.
+        sections: a section per group (e.g. its phoneme class); each section starts a row. ``None``: none.
+    """
+
+    labels: list[str]
+    order: list[int] | None = None
+    sections: list[str] | None = None
+
+
+def phoneme_panels(symbols: Sequence[str], language: str = "en") -> Panels:
+    """Panels of phoneme groups: IPA titles (:func:`ipa_label`; the espeak code added where two share one), ordered and sectioned by phonetic class.
+
+    A symbol without IPA or class keeps espeak's codes in the given order, with a warning naming it.
+    """
+    try:
+        sounds = [ipa_label(symbol, language) for symbol in symbols]
+        return Panels(
+            [sound if sounds.count(sound) == 1 else f"{sound} ({symbol})" for sound, symbol in zip(sounds, symbols)],
+            phonetic_order(list(symbols), language),
+            [phoneme_class(symbol) for symbol in symbols],
+        )
+    except ValueError as error:
+        log.warning("phoneme maps keep espeak's codes: %s", error)
+        return Panels(list(symbols))
+
+
+def phoneme_class_panels(classes: Sequence[str], language: str = "en") -> Panels:
+    """Panels of phoneme-class groups, in the order of ``PHONEME_CLASSES`` (vowels first)."""
+    rank = {name: index for index, name in enumerate(PHONEME_CLASSES)}
+    return Panels(list(classes), sorted(range(len(classes)), key=lambda index: rank.get(classes[index], len(rank))))
 
 
 class Grouping(ABC):
@@ -51,6 +95,8 @@ class Grouping(ABC):
         reference: the reference class of a group (e.g. :func:`phoneme_class` of a phoneme),
             against which clusters of the groups' profiles are scored (ARI); ``None``: no
             reference classes.
+        describe_panels: ``(groups, language) -> Panels`` for maps of the groups (e.g.
+            :func:`phoneme_panels`); ``None``: panels titled by the group names.
     """
 
     name: str
@@ -59,6 +105,11 @@ class Grouping(ABC):
     fields: tuple[str, ...] = ()
     alignable: bool = False
     reference: Callable[[str], str] | None = None
+    describe_panels: Callable[[Sequence[str], str], Panels] | None = None
+
+    def panels(self, groups: Sequence[str], language: str = "en") -> Panels:
+        """How map panels of ``groups`` are titled, ordered and sectioned: by ``describe_panels``, else by the group names."""
+        return self.describe_panels(groups, language) if self.describe_panels else Panels([str(group) for group in groups])
 
     @abstractmethod
     def segments(self, record: Mapping) -> list[Segment]:
@@ -82,7 +133,7 @@ class SegmentGrouping(Grouping):
         alignments: segments by record id (``tmaps.introspect.alignment.align`` output),
             used instead of the records' own.
         name: the grouping's name; ``field`` if not given.
-        alignable, reference: see :class:`Grouping`.
+        alignable, reference, describe_panels: see :class:`Grouping`.
     """
 
     def __init__(
@@ -94,6 +145,7 @@ class SegmentGrouping(Grouping):
         name: str | None = None,
         alignable: bool = False,
         reference: Callable[[str], str] | None = None,
+        describe_panels: Callable[[Sequence[str], str], Panels] | None = None,
     ) -> None:
         self.field = field
         self.fields = (field,)
@@ -103,6 +155,7 @@ class SegmentGrouping(Grouping):
         self.name = name or field
         self.alignable = alignable
         self.reference = reference
+        self.describe_panels = describe_panels
 
     def _source(self, record: Mapping) -> Mapping:
         if self.alignments is None:
@@ -209,8 +262,10 @@ def resolve_grouping(groups: str | Grouping, alignments: Alignments | None = Non
     if isinstance(groups, Grouping):
         return groups
     builtin = {
-        "phoneme": lambda: SegmentGrouping("phonemes", name="phoneme", reference=phoneme_class),
-        "phoneme_class": lambda: SegmentGrouping("phonemes", label=phoneme_class, labels=PHONEME_CLASSES, name="phoneme_class"),
+        "phoneme": lambda: SegmentGrouping("phonemes", name="phoneme", reference=phoneme_class, describe_panels=phoneme_panels),
+        "phoneme_class": lambda: SegmentGrouping(
+            "phonemes", label=phoneme_class, labels=PHONEME_CLASSES, name="phoneme_class", describe_panels=phoneme_class_panels
+        ),
         "word": lambda: SegmentGrouping("words", name="word", alignments=alignments, alignable=True),
         "character": lambda: CharacterGrouping(alignments=alignments),
     }

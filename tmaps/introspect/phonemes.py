@@ -19,7 +19,8 @@ follows from its characters by rule, with a small table for the consonants:
   monophthongs ɑː and ɔː (car, door, for): vowels.
 
 A symbol that none of these rules covers raises ``ValueError`` naming it. :func:`ipa` gives a
-mnemonic's IPA as espeak-ng writes it, and :func:`phonetic_order` orders map panels by class.
+mnemonic's IPA as espeak-ng writes it (:func:`ipa_label` keeps a pause's code), and :func:`phonetic_order`
+orders map panels by class.
 """
 
 from __future__ import annotations
@@ -99,6 +100,20 @@ def ipa(symbol: str, language: str = "en") -> str:
     return found
 
 
+def ipa_label(symbol: str, language: str = "en") -> str:
+    """A panel title for a phoneme mnemonic: its :func:`ipa`, or for a pause or marker that has none (``_:``) the mnemonic itself.
+
+    Raises:
+        ValueError: a phoneme (not a pause or marker) without IPA in the table.
+    """
+    try:
+        return ipa(symbol, language)
+    except ValueError:
+        if phoneme_class(symbol) == "silence":
+            return symbol
+        raise
+
+
 def phonetic_order(symbols: list[str], language: str = "en") -> list[int]:
-    """Indices of ``symbols`` ordered by phonetic class (the order of ``PHONEME_CLASSES``), then by IPA."""
-    return sorted(range(len(symbols)), key=lambda index: (PHONEME_CLASSES.index(phoneme_class(symbols[index])), ipa(symbols[index], language)))
+    """Indices of ``symbols`` ordered by phonetic class (the order of ``PHONEME_CLASSES``), then by :func:`ipa_label`."""
+    return sorted(range(len(symbols)), key=lambda index: (PHONEME_CLASSES.index(phoneme_class(symbols[index])), ipa_label(symbols[index], language)))

@@ -19,6 +19,8 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from tmaps.introspect.groups import Panels, resolve_grouping
+
 NORMALIZATIONS = ("center", "zscore", None)
 FORMAT_VERSION = 1
 
@@ -124,6 +126,21 @@ class Profiles:
             "group_counts": self.group_counts,
             "empty_groups": self.empty_groups,
         }
+
+    @property
+    def quantity(self) -> str:
+        """What ``self[layer].mean`` holds, in words for a colour bar, e.g. ``"NAP (activation minus the mean over groups)"``."""
+        kind = self.info.get("kind", "profile")
+        measured = "gradient × activation" if kind == "GradNAP" else "activation"
+        if self.normalize is None:
+            return f"{kind} (mean {measured})"
+        centred = f"{measured} minus the mean over groups"
+        return f"{kind} ({centred})" if self.normalize == "center" else f"{kind} ({centred}, over the unit's standard deviation)"
+
+    def panels(self, language: str = "en") -> Panels:
+        """How map panels of :attr:`groups` are titled and ordered, as the profiles' grouping says (``Grouping.panels``)."""
+        grouping = self.info.get("grouping")
+        return resolve_grouping(grouping).panels(self.groups, language) if grouping else Panels(list(self.groups))
 
     def __getitem__(self, layer: str) -> LayerProfile:
         if layer not in self.sums:

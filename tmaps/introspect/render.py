@@ -4,8 +4,17 @@
 layout is scaled into the unit square (aspect kept), values are interpolated onto a
 ``resolution x resolution`` pixel grid and pixels outside the map (the layout's convex hull,
 or a head-like disc) are NaN. Image row ``i`` is ``y = (i + 0.5) / resolution``, so images
-are shown with ``origin="lower"``. :func:`plot_maps` draws one panel per group,
-:func:`plot_layers` puts layers side by side, :func:`save_figure` writes PNG or SVG files
+are shown with ``origin="lower"``. :func:`plot_map` draws one map into the caller's axes and
+returns its artists, as ``mne.viz.plot_topomap`` does; the figures are built on it:
+:func:`plot_maps` draws one panel per group, :func:`plot_layers` puts layers (or models) side
+by side.
+
+Figures follow one set of rules: the colour bar names the quantity; the colour scale is
+symmetric and robust (:func:`robust_limit`: the 99th percentile of ``|values|``, so that a few
+outlying units do not wash the maps out), stated on the figure (:class:`ColourScale`); maps
+compared in one figure share it; text is at least :data:`FONT_SIZE` points. Panels can be
+grouped into sections, e.g. phonemes by class (``Grouping.panels``).
+:func:`save_figure` writes PNG or SVG files
 that are byte-identical for identical inputs, and :func:`save_gif` animates maps across
 epochs or checkpoints.
 
@@ -16,19 +25,26 @@ library code leaves no global figure state behind.
 from __future__ import annotations
 
 import io
+import json
 import math
 import textwrap
+import zipfile
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import matplotlib as mpl
 import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.cm import ScalarMappable
-from matplotlib.collections import LineCollection
+from matplotlib.collections import PathCollection
+from matplotlib.colorbar import Colorbar
 from matplotlib.colors import Normalize
+from matplotlib.contour import ContourSet
 from matplotlib.figure import Figure
+from matplotlib.image import AxesImage
+from matplotlib.lines import Line2D
+from matplotlib.text import Text
 from numpy.typing import ArrayLike, NDArray
 from PIL import Image
 from scipy.cluster.hierarchy import leaves_list, linkage
@@ -36,6 +52,7 @@ from scipy.interpolate import CloughTocher2DInterpolator, LinearNDInterpolator, 
 from scipy.spatial import ConvexHull, Delaunay, QhullError, cKDTree
 from scipy.spatial.distance import pdist
 
+from tmaps.introspect.groups import Panels
 from tmaps.introspect.layout import check_coords, unit_list
 
 INTERPOLATIONS = ("linear", "cubic", "rbf")
@@ -167,26 +184,71 @@ def group_order(values_by_group: ArrayLike) -> NDArray[np.int64]:
     return leaves_list(linkage(distances, method="average", optimal_ordering=True))
 
 
+COLOUR_PERCENTILE = 99.0
+
+
+def robust_limit(values: ArrayLike, percentile: float = COLOUR_PERCENTILE) -> float:
+    """A symmetric colour limit that a few outlying units cannot set: the ``percentile`` of ``|values|`` (1 for all-zero values)."""
+    magnitudes = np.abs(np.asarray(values, dtype=np.float64))
+    finite = magnitudes[np.isfinite(magnitudes)]
+    return (float(np.percentile(finite, percentile)) if finite.size else 0.0) or 1.0
+
+
+@dataclass(frozen=True)
+class ColourScale:
+    """A symmetric colour scale ``±limit`` and how its limit was chosen, which the figure states under its colour bar.
+
+    Attributes:
+        limit: values beyond ``±limit`` saturate.
+        source: how the limit was chosen, e.g. ``"99th percentile of |values|"``; empty: not stated.
+    """
+
+    limit: float
+    source: str = ""
+
+    @classmethod
+    def robust(cls, values: ArrayLike, percentile: float = COLOUR_PERCENTILE, scope: str = "") -> ColourScale:
+        """:func:`robust_limit` of ``values``, its source saying so (``scope`` says over which maps, e.g. ``" of every column"``)."""
+        return cls(robust_limit(values, percentile), f"{percentile:g}th percentile of |values|{scope}")
+
+    def label(self, quantity: str) -> str:
+        """A colour bar's label: the quantity, and on a line of its own the limit and its source."""
+        return f"{quantity}\ncolour limit ±{self.limit:.3g}" + (f": {self.source}" if self.source else "")
+
+
+def _scale(limit: float | ColourScale | None, values: ArrayLike, scope: str = "") -> ColourScale:
+    if isinstance(limit, ColourScale):
+        return limit
+    if limit is None:
+        return ColourScale.robust(values, scope=scope)
+    if not limit > 0:
+        raise ValueError(f"the colour limit must be > 0; got {limit}")
+    return ColourScale(float(limit))
+
+
 @dataclass(frozen=True)
 class RenderedMaps:
     """Maps of one layout, ready to draw: what :meth:`MapStyle.render` returns.
 
     Attributes:
         images: ``(G, H, W)`` one image per group, NaN outside the map.
-        points: ``(N, 2)`` the units in map space (:func:`map_points`).
-        outline: ``(K, 2)`` closed polygon around the map (the hull, or the disc's rim).
-        limit: ``max |value|`` over the images (1 for an all-zero or empty map).
+        coords: ``(N, 2)`` the layout.
+        values: ``(G, N)`` the unit values the images interpolate.
     """
 
     images: NDArray[np.float64]
-    points: NDArray[np.float64]
-    outline: NDArray[np.float64]
-    limit: float
+    coords: NDArray[np.float64]
+    values: NDArray[np.float64]
+
+    @property
+    def limit(self) -> float:
+        """The default colour limit of these maps: :func:`robust_limit` of their unit values."""
+        return robust_limit(self.values)
 
 
 @dataclass(frozen=True)
 class MapStyle:
-    """How :func:`plot_maps` and :func:`plot_layers` draw maps, by default like MNE's ``plot_topomap``.
+    """How maps are drawn (:func:`plot_map` and the figures built on it), by default like MNE's ``plot_topomap``.
 
     Attributes:
         resolution, interpolation, mask: as in :func:`render_map`; Clough-Tocher (``"cubic"``)
@@ -213,13 +275,9 @@ class MapStyle:
 
     def render(self, coords: ArrayLike, values_by_group: ArrayLike) -> RenderedMaps:
         """Interpolate ``values_by_group (G, N)`` over the layout ``coords (N, 2)``."""
-        images = render_map(
-            coords, values_by_group, resolution=self.resolution, interpolation=self.interpolation, mask=self.mask
-        )
-        images = images.reshape(-1, self.resolution, self.resolution)
-        limit = float(np.nanmax(np.abs(images))) if np.isfinite(images).any() else 0.0
-        points = map_points(coords, mask=self.mask)
-        return RenderedMaps(images, points, _outline(points, self.mask), limit or 1.0)
+        values = np.atleast_2d(np.asarray(values_by_group, dtype=np.float64))
+        images = render_map(coords, values, resolution=self.resolution, interpolation=self.interpolation, mask=self.mask)
+        return RenderedMaps(images.reshape(-1, self.resolution, self.resolution), check_coords(coords), values)
 
 
 def _outline(points: NDArray[np.float64], mask: str) -> NDArray[np.float64]:
@@ -230,9 +288,148 @@ def _outline(points: NDArray[np.float64], mask: str) -> NDArray[np.float64]:
     return points[np.append(hull, hull[0])]
 
 
-# Gaps between panels, as fractions of a panel's side: room for a title line above each panel.
+# Every text of a figure is at least this size in points: legible at 100% zoom at the saved dpi.
+FONT_SIZE = 8
+_TITLE_SIZE = 11
+
+
+@dataclass(frozen=True)
+class MapArtists:
+    """What :func:`plot_map` drew, as ``mne.viz.plot_topomap`` returns its image and contours.
+
+    Attributes:
+        image: the map; its ``norm`` and ``cmap`` are the colour scale (hand it to ``colorbar``).
+        contours: the contour lines, or None.
+        units: the dots at the units, or None.
+        outline: the map's outline, or None.
+        title: the title above the map, or None.
+        colorbar: the colour bar, or None.
+        scale: the symmetric colour scale, or None where ``vmin``/``vmax`` were given.
+    """
+
+    image: AxesImage
+    contours: ContourSet | None
+    units: PathCollection | None
+    outline: Line2D | None
+    title: Text | None
+    colorbar: Colorbar | None
+    scale: ColourScale | None
+
+
+def plot_map(
+    values: ArrayLike,
+    coords: ArrayLike,
+    ax: Axes | None = None,
+    *,
+    style: MapStyle = MapStyle(),
+    limit: float | ColourScale | None = None,
+    vmin: float | None = None,
+    vmax: float | None = None,
+    cmap: str | None = None,
+    colorbar_label: str | None = None,
+    title: str | None = None,
+    corner: tuple[float, float] = (0.0, 0.0),
+    image: ArrayLike | None = None,
+) -> MapArtists:
+    """Draw ONE topographic map into ``ax``, like ``mne.viz.plot_topomap``; every map figure of tmaps is built on it.
+
+    The map fills the unit square at ``corner`` (data coordinates of ``ax``): several maps
+    share one axes side by side, which draws much faster than an axes per map
+    (``benchmarks/map_drawing.py``). The axes keep equal aspect and no frame.
+
+    Args:
+        values: ``(N,)`` one value per unit.
+        coords: ``(N, 2)`` the layout.
+        ax: the axes to draw into; default a new figure's.
+        style: how the map is rendered and drawn.
+        limit: the symmetric colour limit, or a :class:`ColourScale` that states its source;
+            default :func:`robust_limit` of ``values``. Excludes ``vmin``/``vmax``.
+        vmin, vmax: an asymmetric colour range instead.
+        cmap: the colour map; default ``style.cmap``.
+        colorbar_label: when given, a colour bar beside the map labelled with it and, for a
+            symmetric scale, the colour limit and its source.
+        title: drawn above the map.
+        corner: lower left corner of the map in ``ax``'s data coordinates.
+        image: the map already interpolated by ``style.render(coords, values[None]).images[0]``,
+            to redraw it without interpolating again.
+
+    Returns:
+        The artists drawn.
+    """
+    unit_values = np.asarray(values, dtype=np.float64)
+    if (vmin is None) != (vmax is None) or (vmin is not None and limit is not None):
+        raise ValueError(f"give either limit or both vmin and vmax; got limit={limit}, vmin={vmin}, vmax={vmax}")
+    scale = None if vmin is not None else _scale(limit, unit_values)
+    low, high = (vmin, vmax) if scale is None else (-scale.limit, scale.limit)
+    if not high > low:
+        raise ValueError(f"vmax must exceed vmin; got vmin={vmin}, vmax={vmax}")
+    if image is None:
+        image = style.render(coords, unit_values[None]).images[0]
+    image = np.asarray(image, dtype=np.float64)
+    if ax is None:
+        size = (style.panel_size + (1.6 if colorbar_label else 0.2), style.panel_size + 0.4)
+        ax = Figure(figsize=size, dpi=_FIGURE_DPI, layout="constrained").add_subplot()
+    left, bottom = corner
+    colours = ScalarMappable(Normalize(low, high), cmap or style.cmap)
+    # Coloured here once, so that matplotlib only resamples pixels: colour-mapping a masked
+    # float image while drawing takes longer than all else (benchmarks/map_drawing.py).
+    pixels = colours.to_rgba(image, bytes=True)
+    pixels[np.isnan(image)] = 0
+    extent = (left, left + 1, bottom, bottom + 1)
+    drawn = ax.imshow(pixels, origin="lower", extent=extent, interpolation="nearest", norm=colours.norm, cmap=colours.cmap)
+    contours = None
+    if style.contours and np.isfinite(image).any():
+        centres = (np.arange(image.shape[0]) + 0.5) / image.shape[0]
+        levels = np.linspace(low, high, style.contours + 2)[1:-1]
+        contours = ax.contour(left + centres, bottom + centres, image, levels=levels, colors="k", linewidths=0.4, alpha=0.6)
+    points, offset = map_points(coords, mask=style.mask), np.asarray(corner, dtype=np.float64)
+    units = ax.scatter(*(points + offset).T, s=1.0, c="k", alpha=0.5, linewidths=0) if style.show_units else None
+    outline = None
+    if style.outline:
+        (outline,) = ax.plot(*(_outline(points, style.mask) + offset).T, color="0.3", linewidth=0.8)
+    heading = ax.text(left + 0.5, bottom + 1.03, title, ha="center", va="bottom", fontsize=FONT_SIZE) if title else None
+    ax.set_aspect("equal")
+    ax.set_axis_off()
+    colorbar = None
+    if colorbar_label is not None:
+        colorbar = ax.figure.colorbar(drawn, ax=ax, shrink=0.8)
+        _label_colour_bar(colorbar, colorbar_label if scale is None else scale.label(colorbar_label), style.panel_size + 0.4)
+    return MapArtists(drawn, contours, units, outline, heading, colorbar, scale)
+
+
+def _label_colour_bar(colorbar: Colorbar, label: str, length: float) -> None:
+    """Label a colour bar, wrapped to its ``length`` in inches, in legible type."""
+    colorbar.set_label(_wrapped(label, length), fontsize=FONT_SIZE)
+    colorbar.ax.tick_params(labelsize=FONT_SIZE)
+
+
+def _wrapped(text: str, inches: float, size: float = FONT_SIZE) -> str:
+    """``text`` in lines that fit into ``inches`` in type of ``size`` points, its own line breaks kept."""
+    width = _characters_in(inches, size)
+    return "\n".join(line for paragraph in text.splitlines() for line in textwrap.wrap(paragraph, width, break_long_words=False))
+
+
+def _characters_in(inches: float, size: float = FONT_SIZE) -> int:
+    """About how many characters of type ``size`` fit into ``inches``."""
+    return max(16, int(inches * 72 / (0.55 * size)))
+
+
+# Gaps between panels, as fractions of a panel's side: room for a title line above each panel,
+# and left of the panels for the headings of sections.
 _GAP_X = 0.08
 _GAP_Y = 0.22
+_SECTION_MARGIN = 0.3
+
+
+def _panel_cells(n_panels: int, ncols: int, sections: Sequence[str] | None) -> list[tuple[int, int]]:
+    """Row and column of each panel: rows filled left to right, a new row where the section changes."""
+    cells, row, col = [], 0, 0
+    for index in range(n_panels):
+        if index and (col == ncols or (sections is not None and sections[index] != sections[index - 1])):
+            row, col = row + 1, 0
+        cells.append((row, col))
+        col += 1
+    return cells
 
 
 def draw_panels(
@@ -241,53 +438,42 @@ def draw_panels(
     groups: Sequence[int],
     labels: Sequence[str],
     ncols: int,
-    limit: float,
+    scale: ColourScale,
     style: MapStyle,
-) -> ScalarMappable:
-    """The maps of ``groups`` as panels of one image on ``axes``, ``ncols`` panels a row.
+    sections: Sequence[str] | None = None,
+) -> list[MapArtists]:
+    """The maps of ``groups`` as panels on ``axes`` (:func:`plot_map` each), ``ncols`` panels a row.
 
-    All panels are one ``imshow`` of a composite array (NaN between panels), one ``contour``
-    call, one scatter of the units and one line collection of the outlines: a handful of
-    artists whatever the number of groups, which is what makes drawing 10-20x faster than
-    an axes per panel (``benchmarks/map_drawing.py``).
-
-    Returns:
-        The colour scale (for a colour bar).
+    With ``sections`` (one name per group, e.g. a phoneme's class) each section starts a row,
+    is headed by its name on the left and parted from the one above by a line.
     """
-    nrows = math.ceil(len(groups) / ncols)
-    side = style.resolution
-    gap_x, gap_y = round(_GAP_X * side), round(_GAP_Y * side)
-    height, width = nrows * side + (nrows - 1) * gap_y, ncols * side + (ncols - 1) * gap_x
-    composite = np.full((height, width), np.nan)
-    corners = []
-    for index, group in enumerate(groups):
-        row, col = divmod(index, ncols)
-        top, left = (nrows - 1 - row) * (side + gap_y), col * (side + gap_x)
-        composite[top : top + side, left : left + side] = maps.images[group]
-        corners.append((left / side, top / side))
-        axes.text(left / side + 0.5, (top + side) / side + 0.03, labels[group], ha="center", va="bottom", fontsize=8)
-    corners = np.asarray(corners)
-    extent = (0, width / side, 0, height / side)
-    # Coloured here once, so that matplotlib only resamples pixels: colour-mapping a masked
-    # float image while drawing takes longer than all else (benchmarks/map_drawing.py).
-    colours = ScalarMappable(Normalize(-limit, limit), style.cmap)
-    pixels = colours.to_rgba(composite, bytes=True)
-    pixels[np.isnan(composite)] = 0
-    axes.imshow(pixels, origin="lower", extent=extent, interpolation="nearest")
-    if style.contours:
-        centres_x, centres_y = (np.arange(width) + 0.5) / side, (np.arange(height) + 0.5) / side
-        levels = np.linspace(-limit, limit, style.contours + 2)[1:-1]
-        axes.contour(centres_x, centres_y, composite, levels=levels, colors="k", linewidths=0.4, alpha=0.6)
-    if style.show_units:
-        dots = (maps.points[None] + corners[:, None]).reshape(-1, 2)
-        axes.scatter(dots[:, 0], dots[:, 1], s=1.0, c="k", alpha=0.5, linewidths=0)
-    if style.outline:
-        axes.add_collection(LineCollection(maps.outline[None] + corners[:, None], colors="0.3", linewidths=0.8))
-    axes.set_xlim(extent[0], extent[1])
-    axes.set_ylim(extent[2], extent[3] + _GAP_Y)
-    axes.set_aspect("equal")
-    axes.set_axis_off()
-    return colours
+    shown_sections = None if sections is None else [sections[group] for group in groups]
+    cells = _panel_cells(len(groups), ncols, shown_sections)
+    nrows = cells[-1][0] + 1
+    axes.set_autoscale_on(False)  # the limits are set below, once: autoscaling after every map costs a fifth of the drawing
+    artists = []
+    for group, (row, col) in zip(groups, cells):
+        corner = (col * (1 + _GAP_X), (nrows - 1 - row) * (1 + _GAP_Y))
+        artists.append(
+            plot_map(
+                maps.values[group], maps.coords, axes, style=style, limit=scale, title=labels[group], corner=corner, image=maps.images[group]
+            )
+        )
+    width = ncols * (1 + _GAP_X) - _GAP_X
+    left = 0.0
+    if shown_sections is not None:
+        left = -_SECTION_MARGIN
+        starts = [index for index in range(len(groups)) if index == 0 or shown_sections[index] != shown_sections[index - 1]]
+        for start, stop in zip(starts, [*starts[1:], len(groups)]):
+            top_row, bottom_row = cells[start][0], cells[stop - 1][0]
+            middle = (nrows - 1 - (top_row + bottom_row) / 2) * (1 + _GAP_Y) + 0.5
+            axes.text(-_SECTION_MARGIN / 2, middle, shown_sections[start], rotation=90, ha="center", va="center", fontsize=FONT_SIZE)
+            if start:
+                line = (nrows - top_row) * (1 + _GAP_Y) - 0.02
+                axes.plot([left, width], [line, line], color="0.5", linewidth=0.6)
+    axes.set_xlim(left, width)
+    axes.set_ylim(0, nrows * (1 + _GAP_Y))
+    return artists
 
 
 def _labels(group_labels: Sequence[str] | None, n_groups: int) -> list[str]:
@@ -301,26 +487,26 @@ def _labels(group_labels: Sequence[str] | None, n_groups: int) -> list[str]:
 # Figure margins in inches. Figures are laid out by hand: constrained layout would measure
 # every artist at every draw, which costs as much as drawing the maps.
 _MARGIN = 0.1
-_BAR_SPACE = 1.1  # right of the maps: colour bar, its ticks and label
+_BAR_SPACE = 1.3  # right of the maps: colour bar, its ticks and label
 _BAR_WIDTH = 0.15
 _LAYER_GAP = 0.25  # between the columns of plot_layers
 _LAYER_TITLE = 0.3
-_LAYER_BAR_SPACE = 0.75  # below each column of plot_layers
-_TITLE_SIZE = 11
+_BAR_TICKS = 0.45  # below each column of plot_layers: its colour bar and tick labels, then a _LINE per line of its label
+_LINE = 0.16
 
 
-def _panels_inches(nrows: int, ncols: int, panel_size: float) -> tuple[float, float]:
+def _panels_inches(nrows: int, ncols: int, panel_size: float, sections: bool = False) -> tuple[float, float]:
     """Width and height of ``draw_panels``' axes in inches, so that its panels are ``panel_size`` square."""
-    return (ncols * (1 + _GAP_X) - _GAP_X) * panel_size, nrows * (1 + _GAP_Y) * panel_size
+    return (ncols * (1 + _GAP_X) - _GAP_X + (_SECTION_MARGIN if sections else 0)) * panel_size, nrows * (1 + _GAP_Y) * panel_size
 
 
 def _titled_figure(width: float, height: float, title: str | None) -> tuple[Figure, float]:
     """A figure of ``width`` x ``height`` inches plus room above for ``title``; returns it and that room."""
-    lines = textwrap.wrap(title, max(20, int(width * 72 / (0.6 * _TITLE_SIZE)))) if title else []
-    room = _MARGIN + 0.25 * len(lines)
+    lines = _wrapped(title, width, _TITLE_SIZE) if title else ""
+    room = _MARGIN + 0.25 * len(lines.splitlines())
     figure = Figure(figsize=(width, height + room), dpi=_FIGURE_DPI)
     if lines:
-        figure.text(0.5, 1 - 0.5 * _MARGIN / (height + room), "\n".join(lines), ha="center", va="top", fontsize=_TITLE_SIZE)
+        figure.text(0.5, 1 - 0.5 * _MARGIN / (height + room), lines, ha="center", va="top", fontsize=_TITLE_SIZE)
     return figure, room
 
 
@@ -330,55 +516,77 @@ def _add_axes(figure: Figure, left: float, bottom: float, width: float, height: 
     return figure.add_axes((left / figure_width, bottom / figure_height, width / figure_width, height / figure_height))
 
 
+def _panel_order(order: bool | Sequence[int], values: NDArray[np.float64]) -> list[int]:
+    if order is True:
+        return group_order(values).tolist()
+    if order is False:
+        return list(range(len(values)))
+    return [int(group) for group in order]
+
+
 def plot_maps(
     coords: ArrayLike,
     values_by_group: ArrayLike,
-    group_labels: Sequence[str] | None = None,
+    group_labels: Sequence[str] | Panels | None = None,
     *,
-    order: bool = True,
+    colorbar_label: str,
+    order: bool | Sequence[int] = True,
+    sections: Sequence[str] | None = None,
     ncols: int | None = None,
     style: MapStyle = MapStyle(),
     title: str | None = None,
-    limit: float | None = None,
-    value_label: str = "value",
+    limit: float | ColourScale | None = None,
 ) -> Figure:
-    """One topographic map per group over a single layout, sharing one symmetric colour scale.
+    """One topographic map per group over a single layout (:func:`plot_map` each), sharing one symmetric colour scale.
 
-    Colours are a diverging map centred on zero with limits ``±limit``, by default
-    ``max |value|`` over all panels, so panels compare directly. Give ``limit`` to share a
-    scale with other figures, e.g. the frames of an evolution.
+    The scale is ``±limit``, by default the 99th percentile of ``|values|`` over all panels
+    (:func:`robust_limit`: a few outlying units do not wash the maps out; values beyond it
+    saturate), stated under the colour bar. Give ``limit`` to share a scale with other
+    figures, e.g. the frames of an evolution.
 
     Args:
         coords: ``(N, 2)`` layout.
         values_by_group: ``(G, N)`` e.g. a layer's profiles transposed.
-        group_labels: ``G`` panel titles; default the group indices.
-        order: order panels by :func:`group_order`; otherwise as given.
+        group_labels: ``G`` panel titles, default the group indices; or :class:`Panels` (e.g.
+            ``Profiles.panels()``: phonemes in IPA by class), whose titles, order (where it has
+            one) and sections are used.
+        colorbar_label: the quantity the colours show, e.g. ``Profiles.quantity``.
+        order: ``True``: similar maps side by side (:func:`group_order`); ``False``: as given;
+            or the groups to draw, in order (e.g. ``Panels.order``).
+        sections: one section name per group (e.g. ``Panels.sections``, phoneme classes): each
+            section starts a row, headed by its name.
         ncols: panels per row; default about ``sqrt(G)``.
         style: how maps are rendered and drawn.
         title: figure title.
-        limit: colour limit; default the largest absolute value of the maps.
-        value_label: the colour bar's label.
+        limit: colour limit, or a :class:`ColourScale` that states its source.
 
     Returns:
         The figure.
     """
     values = np.atleast_2d(np.asarray(values_by_group, dtype=np.float64))
+    if isinstance(group_labels, Panels):
+        order = order if group_labels.order is None else group_labels.order
+        sections = group_labels.sections if sections is None else sections
+        group_labels = group_labels.labels
     labels = _labels(group_labels, len(values))
-    panels = group_order(values) if order else None
     maps = style.render(coords, values)
-    return plot_rendered(maps, labels, panels=panels, ncols=ncols, style=style, title=title, limit=limit, value_label=value_label)
+    panels = _panel_order(order, values)
+    return plot_rendered(
+        maps, labels, colorbar_label=colorbar_label, panels=panels, sections=sections, ncols=ncols, style=style, title=title, limit=limit
+    )
 
 
 def plot_rendered(
     maps: RenderedMaps,
     group_labels: Sequence[str] | None = None,
     *,
+    colorbar_label: str,
     panels: Sequence[int] | None = None,
+    sections: Sequence[str] | None = None,
     ncols: int | None = None,
     style: MapStyle = MapStyle(),
     title: str | None = None,
-    limit: float | None = None,
-    value_label: str = "value",
+    limit: float | ColourScale | None = None,
 ) -> Figure:
     """:func:`plot_maps` of maps already rendered by ``style.render``, e.g. to redraw them on another scale.
 
@@ -388,38 +596,47 @@ def plot_rendered(
     """
     labels = _labels(group_labels, len(maps.images))
     groups = list(range(len(maps.images))) if panels is None else list(panels)
-    n_groups = len(groups)
-    ncols = min(ncols or math.ceil(math.sqrt(n_groups)), n_groups)
-    nrows = math.ceil(n_groups / ncols)
-    width, height = _panels_inches(nrows, ncols, style.panel_size)
+    if sections is not None and len(sections) != len(maps.images):
+        raise ValueError(f"{len(sections)} sections for {len(maps.images)} groups")
+    scale = _scale(limit, maps.values[groups])
+    ncols = min(ncols or math.ceil(math.sqrt(len(groups))), len(groups))
+    nrows = _panel_cells(len(groups), ncols, None if sections is None else [sections[group] for group in groups])[-1][0] + 1
+    width, height = _panels_inches(nrows, ncols, style.panel_size, sections is not None)
     figure, _ = _titled_figure(width + 2 * _MARGIN + _BAR_SPACE, height + _MARGIN, title)
     axes = _add_axes(figure, _MARGIN, _MARGIN, width, height)
-    colours = draw_panels(axes, maps, groups, labels, ncols, limit or maps.limit, style)
+    artists = draw_panels(axes, maps, groups, labels, ncols, scale, style, sections)
     bar_height = min(height - 0.2, 3.5)
     colour_bar = _add_axes(figure, _MARGIN + width + 0.2, _MARGIN + (height - bar_height) / 2, _BAR_WIDTH, bar_height)
-    figure.colorbar(colours, cax=colour_bar, label=value_label)
+    _label_colour_bar(figure.colorbar(artists[0].image, cax=colour_bar), scale.label(colorbar_label), bar_height)
     return figure
+
+
 def plot_layers(
     layers: Mapping[str, tuple[ArrayLike, ArrayLike]],
     group_labels: Sequence[str] | None = None,
     *,
+    colorbar_label: str,
     order: bool = True,
+    share_scale: bool = True,
     style: MapStyle = MapStyle(show_units=False),
     title: str | None = None,
-    value_label: str = "value",
 ) -> Figure:
-    """Maps of several layers side by side: one column per layer, one row per group.
+    """Maps side by side: one column per layer (or per model), one row per group.
 
-    Each layer keeps its own symmetric colour scale (activations of different layers have
-    different ranges). Rows are ordered by :func:`group_order` on all layers' values
-    together, each layer's block scaled to unit norm so that no layer dominates. The figure
-    grows with the groups: give it the few that matter (``tmaps-maps`` picks them by a rule).
+    By default every column shares one symmetric colour scale (:func:`robust_limit` over all
+    columns), as maps compared in one figure must; ``share_scale=False`` gives each column its
+    own (layers of one model whose activations have different ranges). Each colour bar says
+    which. Columns may have different layouts (layers, or models whose units differ). Rows are
+    ordered by :func:`group_order` on all columns' values together, each column's block scaled
+    to unit norm so that no column dominates. The figure grows with the groups: give it the
+    few that matter (``tmaps-maps`` picks them by a rule).
 
     Args:
-        layers: layer name -> ``(coords (N_l, 2), values_by_group (G, N_l))``; every layer
+        layers: column title -> ``(coords (N_l, 2), values_by_group (G, N_l))``; every column
             has the same ``G`` groups.
         group_labels: ``G`` row labels; default the group indices.
-        order, style, title, value_label: as in :func:`plot_maps`.
+        colorbar_label, order, style, title: as in :func:`plot_maps`.
+        share_scale: one colour scale for all columns.
 
     Returns:
         The figure.
@@ -434,19 +651,60 @@ def plot_layers(
     labels = _labels(group_labels, n_groups)
     joined = np.concatenate([block / (np.linalg.norm(block) or 1.0) for block in blocks.values()], axis=1)
     groups = group_order(joined) if order else np.arange(n_groups)
+    shared = ColourScale.robust(np.concatenate([block.ravel() for block in blocks.values()]), scope=", one scale for every column")
+    scales = {name: shared if share_scale else ColourScale.robust(block, scope=" of this column") for name, block in blocks.items()}
     width, height = _panels_inches(n_groups, 1, style.panel_size)
-    figure, _ = _titled_figure(
-        len(layers) * (width + _LAYER_GAP) - _LAYER_GAP + 2 * _MARGIN, _MARGIN + _LAYER_BAR_SPACE + height + _LAYER_TITLE, title
-    )
+    bar_lines = max(len(_wrapped(scale.label(colorbar_label), width).splitlines()) for scale in scales.values())
+    bar_space = _BAR_TICKS + _LINE * bar_lines
+    figure, _ = _titled_figure(len(layers) * (width + _LAYER_GAP) - _LAYER_GAP + 2 * _MARGIN, _MARGIN + bar_space + height + _LAYER_TITLE, title)
     for column, (name, (coords, _)) in enumerate(layers.items()):
         left = _MARGIN + column * (width + _LAYER_GAP)
-        axes = _add_axes(figure, left, _MARGIN + _LAYER_BAR_SPACE, width, height)
-        maps = style.render(coords, blocks[name])
-        colours = draw_panels(axes, maps, groups, labels if column == 0 else [""] * n_groups, 1, maps.limit, style)
+        axes = _add_axes(figure, left, _MARGIN + bar_space, width, height)
+        artists = draw_panels(axes, style.render(coords, blocks[name]), groups, labels if column == 0 else [""] * n_groups, 1, scales[name], style)
         axes.set_title(name, fontsize=9)
-        colour_bar = _add_axes(figure, left + 0.1 * width, _MARGIN + _LAYER_BAR_SPACE - 0.25, 0.8 * width, 0.1)
-        figure.colorbar(colours, cax=colour_bar, orientation="horizontal", label=value_label)
+        colour_bar = _add_axes(figure, left + 0.1 * width, _MARGIN + bar_space - 0.25, 0.8 * width, 0.1)
+        _label_colour_bar(figure.colorbar(artists[0].image, cax=colour_bar, orientation="horizontal"), scales[name].label(colorbar_label), width)
     return figure
+
+
+@dataclass(frozen=True)
+class MapFrame:
+    """Maps as logged (one frame of an evolution), kept so that they can be redrawn on another colour scale.
+
+    :meth:`save` writes ``<name>.npz`` (``coords``, ``values`` and JSON ``metadata``: panels, title, quantity, style)
+    beside a logged map's PNG; the report page redraws the frames of every run on one scale (:meth:`load`, :meth:`plot`).
+    """
+
+    maps: RenderedMaps
+    panels: Panels
+    title: str
+    colorbar_label: str
+    style: MapStyle = MapStyle()
+
+    def plot(self, limit: float | ColourScale | None = None, title: str | None = None) -> Figure:
+        """The frame's :func:`plot_rendered` figure, on ``limit`` (default the frame's own robust scale)."""
+        return plot_rendered(
+            self.maps, self.panels.labels, colorbar_label=self.colorbar_label, panels=self.panels.order, sections=self.panels.sections,
+            style=self.style, title=self.title if title is None else title, limit=limit,
+        )  # fmt: skip
+
+    def save(self, path: str | Path) -> Path:
+        path = Path(path)
+        metadata = {"panels": asdict(self.panels), "title": self.title, "colorbar_label": self.colorbar_label, "style": asdict(self.style)}
+        path.parent.mkdir(parents=True, exist_ok=True)
+        np.savez_compressed(path, coords=self.maps.coords, values=self.maps.values, metadata=json.dumps(metadata))
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> MapFrame:
+        """A saved frame, rendered again; a file that is not one raises ``ValueError`` naming it."""
+        try:
+            with np.load(path) as stored:
+                coords, values, metadata = stored["coords"], stored["values"], json.loads(str(stored["metadata"]))
+            style = MapStyle(**metadata["style"])
+            return cls(style.render(coords, values), Panels(**metadata["panels"]), metadata["title"], metadata["colorbar_label"], style)
+        except (OSError, KeyError, TypeError, ValueError, zipfile.BadZipFile) as error:
+            raise ValueError(f"{path} is not a saved map frame (coords, values, metadata): {error}") from None
 
 
 def save_figure(figure: Figure, path: str | Path) -> Path:

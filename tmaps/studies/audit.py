@@ -30,7 +30,7 @@ from tmaps.introspect import MapStyle, Profiles, compute_layout, plot_layers, sa
 from tmaps.introspect.bias import SPLITS, GroupSums, half_maps, relabelling, separation
 from tmaps.studies import stats
 
-VALUE_LABEL = "mean activation, or difference"
+MAP_QUANTITY = "mean activation of the group's frames, or a difference of two such maps"
 
 
 @dataclass
@@ -106,7 +106,7 @@ def audit_figure(audit: BiasAudit, title: str | None = None):
     title = title or (
         f"{audit.grouping}: {a} against {b}, {audit.utterances} utterances\nratio: distance between the groups' maps over that between halves of one group's"
     )
-    return plot_layers(columns, labels, order=False, style=MapStyle(show_units=False, panel_size=2.0), title=title, value_label=VALUE_LABEL)
+    return plot_layers(columns, labels, order=False, style=MapStyle(show_units=False, panel_size=2.0), title=title, colorbar_label=MAP_QUANTITY, share_scale=False)
 
 
 def write_audit(audit: BiasAudit, folder: str | Path) -> tuple[Path, Path]:
