@@ -106,7 +106,8 @@ def audit_figure(audit: BiasAudit, title: str | None = None):
     title = title or (
         f"{audit.grouping}: {a} against {b}, {audit.utterances} utterances\nratio: distance between the groups' maps over that between halves of one group's"
     )
-    return plot_layers(columns, labels, order=False, style=MapStyle(show_units=False, panel_size=2.0), title=title, colorbar_label=MAP_QUANTITY, share_scale=False)
+    style = MapStyle(show_units=False, panel_size=2.0)
+    return plot_layers(columns, labels, order=False, style=style, title=title, colorbar_label=MAP_QUANTITY, share_scale=False)
 
 
 def write_audit(audit: BiasAudit, folder: str | Path) -> tuple[Path, Path]:
