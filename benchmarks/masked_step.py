@@ -10,9 +10,10 @@ no block masks anything and the stock BatchNorm runs, as before padding masks. B
 of the per-turn step times, by wall clock and by this process's CPU time (steadier than the wall
 clock on a machine that other jobs load). Target ratio <= 1.05.
 
-    python benchmarks/masked_step.py [--batch 8] [--frames 300] [--repeats 7] [--precision 32-true]
+    python benchmarks/masked_step.py [--batch 8] [--frames 300] [--repeats 7] [--precision 32-true] [--record]
 
-The last line gives the ratios.
+The last line gives the ratios. ``--record`` also writes the step times and ratios to
+``docs/results/benchmarks/masked_step-<precision>.json`` (``records.py``).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from pathlib import Path
 import torch
 import yaml
 from mfu import train_step
+from records import add_record_option, write_record
 
 import tmaps.conf
 from tmaps.models import build_model
@@ -51,6 +53,7 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=300, help="feature frames of the longest utterance (100 a second)")
     parser.add_argument("--repeats", type=int, default=7, help="timed steps of each kind")
     parser.add_argument("--precision", default="32-true", choices=["32-true", "bf16-mixed"])
+    add_record_option(parser)
     args = parser.parse_args()
 
     torch.manual_seed(0)
@@ -79,6 +82,13 @@ def main() -> None:
     for kind, (wall, cpu) in medians.items():
         print(f"{kind:>8} step: {wall * 1000:7.1f} ms wall, {cpu * 1000:7.1f} ms CPU (median of {args.repeats})")
     wall_ratio, cpu_ratio = (masked / unmasked for masked, unmasked in zip(medians["masked"], medians["unmasked"]))
+    if args.record:
+        measured = {
+            "batch": args.batch, "frames": args.frames, "shortest": int(padded_lengths.min()), "repeats": args.repeats,
+            **{f"{kind}_{clock}_ms": seconds * 1000 for kind, row in medians.items() for clock, seconds in zip(("wall", "cpu"), row)},
+            "wall_ratio": wall_ratio, "cpu_ratio": cpu_ratio,
+        }
+        write_record(args.record, f"masked_step-{args.precision}", measured, precision=args.precision)
     print(f"masked / unmasked step: {wall_ratio:.3f}x wall clock, {cpu_ratio:.3f}x CPU time (target <= 1.05)")
 
 

@@ -20,7 +20,8 @@ crosses 0.12 between steps 466 and 599 in 14 committed runs (docs/performance.md
 
 ``--quick`` trains a tiny model on a corpus of a few dozen utterances, in fp32 only, to a target that every model
 reaches at its first validation (a CER of at most infinity): it checks that the benchmark runs end to end, not the recipes.
-``--json PATH`` also writes every measured value. The last line gives each ratio: the baseline's seconds to the
+``--json PATH`` also writes every measured value; ``--record`` writes them with the run's provenance to
+``docs/results/benchmarks/time_to_quality.json`` (``records.py``; not for ``--quick``). The last line gives each ratio: the baseline's seconds to the
 target over the candidate's, per precision (medians over seeds).
 """
 
@@ -40,6 +41,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from omegaconf import OmegaConf
+from records import add_record_option, write_record
 
 from tmaps.data import SpeechDataModule
 from tmaps.studies.runs import composed_train_config, csv_log, run_child
@@ -149,7 +151,10 @@ def main() -> None:
     parser.add_argument("--data-dir", type=Path, default=None, help="paths.data_dir (feature caches emptied); default a temporary folder")
     parser.add_argument("--quick", action="store_true", help="a tiny model and corpus, fp32, target CER <= inf: the machinery only")
     parser.add_argument("--json", type=Path, default=None, help="also write the measured values here")
+    add_record_option(parser)
     args = parser.parse_args()
+    if args.quick and args.record:
+        parser.error("--record: a --quick run checks the machinery, not the recipes, so it makes no record")
 
     target, val_every = (math.inf, 2) if args.quick else (args.target, args.val_every)
     precisions = args.precisions.split(",") if args.precisions else [FALLBACK_CPU_PRECISION] if args.quick else native_precisions()
@@ -182,9 +187,11 @@ def main() -> None:
                     print(f"{name:<13}{precision:<12}{seed:>5}{arm['validations']:>12}{arm['best_cer']:>9.4f}{reached}{arm['wall_s']:>8.1f}", flush=True)
 
     table = ratios(arms, [name for name in recipes if name != "baseline"], precisions)
+    measured = {"target": target, "val_every": val_every, "synthesis_s": synthesis_s, "recipes": recipes, "arms": arms, "ratios": table}
     if args.json:
-        measured = {"target": target, "val_every": val_every, "synthesis_s": synthesis_s, "recipes": recipes, "arms": arms, "ratios": table}
         args.json.write_text(json.dumps(measured, indent=1))
+    if args.record:
+        write_record(args.record, "time_to_quality", measured, precision=",".join(precisions))
     print(f"time_to_quality: today / new, seconds to dev CER <= {target}: " + ", ".join(
         f"{key} {value['ratio']:.2f}x ({value['baseline_s']:.0f} s / {value['candidate_s']:.0f} s)" if value["ratio"]
         else f"{key}: the {'baseline' if value['baseline_s'] is None else 'candidate'} did not reach it"

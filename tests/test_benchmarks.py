@@ -1,4 +1,4 @@
-"""Benchmarks that run in tests: gpu_check.sh on the CPU with a small model, time_to_quality.py --quick; each writes its measured numbers."""
+"""Benchmarks that run in tests: gpu_check.sh on the CPU (small model), time_to_quality.py --quick, ctc_margin.py's record; each writes its numbers."""
 
 from __future__ import annotations
 
@@ -48,7 +48,8 @@ def test_time_to_quality_quick_trains_both_recipes_to_the_target_and_gives_their
     assert ratio["ratio"] == pytest.approx(ratio["baseline_s"] / ratio["candidate_s"])
 
 
-def test_time_to_quality_interpolates_the_crossing_between_the_validations_around_it():
+def test_time_to_quality_interpolates_the_crossing_between_the_validations_around_it(monkeypatch):
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))  # as when run as a script: its sibling modules import
     spec = importlib.util.spec_from_file_location("time_to_quality", ROOT / "benchmarks" / "time_to_quality.py")
     time_to_quality = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(time_to_quality)
@@ -57,3 +58,27 @@ def test_time_to_quality_interpolates_the_crossing_between_the_validations_aroun
     assert crossing == pytest.approx({"step": 37.5, "cer": 0.12, "seconds": 50.0, "train_seconds": 25.0})
     assert time_to_quality.at_target(curve, 0.5) == {"step": 15, "cer": 0.30, "seconds": 20.0, "train_seconds": 10.0}
     assert time_to_quality.at_target(curve, 0.05) is None
+
+
+def test_ctc_margin_records_its_values_as_strict_json_that_names_no_machine_folder(synth_corpus_en, tmp_path):
+    records = tmp_path / "records"
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "ctc_margin.py"), str(synth_corpus_en), "--models", "small,small_s4", "--record", str(records)],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.splitlines()[-1].startswith("ctc_margin: smallest output frames per needed frame")
+    text = (records / f"ctc_margin-{synth_corpus_en.name}.json").read_text()
+
+    def not_a_number(constant: str):
+        raise AssertionError(f"the record holds {constant}, which strict JSON has not")
+
+    record = json.loads(text, parse_constant=not_a_number)
+    assert str(tmp_path) not in text and str(synth_corpus_en.parent) not in text
+    assert record["command"] == ["python", "benchmarks/ctc_margin.py", f"<elsewhere>/{synth_corpus_en.name}", "--models", "small,small_s4", "--record", "<run>"]
+    assert {"commit", "dirty", "cpu", "threads", "torch"} <= set(record["provenance"])
+    measured = record["measured"]
+    assert measured["corpus"] == synth_corpus_en.name and measured["utterances"] == 56
+    small, small_s4 = measured["models"]["small"], measured["models"]["small_s4"]
+    assert small["output_fps"] == 2 * small_s4["output_fps"]
+    assert all(0 < row["speech_min"] <= row["speech_p1"] <= row["speech_median"] for row in (small, small_s4))
