@@ -12,7 +12,7 @@ Arms: ``--baseline`` (``experiment=quickstart``) and each ``--candidate`` (``exp
 always and in bf16 where the CPU computes bf16 natively (``tmaps.training.precision.cpu_has_native_bf16``;
 ``--precisions`` chooses), for each of ``--seeds``, the arms taking turns. Checkpoints, map callbacks, the test and
 the report are off: they cost the same in every recipe and come after the crossing. The quickstart's dev CER
-crosses 0.12 between steps 466 and 599 in 14 committed runs (docs/performance.md); more seeds give medians.
+crosses 0.12 at a different step in each run; more seeds give medians.
 
     python benchmarks/time_to_quality.py                                   # quickstart against quickstart_fast
     python benchmarks/time_to_quality.py --candidate "experiment=quickstart model=small_s4"   # one option alone

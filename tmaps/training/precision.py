@@ -2,8 +2,8 @@
 
 ``conf/trainer/cpu.yaml`` sets ``precision: ${cpu_precision:}``, resolved by :func:`cpu_precision`.
 On a CPU with bf16 dot-product instructions (x86 AVX512-BF16 or AMX, Arm BF16) bf16 autocast
-trains the quickstart model 1.8x faster at the same CER; elsewhere oneDNN has no bf16 kernels and
-PyTorch falls back to reference code that is about 5x slower than fp32 (docs/performance.md), so
+trains the quickstart model faster than fp32; elsewhere oneDNN has no bf16 kernels and PyTorch
+falls back to reference code that is much slower than fp32 (``benchmarks/mfu.py`` measures both), so
 those CPUs train in fp32. The environment variable ``TMAPS_CPU_PRECISION`` (``32-true`` or
 ``bf16-mixed``) forces the choice, so that a test suite or a comparison can run either way on any CPU.
 """
