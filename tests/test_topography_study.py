@@ -7,6 +7,7 @@ import shutil
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 from omegaconf import OmegaConf
 
@@ -106,3 +107,27 @@ def test_the_collapse_control_is_measured_on_the_chosen_settings_baseline(tmp_pa
     assert summary["chosen"]["weight"] == 0.5
     assert next(claim for claim in summary["claims"] if claim["id"] == "topo_groups_phonemes")["status"] == "not measured"
     assert "Collapse control of weight_similarity on conv1 at weight 0.5" in (tmp_path / "runs").parent.joinpath("topography_sweep.md").read_text()
+
+
+def committed_choice():
+    records = topography.RecordStore(REPO / STUDY["records_dir"]).records()
+    table = topography.sweep_table(records)
+    return records, table, topography.choose_default(table, STUDY["default_criteria"])
+
+
+@pytest.mark.parametrize(
+    ("control_i", "participation_drop", "holds"),
+    [(0.2, 0.0, True), (0.9, 0.0, False), (0.2, 0.5, False)],
+    ids=["control-below", "control-above", "diversity-lost"],
+)
+def test_topo_groups_phonemes_fails_when_the_control_reaches_it_or_the_layer_collapses(control_i, participation_drop, holds):
+    records, _, chosen = committed_choice()
+    assert chosen is not None
+    chosen = chosen.copy()
+    chosen["participation_fraction_min"] -= participation_drop
+    controls = pd.DataFrame({"run_id": ["a", "b", "c"], "morans_i_largest": [control_i - 0.01, control_i, control_i + 0.01]})
+    paths = {record["run_id"]: f"{record['run_id']}.json" for record in records}
+    measured = topography.claim_measurements(records, chosen, paths, controls, ["a.json", "b.json", "c.json"])["topo_groups_phonemes"]
+    assert measured.n_seeds == 3 and measured.conditions_met is holds
+    # Two control seeds give no interval worth judging: the claim is not measured.
+    assert topography.claim_measurements(records, chosen, paths, controls.iloc[:2], ["a.json", "b.json"])["topo_groups_phonemes"] is None

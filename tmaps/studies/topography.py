@@ -138,35 +138,53 @@ def measure(checkpoint_path: Path, data: Mapping, analysis: Mapping) -> dict:
     return {"test": test, "layers": layers, "topographic_layers": sorted(grids), "nap_utterances": nap.info["utterances"]}
 
 
+CONTROL_METHOD = "reduced rank, full search; placements: channel order, weight similarity, profile similarity"
+ARRANGEMENTS = ("channel_order", "by_similarity", "by_profiles")
+
+
 def collapse_control(checkpoint_path: Path, data: Mapping, analysis: Mapping, target_participation: Mapping[str, float]) -> dict:
-    """Moran's I of a baseline layer's phoneme maps once its diversity is cut to a topographic setting's, without topography.
+    """Moran's I of a baseline layer's phoneme maps once its diversity is cut to a topographic setting's, without a topographic loss.
 
     For each layer of ``target_participation`` (layer -> participation ratio to match), the
-    layer's filters are reduced in rank (:func:`tmaps.topo.reduced_rank_filters`) to the rank
-    whose participation ratio is nearest the target, and the reduced model's test NAP maps are
-    measured twice: with the units where training left them (``channel_order``), and placed on
-    the grid by weight similarity alone (``by_similarity``: :func:`tmaps.topo.placement_by_similarity`),
-    the smoothest arrangement that collapse gives without a topographic loss.
+    layer's filters are reduced in rank (:func:`tmaps.topo.reduced_rank_filters`) to the rank,
+    of all ranks, whose participation ratio is nearest the target (a target above the layer's own
+    ratio cannot be reached: ``target_reached`` says whether it was, within 5%), and the reduced
+    model's test NAP maps are measured with three arrangements of the units on the grid, none
+    trained: where training left them (``channel_order``), placed by weight similarity
+    (``by_similarity``: :func:`tmaps.topo.placement_by_similarity` of the filters) and placed by the
+    similarity of the very NAP profiles whose Moran's I is measured (``by_profiles``). The last
+    two are simple two-component arrangements, not the smoothest possible ones.
     """
     checkpoint = load_checkpoint(checkpoint_path)
     layers = {}
     for layer, target in target_participation.items():
         parameter = weight_module(get_layer(checkpoint.model, layer)).weight
         original = parameter.detach().clone()
-        ranks = range(1, min(4 * math.ceil(target) + 2, *original.reshape(original.shape[0], -1).shape) + 1)
+        unreduced = filter_diversity(original)["participation_ratio"]
+        ranks = range(1, min(original.reshape(original.shape[0], -1).shape) + 1)
         candidates = [(rank, filter_diversity(reduced_rank_filters(original, rank))["participation_ratio"]) for rank in ranks]
         rank, participation = min(candidates, key=lambda candidate: abs(candidate[1] - target))
         with torch.no_grad():
             parameter.copy_(reduced_rank_filters(original, rank))
-        layers[layer] = {"target_participation_ratio": float(target), "rank": rank, "participation_ratio": participation}
+        layers[layer] = {
+            "target_participation_ratio": float(target),
+            "unreduced_participation_ratio": unreduced,
+            "rank": rank,
+            "participation_ratio": participation,
+            "target_reached": bool(abs(participation - target) <= 0.05 * target),
+        }
     options = {"layers": sorted(target_participation), "groups": "phoneme", "max_utterances": analysis.get("max_utterances")}
     nap = checkpoint_profiles(checkpoint, data, kind="nap", split=analysis["split"], **options)
     for layer, numbers in layers.items():
         grid = checkpoint.grids[layer]
         units = nap[layer].mean
-        order = placement_by_similarity(weight_module(get_layer(checkpoint.model, layer)).weight, grid).numpy()
-        numbers["channel_order"] = joint_morans_i(units, grid, analysis["permutations"])
-        numbers["by_similarity"] = joint_morans_i(units[:, order], grid, analysis["permutations"])
+        orders = {
+            "channel_order": np.arange(grid.n_units),
+            "by_similarity": placement_by_similarity(weight_module(get_layer(checkpoint.model, layer)).weight, grid).numpy(),
+            "by_profiles": placement_by_similarity(torch.as_tensor(np.ascontiguousarray(units.T)), grid).numpy(),
+        }
+        for arrangement, order in orders.items():
+            numbers[arrangement] = joint_morans_i(units[:, order], grid, analysis["permutations"])
     return {"layers": layers, "nap_utterances": nap.info["utterances"]}
 
 
@@ -237,7 +255,13 @@ def run_controls(study: Mapping, records: Sequence[Mapping]) -> None:
     out_dir = Path(study["out_dir"])
     for baseline in baseline_records(records, chosen["layers"]):
         seed = baseline["settings"]["seed"]
-        settings = {"of": control_id(setting, seed), "baseline": baseline["run_id"], "analysis": dict(study["analysis"])}
+        settings = {
+            "of": control_id(setting, seed),
+            "baseline": baseline["run_id"],
+            "method": CONTROL_METHOD,
+            "targets": {layer: round(value, 1) for layer, value in targets.items()},
+            "analysis": dict(study["analysis"]),
+        }
         if store.load(settings["of"], settings) is not None:
             continue
         checkpoint = out_dir / baseline["checkpoint"]["path"]
@@ -301,8 +325,8 @@ def seed_numbers(record: Mapping) -> dict:
 
 
 def _interval(values: Sequence[float]) -> tuple[float, float, float]:
-    """Mean with its 95% CI over seeds from 3 seeds on; with 2 the bracket is their range (a bootstrap over 2 values gives
-    nothing more, and calling it a CI would overstate it); with 1, none."""
+    """Mean with its percentile bootstrap interval over seeds (:func:`tmaps.studies.stats.seed_ci`), which with 2 or 3 seeds is
+    their range; with 1, none."""
     if len(values) < 2:
         return float(values[0]), math.nan, math.nan
     if len(values) == 2:
@@ -394,6 +418,11 @@ def plot_distance_profiles(records: Sequence[Mapping], path: Path, max_distance:
             distances[loss, layers] = distance[keep]
             curves.setdefault((loss, layers), {}).setdefault(weight, []).append(np.asarray(profile["similarity"])[keep])
     panels = sorted(curves)
+    # Weight 0 is one baseline whatever the loss: every panel on the same layers shows it.
+    for panel in panels:
+        baseline = next((curves[other][0.0] for other in panels if other[1] == panel[1] and 0.0 in curves[other]), None)
+        if baseline is not None:
+            curves[panel].setdefault(0.0, baseline)
     figure, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.6), layout="constrained", squeeze=False, sharey=True)
     for ax, panel in zip(axes[0], panels):
         weights = sorted(curves[panel])
@@ -416,20 +445,24 @@ def _error_bars(group: pd.DataFrame, column: str) -> np.ndarray | None:
 
 
 def control_seeds(controls: Sequence[Mapping], setting: tuple[str, str, float]) -> pd.DataFrame:
-    """Per seed of the collapse control of ``setting``: Moran's I (mean over layers) by similarity and in channel order, the rank and participation ratio."""
+    """Per seed of the collapse control of ``setting``: Moran's I (mean over layers) in each arrangement and the largest of them,
+    the ranks, participation ratios and whether every layer reached its target."""
     rows = []
     for record in controls:
         if (record["setting"]["loss"], "+".join(record["setting"]["layers"]), float(record["setting"]["weight"])) != setting:
             continue
         layers = record["layers"].values()
-        rows.append({
-            "run_id": record["run_id"],
-            "morans_i_by_similarity": np.mean([layer["by_similarity"]["morans_i"] for layer in layers]),
-            "morans_i_channel_order": np.mean([layer["channel_order"]["morans_i"] for layer in layers]),
+        row = {"run_id": record["run_id"]}
+        row |= {f"morans_i_{arrangement}": np.mean([layer[arrangement]["morans_i"] for layer in layers]) for arrangement in ARRANGEMENTS}
+        row["morans_i_largest"] = max(row[f"morans_i_{arrangement}"] for arrangement in ARRANGEMENTS)
+        row |= {
             "rank": "/".join(str(layer["rank"]) for layer in layers),
-            "participation_ratio": np.mean([layer["participation_ratio"] for layer in layers]),
-            "target_participation_ratio": np.mean([layer["target_participation_ratio"] for layer in layers]),
-        })
+            "participation_ratio": "/".join(f"{layer['participation_ratio']:.1f}" for layer in layers),
+            "target_participation_ratio": "/".join(f"{layer['target_participation_ratio']:.1f}" for layer in layers),
+            "unreduced_participation_ratio": "/".join(f"{layer['unreduced_participation_ratio']:.1f}" for layer in layers),
+            "target_reached": all(layer["target_reached"] for layer in layers),
+        }
+        rows.append(row)
     return pd.DataFrame(rows)
 
 
@@ -439,14 +472,14 @@ def claim_measurements(
     """The topography study's claims, judged at the chosen setting (``None``: not measured).
 
     ``topo_groups_phonemes`` needs the chosen setting's runs, its weight-0 baseline and its collapse
-    control (:func:`collapse_control`, the stronger arrangement: by similarity); ``gradnap_clusters_groups``
-    needs the chosen setting's runs.
+    control (:func:`collapse_control`; per seed the largest Moran's I of its three arrangements);
+    ``gradnap_clusters_groups`` needs the chosen setting's runs. Below 3 seeds neither is measured.
     """
     measurements = {"topo_groups_phonemes": None, "gradnap_clusters_groups": None}
     if chosen is None:
         return measurements
     runs = [record for record in records if setting_of(record) == (chosen["loss"], chosen["layers"], chosen["weight"])]
-    if len(runs) < 2:
+    if len(runs) < claims.MIN_SEEDS:
         return measurements
     paths = [record_paths[record["run_id"]] for record in runs]
     measurements["gradnap_clusters_groups"] = claims.Measurement(
@@ -454,9 +487,9 @@ def claim_measurements(
         conditions_met=bool(chosen["gradnap_layers_above_null_min"] > 0.5),
     )
     baseline = [seed_numbers(record)["morans_i"] for record in baseline_records(records, chosen["layers"])]
-    if len(baseline) >= 2 and len(controls) >= 2:
+    if len(baseline) >= claims.MIN_SEEDS and len(controls) >= claims.MIN_SEEDS:
         baseline_high = stats.seed_ci(baseline).high
-        control_high = stats.seed_ci(controls["morans_i_by_similarity"].tolist()).high
+        control_high = stats.seed_ci(controls["morans_i_largest"].tolist()).high
         measurements["topo_groups_phonemes"] = claims.Measurement(
             chosen["morans_i"], (chosen["morans_i_low"], chosen["morans_i_high"]), len(runs),
             paths + [record_paths[record["run_id"]] for record in baseline_records(records, chosen["layers"])] + list(control_paths),
@@ -498,26 +531,33 @@ def _criteria_text(criteria: Mapping) -> str:
     )
 
 
-def status_line(table: pd.DataFrame, chosen: pd.Series | None, criteria: Mapping) -> str:
+def status_line(table: pd.DataFrame, chosen: pd.Series | None, criteria: Mapping, missing: Sequence[str] = ()) -> str:
     """Where the topography study stands, for the README beside the claims: a miss is stated where the headline is."""
     fewest, most = int(table["seeds"].min()), int(table["seeds"].max())
     seeds = f"{fewest} seeds each" if fewest == most else f"{fewest} to {most} seeds each"
     settings = f"{len(table)} settings of {', '.join(sorted(table['loss'].unique()))}, {seeds}"
+    if missing:
+        return f"Topography study so far ({settings}): running; {len(missing)} planned runs have no record, so no default is chosen and no claim judged yet."
     if chosen is None:
         topographic = table[table["dev_morans_i"] >= criteria["morans_i"]]
-        kept = topographic["participation_fraction_min"].max()
-        why = (
-            "no setting reaches the Moran's I"
-            if topographic.empty
-            else f"those that reach the Moran's I keep at most {kept:.0%} of the untouched layers' participation ratio"
-        )
+        diverse = topographic[topographic["participation_fraction_min"] >= criteria["participation_fraction"]]
+        if topographic.empty:
+            why = "no setting reaches the Moran's I"
+        elif diverse.empty:
+            kept = topographic["participation_fraction_min"].max()
+            why = f"those that reach the Moran's I keep at most {kept:.0%} of the untouched layers' participation ratio"
+        else:
+            why = "those that reach the Moran's I and keep the diversity miss the dev-CER margin"
         return (
             f"Topography study so far ({settings}): **no setting meets the default criteria** ({_criteria_text(criteria)}); "
             f"{why}. See [Topography](docs/topography.md#the-topography-study)."
         )
+    baseline = table[(table["layers"] == chosen["layers"]) & (table["weight"] == 0)].iloc[0]
     return (
         f"Topography study so far ({settings}): the default chosen on dev is **{chosen['loss']} on {chosen['layers']} at weight "
-        f"{chosen['weight']:g}** ({_criteria_text(criteria)}). See [Topography](docs/topography.md#the-topography-study)."
+        f"{chosen['weight']:g}** ({_criteria_text(criteria)}); its test CER is {chosen['test_cer']:.3f} against the baseline's "
+        f"{baseline['test_cer']:.3f} [{baseline['test_cer_low']:.3f}, {baseline['test_cer_high']:.3f}]. "
+        "See [Topography](docs/topography.md#the-topography-study)."
     )
 
 
@@ -527,13 +567,17 @@ def control_text(controls: pd.DataFrame, chosen: pd.Series) -> str:
     if controls.empty:
         return f"\nCollapse control of {setting}: not measured yet (`tmaps-study topography` measures it on the weight-0 checkpoints).\n"
     columns = {
-        "run_id": "record", "rank": "rank (per layer)", "participation_ratio": "participation ratio", "target_participation_ratio": "target",
-        "morans_i_by_similarity": "Moran's I, placed by similarity", "morans_i_channel_order": "Moran's I, channel order",
+        "run_id": "record", "rank": "rank", "participation_ratio": "participation ratio", "target_participation_ratio": "target",
+        "unreduced_participation_ratio": "baseline's own", "target_reached": "target reached (5%)",
+        "morans_i_channel_order": "Moran's I, channel order", "morans_i_by_similarity": "by weight similarity",
+        "morans_i_by_profiles": "by profile similarity", "morans_i_largest": "largest",
     }
     table = controls[list(columns)].rename(columns=columns).to_markdown(index=False, floatfmt=".3g")
     return (
-        f"\nCollapse control of {setting}: each weight-0 baseline's topographic layers cut to the rank whose participation ratio is "
-        "nearest the setting's, no topographic loss; test NAP maps with the units placed by weight similarity alone, and in channel order.\n\n"
+        f"\nCollapse control of {setting}: each weight-0 baseline's topographic layers (per layer, separated by /) cut to the rank whose "
+        "participation ratio is nearest the setting's, no topographic loss; Moran's I of the test NAP maps with the units in three "
+        "untrained arrangements (mean over layers); the claim compares with the largest. A target above the baseline's own ratio "
+        "cannot be reached.\n\n"
         f"{table}\n"
     )
 
@@ -551,12 +595,19 @@ def report(study: Mapping, claims_dir: str | Path = claims.RESULTS_DIR, readme: 
     results_dir = store.folder.parent
     table = sweep_table(records)
     table.to_csv(results_dir / "topography_sweep.csv", index=False, float_format="%.6g")
-    chosen = choose_default(table, study["default_criteria"])
-    choice = "no setting meets the criteria" if chosen is None else f"{chosen['loss']} on {chosen['layers']} at weight {chosen['weight']:g}"
+    missing = [planned["run_id"] for planned in planned_runs(study) if not store.path(planned["run_id"]).is_file()]
+    # A default or a claim from part of the design could change when the rest arrives.
+    chosen = None if missing else choose_default(table, study["default_criteria"])
+    if missing:
+        choice = f"none yet: {len(missing)} planned runs have no record (first: {missing[0]})"
+    elif chosen is None:
+        choice = "no setting meets the criteria"
+    else:
+        choice = f"{chosen['loss']} on {chosen['layers']} at weight {chosen['weight']:g}"
     summary = (
         f"{markdown_table(table)}\n\n{len(records)} runs. Test CER: mean over seeds with the 95% CI over seeds and test utterances; "
-        "every other number: mean over seeds [95% CI over seeds] from 3 seeds on; with 2 seeds the bracket is their range, not a CI; "
-        "none with one seed. "
+        "every other number: mean over seeds [percentile bootstrap over seeds], which with 2 or 3 seeds is their range "
+        "(tmaps.studies.stats); none with one seed. "
         f"Default chosen on dev ({_criteria_text(study['default_criteria'])}): **{choice}**.\n"
     )
     plot_pareto(table, results_dir / "topography_pareto.png")
@@ -572,5 +623,5 @@ def report(study: Mapping, claims_dir: str | Path = claims.RESULTS_DIR, readme: 
     record_paths = {record["run_id"]: relative_path(store.path(record["run_id"])) for record in records}
     control_paths = [relative_path(control_store.path(run_id)) for run_id in controls.get("run_id", [])]
     judged = claims.update_claims(claim_measurements(records, chosen, record_paths, controls, control_paths), claims_dir, markdown_files=[readme])
-    claims.replace_marked_section(readme, status_line(table, chosen, study["default_criteria"]), name="topography-status")
+    claims.replace_marked_section(readme, status_line(table, chosen, study["default_criteria"], missing), name="topography-status")
     return {"table": table, "chosen": chosen, "claims": judged}
