@@ -63,7 +63,7 @@ def test_docs_build_strictly_with_the_readme_as_home_page_and_every_local_link_r
     home = (site / "index.html").read_text()
     assert "Quickstart" in home and "<!-- claims:start -->" in home
     assert 'src="figures/report_page_maps.png"' in home
-    assert 'src="../figures/filter_maps_topo.png"' in (site / "topography" / "index.html").read_text()
+    assert 'src="../figures/filter_maps_response_correlation_3.png"' in (site / "topography" / "index.html").read_text()
 
     for page in site.rglob("*.html"):
         if page.name == "404.html":
