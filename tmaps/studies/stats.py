@@ -218,7 +218,6 @@ def permutation_p(
     each seed's difference. :func:`smallest_p` states the floor the design puts on the result.
     """
     values, other = _as_1d(values, "values"), _as_1d(other, "other")
-    count = distinct_permutations(len(values), len(other), paired)
     if paired:
 
         def statistic(x: np.ndarray, y: np.ndarray, axis: int = -1) -> np.ndarray:
@@ -228,16 +227,7 @@ def permutation_p(
         def statistic(x: np.ndarray, y: np.ndarray, axis: int = -1) -> np.ndarray:
             return np.mean(x, axis=axis) - np.mean(y, axis=axis)
 
-    result = stats.permutation_test(
-        (values, other),
-        statistic,
-        permutation_type="samples" if paired else "independent",
-        vectorized=True,
-        n_resamples=np.inf if count <= MAX_EXACT_PERMUTATIONS else resamples,
-        alternative=alternative,
-        rng=seed,
-    )
-    return float(result.pvalue)
+    return _permutation_test_p((values, other), statistic, paired, True, alternative, resamples, seed)
 
 
 def relabelling_p(
@@ -255,12 +245,19 @@ def relabelling_p(
     exact over every distinct relabelling when there are at most :data:`MAX_EXACT_PERMUTATIONS`,
     else ``resamples`` random ones (``scipy.stats.permutation_test``, not vectorized).
     """
-    count = distinct_permutations(len(a), len(b), paired)
+    return _permutation_test_p((np.asarray(a), np.asarray(b)), statistic, paired, False, alternative, resamples, seed)
+
+
+def _permutation_test_p(
+    samples: tuple[np.ndarray, np.ndarray], statistic: Callable, paired: bool, vectorized: bool, alternative: str, resamples: int, seed: int
+) -> float:
+    """``scipy.stats.permutation_test``'s p: exact over every distinct relabelling up to :data:`MAX_EXACT_PERMUTATIONS`, else ``resamples``."""
+    count = distinct_permutations(len(samples[0]), len(samples[1]), paired)
     result = stats.permutation_test(
-        (np.asarray(a), np.asarray(b)),
+        samples,
         statistic,
         permutation_type="samples" if paired else "independent",
-        vectorized=False,
+        vectorized=vectorized,
         n_resamples=np.inf if count <= MAX_EXACT_PERMUTATIONS else resamples,
         alternative=alternative,
         rng=seed,
