@@ -54,15 +54,10 @@ from tmaps.studies import claims, stats
 from tmaps.studies.profiles import checkpoint_profiles
 from tmaps.studies.runs import (
     RecordStore,
-    checkpoint_reference,
     checkpoint_test_errors,
     locked,
-    new_record,
-    read_config,
-    read_curve,
     relative_path,
-    train_run,
-    without_machine_paths,
+    trained_record,
 )
 
 log = logging.getLogger(__name__)
@@ -259,14 +254,8 @@ def run(study: Mapping) -> list[dict]:
         with locked(run_dir):
             shutil.rmtree(run_dir, ignore_errors=True)  # no record: whatever the folder holds is an unfinished run
             log.info("training %s", planned["run_id"])
-            wall = train_run([*planned["settings"]["overrides"], *manifest_source(corpus), f"hydra.run.dir={run_dir}"], run_dir / "console.log")
-            best = sorted((run_dir / "checkpoints").glob("best-*.ckpt"))[-1]
-            config = read_config(run_dir)
-            record = new_record(study["name"], planned["run_id"], planned["settings"], precision=config["trainer"]["precision"])
-            record |= {"arm": arm, "config": without_machine_paths(config, run_dir)}
-            record["checkpoint"] = checkpoint_reference(best, out_dir)
-            record["provenance"]["wall_seconds"] = wall
-            record["curve"] = read_curve(run_dir)
+            overrides = [*planned["settings"]["overrides"], *manifest_source(corpus)]
+            record, best, config = trained_record(study["name"], planned, overrides, run_dir, out_dir)
             record |= measure(best, config["data"], planned["designs"], study["analysis"], errors=planned["settings"]["errors"])
             store.save(record)
         log.info("%s: test CER %.4f", planned["run_id"], record["test"]["test"]["cer"])

@@ -330,6 +330,24 @@ def read_curve(run_dir: Path) -> list[dict]:
     ]
 
 
+def trained_record(study: str, planned: Mapping, overrides: Sequence[str], run_dir: Path, out_dir: Path) -> tuple[dict, Path, dict]:
+    """Train a planned run (``run_id``, ``settings``, ``arm``) into ``run_dir`` with ``overrides`` and begin its record.
+
+    The record holds the settings and provenance (with the wall seconds), the arm, the resolved config
+    without machine paths, the best-dev checkpoint by hash (relative to ``out_dir``) and the dev curve.
+    Returns the record, the best checkpoint and the resolved config, for the study's own measurements.
+    """
+    wall = train_run([*overrides, f"hydra.run.dir={run_dir}"], run_dir / "console.log")
+    best = sorted((run_dir / "checkpoints").glob("best-*.ckpt"))[-1]
+    config = read_config(run_dir)
+    record = new_record(study, planned["run_id"], planned["settings"], precision=config["trainer"]["precision"])
+    record |= {"arm": planned["arm"], "config": without_machine_paths(config, run_dir)}
+    record["checkpoint"] = checkpoint_reference(best, out_dir)
+    record["provenance"]["wall_seconds"] = wall
+    record["curve"] = read_curve(run_dir)
+    return record, best, config
+
+
 def checkpoint_test_errors(checkpoint_path: Path, data: Mapping) -> dict:
     """:func:`utterance_errors` of a checkpoint on every test split of the corpus of a ``data`` config, by split name."""
     # Imported here: the claims and the reports import this module and must not pull in Lightning to read records.

@@ -45,10 +45,8 @@ from tmaps.studies.runs import (
     locked,
     new_record,
     read_config,
-    read_curve,
     relative_path,
-    train_run,
-    without_machine_paths,
+    trained_record,
 )
 from tmaps.topo import Grid, distance_profile, filter_diversity, placement_by_similarity, reduced_rank_filters, topography_metrics
 from tmaps.topo.layers import get_layer, weight_module
@@ -216,14 +214,7 @@ def run(study: Mapping) -> list[dict]:
             # No record: whatever the folder holds is an unfinished run.
             shutil.rmtree(run_dir, ignore_errors=True)
             log.info("training %s", planned["run_id"])
-            wall = train_run([*planned["settings"]["overrides"], f"hydra.run.dir={run_dir}"], run_dir / "console.log")
-            best = sorted((run_dir / "checkpoints").glob("best-*.ckpt"))[-1]
-            config = read_config(run_dir)
-            record = new_record(study["name"], planned["run_id"], planned["settings"], precision=config["trainer"]["precision"])
-            record |= {"arm": planned["arm"], "config": without_machine_paths(config, run_dir)}
-            record["checkpoint"] = checkpoint_reference(best, out_dir)
-            record["provenance"]["wall_seconds"] = wall
-            record["curve"] = read_curve(run_dir)
+            record, best, config = trained_record(study["name"], planned, planned["settings"]["overrides"], run_dir, out_dir)
             record |= measure(best, config["data"], study["analysis"])
             store.save(record)
         log.info("%s: test CER %.4f", planned["run_id"], record["test"]["test"]["cer"])
